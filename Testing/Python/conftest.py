@@ -1,0 +1,33 @@
+"""Shared fixtures: a random-weight FCIB checkpoint in the real format, made once per machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+CACHE = Path(os.environ.get("DFM50N_TEST_CACHE", Path.home() / ".cache" / "dfm50n-tests"))
+
+
+@pytest.fixture(scope="session")
+def random_weights() -> Path:
+    """A 738 MB checkpoint of the identical architecture, random weights (seed 0).
+
+    Cached across sessions (written atomically, so concurrent test runs never see half a file).
+    """
+    from DFM50NLib import fcib
+
+    path = CACHE / "fcib_random_seed0.torch"
+    if not path.exists():
+        fcib.save_random_checkpoint(path, seed=0)
+    return path
