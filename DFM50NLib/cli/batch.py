@@ -1,0 +1,96 @@
+"""`batch`: score a cohort (manifest CSV or two folders), resumable, locally or on a Dask cluster."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import add_geometry_arguments, add_model_arguments, geometry_kwargs
+
+EPILOG = """\
+manifest CSV: columns case_id,image,mask; optional label, segment, center (dt_peak | centroid | 'R A S'
+point in RAS mm), smoking, spiculated (yes/no), short_axis_cm; every other column (outcomes, ...) is copied
+to results.csv. Relative paths are relative to the manifest's folder. Images: NIfTI, NRRD, MHA/MHD or a
+DICOM series folder; masks: the same or Slicer .seg.nrrd (--segment / label column).
+
+--images/--masks pairing: base name = file name without extension (a DICOM series folder: its name);
+a mask pairs with the image of the same base name, optionally followed by _mask, _seg, _segmentation,
+_label(s), _lesion (or with '-'): ct01.nii.gz <-> ct01_seg.nrrd. Unpaired files go to errors.csv.
+
+Resume: re-running the same command skips every case already scored with the same configuration
+(inputs, options, weights, classifier, software version) and redoes the rest. Outputs in --out:
+cases/<id>.json, errors/<id>.json, results.csv, errors.csv, features_*.csv.
+"""
+
+
+def register(sub):
+    p = sub.add_parser(
+        "batch", help="score a cohort (manifest or folders), resumable",
+        description="Score many cases: one JSON per case as it finishes, results.csv / errors.csv regenerated "
+                    "at the end; a re-run resumes. Local (in-process or --workers N) or on a Dask cluster "
+                    "(--scheduler).",
+        epilog=EPILOG, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    src = p.add_argument_group("cases")
+    src.add_argument("--manifest", default=None, help="CSV with case_id,image,mask[,...] (see below)")
+    src.add_argument("--images", default=None, help="folder of CTs (with --masks), paired by file name")
+    src.add_argument("--masks", default=None, help="folder of lesion masks (may be the --images folder)")
+    add_geometry_arguments(p)
+    add_model_arguments(p)
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="output folder (re-use it to resume)")
+    r.add_argument("--batch-size", type=int, default=4, help="cubes per network forward (default 4)")
+    r.add_argument("--workers", type=int, default=1,
+                   help="local worker processes, each loading the network once (~1 GB each; default 1 = "
+                        "in this process with a prefetch thread)")
+    r.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address (tcp://host:8786): run on that cluster instead")
+    r.add_argument("--save-features", type=int, choices=(9, 4096), default=None,
+                   help="also write features_9.csv (and features_4096.csv with 4096)")
+    r.add_argument("--report", action="store_true", help="also write a report per case in OUT/reports")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_batch)
+
+
+def run_batch(args) -> int:
+    from ..batch import score_cohort
+    from ..errors import InputError
+
+    if bool(args.manifest) == bool(args.images or args.masks):
+        raise InputError("Give either --manifest CSV or both --images DIR and --masks DIR.")
+    if args.images and not args.masks or args.masks and not args.images:
+        raise InputError("--images and --masks go together (they may name the same folder).")
+    source = args.manifest or (args.images, args.masks)
+    bar = None if args.no_progress else _Bar()
+    try:
+        summary = score_cohort(source, args.out, progress=bar, workers=args.workers, scheduler=args.scheduler,
+                               batch_size=args.batch_size, save_features=args.save_features,
+                               weights=args.weights, model=args.model, device=args.device,
+                               report=args.report, download=args.download, **geometry_kwargs(args))
+    finally:
+        if bar is not None:
+            bar.close()
+    print(summary)
+    if summary.n_failed:
+        print(f"{summary.n_failed} case(s) failed or unpaired: see {summary.paths['errors_csv']}", file=sys.stderr)
+    return 1 if summary.n_failed else 0
+
+
+class _Bar:
+    """tqdm on stderr (rate and ETA), created on the first progress call."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done, total, case_id):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="case", file=sys.stderr, dynamic_ncols=True,
+                            smoothing=0.1)
+        else:
+            self.bar.update(done - self.bar.n)
+        if case_id:
+            self.bar.set_postfix_str(str(case_id)[:24], refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
