@@ -93,21 +93,31 @@ def prepare(task: Task, keep_volumes=False):
 
 
 def _reader(tasks, out: queue.Queue, stop: threading.Event, keep_volumes: bool):
-    for task in tasks:
-        if stop.is_set():
-            break
-        t = time.perf_counter()
-        try:
-            item = (task, prepare(task, keep_volumes), None, time.perf_counter() - t)
-        except Exception as exc:  # noqa: BLE001 - any failure of one case is that case's error
-            item = (task, None, error_outcome(task, exc, "prepare"), 0.0)
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.2)
+    """Prefetch thread: prepare cases ahead; always ends with _DONE so the consumer never waits forever."""
+    try:
+        for task in tasks:
+            if stop.is_set():
                 break
-            except queue.Full:
-                continue
-    out.put(_DONE)
+            t = time.perf_counter()
+            try:
+                item = (task, prepare(task, keep_volumes), None, time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001 - any failure of one case is that case's error
+                item = (task, None, error_outcome(task, exc, "prepare"), 0.0)
+            if not _put(out, item, stop):
+                break
+    finally:
+        _put(out, _DONE, stop)
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Blocking put that gives up once the consumer has stopped (no thread left hanging on a full queue)."""
+    while True:
+        try:
+            q.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            if stop.is_set():
+                return False
 
 
 def run_tasks(tasks, cfg: JobConfig, on_outcome: Callable[[dict], None], *, stats: Optional[dict] = None,
@@ -123,7 +133,6 @@ def run_tasks(tasks, cfg: JobConfig, on_outcome: Callable[[dict], None], *, stat
     if not tasks:
         return
     t_start = time.perf_counter()
-    encoder, classifier = models(cfg)
     bs = max(1, int(cfg.batch_size))
     q: queue.Queue = queue.Queue(maxsize=bs + 1)
     stop = stop or threading.Event()
@@ -132,6 +141,8 @@ def run_tasks(tasks, cfg: JobConfig, on_outcome: Callable[[dict], None], *, stat
     reader.start()
     done = False
     try:
+        encoder, classifier = models(cfg)  # the reader already prepares the first cases meanwhile
+        stats["load_s"] = stats.get("load_s", 0.0) + time.perf_counter() - t_start
         while not done:
             t = time.perf_counter()
             batch, first = [], q.get()

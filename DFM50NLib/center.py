@@ -1,8 +1,9 @@
 """Lesion centre in RAS mm (SPEC §2.2): distance-transform peak, physical centroid, or a given point.
 
-dt_peak tie-break (documented, deterministic): among the voxels whose distance to the background equals
-the maximum exactly, take the one whose centre is nearest (in mm) to the mask's centroid; if still tied,
-the lowest (i, j, k) in lexicographic order.
+dt_peak tie-break (documented, deterministic, independent of how the file orders its voxels): among the
+voxels whose distance to the background equals the maximum (to 1e-9 relative, so that summation order
+cannot split a tie), take the one whose centre is nearest (in mm) to the mask's centroid (1e-6 mm); if
+still tied, the one with the smallest world coordinate R, then A, then S.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ def _dt_peak(pm) -> np.ndarray:
     a = pm.volume.array
     padded = np.pad(a != 0, 1)  # background all round: a lesion cut by the crop/CT border still has an edge
     dt = ndimage.distance_transform_edt(padded, sampling=pm.volume.spacing)
-    peaks = np.argwhere(dt == dt.max()) - 1  # back to crop indices, C order = lexicographic
+    peaks = np.argwhere(dt >= dt.max() * (1 - 1e-9)) - 1  # back to crop indices
+    world = pm.volume.ijk_to_world(peaks.astype(float))
     if len(peaks) > 1:
-        world = pm.volume.ijk_to_world(peaks)
         d = np.linalg.norm(world - centroid(pm), axis=1)
-        peaks = peaks[d == d.min()]  # argwhere order kept: the first is the lowest index
-    return pm.volume.ijk_to_world(peaks[0].astype(float))
+        world = world[d <= d.min() + 1e-6]
+        key = np.round(world, 6)
+        world = world[np.lexsort((key[:, 2], key[:, 1], key[:, 0]))]
+    return world[0]
 
 
 def _check_point(pm, point_ras) -> np.ndarray:

@@ -100,7 +100,10 @@ def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
     timings["mask"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    center_ras = np.asarray(find_center(pm, options["center"], options["point_ras"]), dtype=float)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. a given point outside the lesion
+        warnings.simplefilter("always", DFM50NWarning)
+        center_ras = np.asarray(find_center(pm, options["center"], options["point_ras"]), dtype=float)
+    notes += [str(w.message) for w in caught if issubclass(w.category, DFM50NWarning)]
     timings["center"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -258,7 +261,7 @@ def score_case(image, mask, *, case_id=None, label=None, segment=None, center=DE
     if isinstance(mask, (str, Path)):
         result.mask_path = str(mask)
     result.timings["total"] = time.perf_counter() - t0
-    for note in result.warnings:
+    for note in result.warnings[1 if result.classifier_is_demo else 0:]:
         warnings.warn(note, DFM50NWarning, stacklevel=2)
     if out_dir is not None:
         write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report)

@@ -142,6 +142,7 @@ td.mono, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; fo
 table.cases th { text-align: left; font-size: 8pt; color: #6e6e73; border-bottom: 1.5px solid #8e8e93;
   padding: 3px 4px; }
 table.cases td { padding: 2px 4px; border-bottom: 1px solid #ececf0; }
+table.cases th, table.cases td:nth-child(-n+6) { white-space: nowrap; }
 table.cases tr:nth-child(even) td { background: #f5f5f8; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .high { color: #b3261e; font-weight: 700; } .low { color: #1e6b34; font-weight: 700; }
@@ -267,7 +268,8 @@ def report_html_minimal(result) -> str:
             ("Classifier", result.classifier_name)]
     out = []
     if result.classifier_is_demo:
-        out.append(f'<p style="background-color:#b3261e;color:white;font-weight:bold">&nbsp;{esc(DEMO_LABEL)}&nbsp;</p>')
+        out.append('<p style="background-color:#b3261e;color:white;font-weight:bold">'
+                   f"&nbsp;{esc(DEMO_LABEL)}&nbsp;</p>")
     out.append(f'<p><span style="font-size:large">DFM50N score <b style="color:{color}">{result.score:.3f}</b></span>'
                f' &nbsp; <b style="color:{color}">{esc(result.risk_label)}</b></p>')
     out.append("<table>" + "".join(f"<tr><td>{esc(k)}:&nbsp;</td><td>{esc(v)}</td></tr>" for k, v in rows)

@@ -54,7 +54,9 @@ def test_score_equals_the_stages_run_by_hand(case, encoder, random_weights):
     assert result.classifier_is_demo and "DEMO" in result.warnings[0]
     assert result.center_ras == pytest.approx(list(center))
     assert result.center_lps == pytest.approx([-center[0], -center[1], center[2]])
-    assert np.linalg.norm(np.array(result.center_ras) - CENTER) < 0.5 * 2.5
+    # within half a voxel of the analytic centre, on every voxel axis
+    d_ijk = ct.world_to_ijk(result.center_ras) - ct.world_to_ijk(CENTER)
+    assert np.all(np.abs(d_ijk) <= 0.5 + 1e-9), d_ijk
     analytic = 4 / 3 * math.pi * RADIUS**3
     assert result.mask_volume_mm3 == pytest.approx(analytic, rel=0.05)
     assert result.coverage == pytest.approx(1.0, abs=1e-3) and not result.touches_border
@@ -92,7 +94,7 @@ def test_files_in_two_orientations_give_the_same_score(case, tmp_path, random_we
         paths[name] = io.write_volume(vol, tmp_path / f"{name}.nii.gz")
     ra = pipeline.score_case(paths["a_ct"], paths["a_mask"], weights=random_weights)
     rb = pipeline.score_case(paths["b_ct"], paths["b_mask"], weights=random_weights)
-    assert rb.center_ras == pytest.approx(ra.center_ras, abs=1e-6)
+    assert rb.center_ras == pytest.approx(ra.center_ras, abs=1e-4)  # NIfTI stores the affine in float32
     assert rb.score == pytest.approx(ra.score, abs=1e-6)
     pa = pipeline.prepare_case(paths["a_ct"], paths["a_mask"])
     pb = pipeline.prepare_case(paths["b_ct"], paths["b_mask"])

@@ -42,9 +42,9 @@ class LinearClassifier:
         return self.base_score + (np.asarray(x9)[:, 0].astype(float) - self.base_mean) * self.per_hu
 
 
-def linear_ct_and_sphere(center=(5.0, -3.0, 12.0), radius=8.0, spacing=(0.7, 0.7, 2.5)):
+def linear_ct_and_sphere(center=(5.0, -3.0, 12.0), radius=8.0, spacing=(0.7, 0.7, 2.5), fov=110.0):
     sp = np.asarray(spacing)
-    n = np.ceil(110 / sp).astype(int)
+    n = np.ceil(fov / sp).astype(int)
     c = np.asarray(center)
     vol = Volume.from_geometry(np.zeros(n, np.float32), sp, c - sp * (n - 1) / 2)
     ras = vol.ijk_to_world(np.indices(n).reshape(3, -1).T).reshape(*n, 3)
@@ -113,7 +113,7 @@ def test_point_centre_skips_mask_perturbations(setup):
 def sphere_pm(radius, spacing, box=40.0):
     from DFM50NLib.mask import prepare_mask
 
-    ct, mask, _ = linear_ct_and_sphere(radius=radius, spacing=spacing)
+    ct, mask, _ = linear_ct_and_sphere(radius=radius, spacing=spacing, fov=box)
     return prepare_mask(mask, ct)
 
 
