@@ -171,7 +171,8 @@ def _job_config(weights, model, device, save_features, batch_size, report_dir, d
                 "classifier_sha256": clf.sha256, "device": device}
     cfg = JobConfig(weights=str(wpath), model=None if model is None else str(Path(model).resolve()),
                     device=device, keep_features=4096 if save_features == 4096 else 9,
-                    batch_size=max(1, int(batch_size)), report_dir=None if report_dir is None else str(report_dir))
+                    batch_size=max(1, int(batch_size)), report_dir=None if report_dir is None else str(report_dir),
+                    weights_sha256=identity["fcib_weights_sha256"])
     return cfg, identity
 
 

@@ -36,6 +36,7 @@ class JobConfig:
     keep_features: int = 9  # 4096 keeps the full vector in each result
     batch_size: int = 4
     report_dir: Optional[str] = None  # write a report per case there (needs DFM50NLib.report)
+    weights_sha256: str = ""  # what the driver hashed; a worker's own copy must match it
 
 
 @dataclass
@@ -59,7 +60,17 @@ def models(cfg: JobConfig):
     key = str(cfg.model)
     if key not in _classifiers:
         _classifiers[key] = load_classifier(cfg.model)
-    return load_encoder(cfg.weights, cfg.device), _classifiers[key]
+    if Path(cfg.weights).is_file():
+        return load_encoder(cfg.weights, cfg.device), _classifiers[key]
+    # a cluster worker without the driver's path: its own copy ($DFM50N_FCIB_WEIGHTS or its cache),
+    # accepted only if it is the very same file
+    from .errors import WeightsError
+
+    encoder = load_encoder(None, cfg.device)
+    if cfg.weights_sha256 and encoder.weights_sha256 != cfg.weights_sha256:
+        raise WeightsError(f"This worker's FCIB weights ({encoder.weights_path}) differ from the driver's "
+                           f"{cfg.weights} (SHA-256 {cfg.weights_sha256[:12]}...): give every worker the same file.")
+    return encoder, _classifiers[key]
 
 
 def error_outcome(task: Task, exc: BaseException, stage: str) -> dict:

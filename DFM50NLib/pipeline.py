@@ -237,7 +237,7 @@ def load_models(weights=None, model=None, device="cpu", *, encoder=None, classif
 def score_case(image, mask, *, case_id=None, label=None, segment=None, center=DEFAULT_CENTER_METHOD,
                point_ras=None, orientation=DEFAULT_ORIENTATION, geometry="physical", weights=None, model=None,
                device="cpu", clinical=None, keep_features=9, out_dir=None, write_cubes=False, report=False,
-               encoder=None, classifier=None, download=False) -> "Result":
+               stability=False, encoder=None, classifier=None, download=False) -> "Result":
     """Score one case end to end. `image`/`mask`: file paths or `Volume`s.
 
     With `out_dir`, writes `<case_id>.dfm50n.json/.csv` (and the audit cubes / report when asked),
@@ -260,11 +260,22 @@ def score_case(image, mask, *, case_id=None, label=None, segment=None, center=DE
         result.image_path = str(image)
     if isinstance(mask, (str, Path)):
         result.mask_path = str(mask)
+    stab = None
+    if stability:  # 8 more cubes through FCIB in one batch: off by default
+        from .stability import stability as run_stability
+
+        t = time.perf_counter()
+        stab = run_stability(prep.ct, prep.prepared_mask, prep.center_ras, prep.options, encoder, classifier)
+        result.timings["stability"] = time.perf_counter() - t
+        result.stability = {"min": stab.min, "median": stab.median, "max": stab.max,
+                            "n_flipped": stab.n_flipped, "n": len(stab.perturbations)}
+        if stab.warning:
+            result.warnings.append(stab.warning)
     result.timings["total"] = time.perf_counter() - t0
     for note in result.warnings[1 if result.classifier_is_demo else 0:]:
         warnings.warn(note, DFM50NWarning, stacklevel=2)
     if out_dir is not None:
-        write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report)
+        write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report, stability=stab)
     return result
 
 
@@ -281,7 +292,7 @@ def _check_model_geometry(classifier, prep):
                              f"'{prep.options['geometry']}' geometry.")
 
 
-def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False) -> dict:
+def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, stability=None) -> dict:
     """Result JSON + CSV, optional audit cubes (overlay on the CT) and report; each file atomic."""
     from .result import write_csv, write_json
 
@@ -298,7 +309,7 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False) -> 
         from .report import write_report
 
         paths.update(write_report(result, out_dir, ct=prep.ct, prepared_mask=prep.prepared_mask,
-                                  cube=prep.cube, diameters=prep.diameters))
+                                  cube=prep.cube, diameters=prep.diameters, stability=stability))
     return paths
 
 

@@ -57,6 +57,7 @@ class Result:
     warnings: list = field(default_factory=list)
     features: dict = field(default_factory=dict)  # the 9 features, name -> value
     all_features: Optional[list] = None  # the 4096-vector, only when asked
+    stability: Optional[dict] = None  # min/median/max/n_flipped under small perturbations, when asked
     config_hash: str = ""
     created: str = ""  # ISO 8601 UTC
     disclaimer: str = DISCLAIMER
@@ -98,6 +99,9 @@ class Result:
                 row[key] = " | ".join(value)
             elif key == "cube_to_ras":
                 continue
+            elif key == "stability":
+                for stat in ("min", "median", "max", "n_flipped"):
+                    row[f"stability_{stat}"] = None if value is None else value.get(stat)
             else:
                 row[key] = value
         row["demo_banner"] = self.demo_banner

@@ -26,6 +26,9 @@ def register(sub):
     o.add_argument("--save-cubes", action="store_true",
                    help="also write the 50 mm CT and mask cubes (NIfTI, overlay on the CT in Slicer/ITK-SNAP)")
     o.add_argument("--report", action="store_true", help="also write an HTML + PDF report")
+    o.add_argument("--stability", action="store_true",
+                   help="also score under +-2 mm centre shifts and 1 mm mask erosion/dilation (8 more forwards) "
+                        "and warn if the risk label flips; shown in the report")
     o.add_argument("--all-features", action="store_true", help="keep all 4096 FCIB features in the JSON")
     p.set_defaults(func=run_score)
 
@@ -56,7 +59,7 @@ def run_score(args) -> int:
     result = score_case(args.image, args.mask, case_id=args.case_id, weights=args.weights, model=args.model,
                         device=args.device, download=args.download, clinical=clinical,
                         keep_features=4096 if args.all_features else 9, out_dir=args.out,
-                        write_cubes=args.save_cubes, report=args.report, **geometry_kwargs(args))
+                        write_cubes=args.save_cubes, report=args.report, stability=args.stability, **geometry_kwargs(args))
     print(format_result(result))
     print(f"results written to {Path(args.out).resolve()}")
     return 0

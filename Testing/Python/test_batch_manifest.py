@@ -106,3 +106,23 @@ def test_config_hash_follows_inputs_and_options_not_outcomes(tmp_path):
 
 def test_safe_stem():
     assert safe_stem("a/b c") == "a_b_c" and safe_stem("..x") == "x" and safe_stem("") == "case"
+
+
+def test_resume_rule_config_hash_and_4096_vector(tmp_path):
+    import json
+
+    from DFM50NLib.batch import _is_done
+    from DFM50NLib.batch_engine import Task
+
+    task = Task("p/1", "a", "b", {}, {}, "h" * 64)
+    assert not _is_done(tmp_path, task, 9)  # nothing yet
+    (tmp_path / "cases").mkdir()
+    path = tmp_path / "cases" / "p_1.json"
+    path.write_text(json.dumps({"config_hash": "h" * 64, "all_features": None}))
+    assert _is_done(tmp_path, task, 9) and not _is_done(tmp_path, task, 4096)
+    path.write_text(json.dumps({"config_hash": "h" * 64, "all_features": [0.0] * 4096}))
+    assert _is_done(tmp_path, task, 4096)
+    path.write_text(json.dumps({"config_hash": "g" * 64}))
+    assert not _is_done(tmp_path, task, 9)  # other configuration: redo
+    path.write_text('{"config_hash": "hhh')  # torn file (cannot happen with atomic writes): redo
+    assert not _is_done(tmp_path, task, 9)

@@ -163,3 +163,22 @@ def test_result_json_has_no_nan(case, random_weights):
     r.long_axis_mm = float("nan")
     json.loads(r.to_json())  # strict JSON: NaN would be rejected by other readers
     assert json.loads(r.to_json())["long_axis_mm"] is None
+
+
+def test_report_and_stability_end_to_end(case, tmp_path, random_weights, encoder):
+    ct, mask = case
+    out = tmp_path / "rep"
+    r = pipeline.score_case(ct, mask, case_id="rep1", weights=random_weights, out_dir=out, report=True,
+                            stability=True)
+    html = (out / "rep1_report.html").read_text()
+    assert f"{r.score:.3f}" in html and "data:image/png;base64," in html
+    assert (out / "rep1_report.pdf").read_bytes().startswith(b"%PDF")
+    # stability: the +2 mm R shift scored independently
+    from DFM50NLib.cube import extract_cube
+
+    pm = prepare_mask(mask, ct)
+    shifted = np.array(r.center_ras) + [2.0, 0, 0]
+    feats = encoder.features(extract_cube(ct, pm, shifted, "LPS").ct)[0]
+    p_shift = float(load_classifier().predict_proba(feats[list(DFM50N_FEATURE_INDICES)][None])[0])
+    assert r.stability["n"] == 8
+    assert r.stability["min"] <= p_shift <= r.stability["max"]
