@@ -72,7 +72,7 @@ def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = N
         raise InputError(f"save_features must be 9 or 4096, got {save_features!r}.")
     if report:
         try:
-            import DFM50NLib.report  # noqa: F401
+            from . import report as _report  # noqa: F401
         except ImportError:
             raise InputError("Reports need DFM50NLib.report, which this installation lacks; drop --report.") from None
     from .pipeline import normalise_options

@@ -151,7 +151,8 @@ def check_unique(cases) -> None:
         stem = safe_stem(c.case_id)
         if stem in seen:
             other = seen[stem]
-            same = "the same case_id" if other == c.case_id else f"case ids {other!r} and {c.case_id!r} map to the same file name"
+            same = ("the same case_id" if other == c.case_id
+                    else f"case ids {other!r} and {c.case_id!r} map to the same file name")
             raise InputError(f"Duplicate case {c.case_id!r}: {same}. Give every case a unique case_id.")
         seen[stem] = c.case_id
 

@@ -104,7 +104,7 @@ def _expected():
                 raise WeightsError(
                     f"MONAI {monai.__version__} builds a ResNet50 with {len(spec)} entries and {n_params:,} "
                     f"parameters, not FCIB's {FCIB_STATE_DICT_ENTRIES} and {FCIB_PARAMETER_COUNT:,}: install a "
-                    "MONAI version with the FCIB architecture (1.3 to 1.6 are known to work).")
+                    "MONAI version with the FCIB architecture (tested: MONAI 1.6).")
             _spec = (spec, params)
         return _spec
 
@@ -133,7 +133,7 @@ def _torch_load(path: Path, size: int):
         if pickled and ("weights only" in str(exc).lower() or "weights_only" in str(exc).lower()):
             raise WeightsError(
                 f"{path} contains Python objects other than tensors, so it is not the FCIB checkpoint "
-                "(refusing to unpickle it: that could run code). " + refetch) from None
+                "(refusing to unpickle it: that could run code). " + refetch[0].upper() + refetch[1:] + ".") from None
         cause = exc
     except Exception as exc:  # zip reader errors are RuntimeError; truncated pickles EOFError, ...
         cause = exc

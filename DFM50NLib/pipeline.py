@@ -214,12 +214,16 @@ def _apply_clinical(result, clinical, diameters):
                    short_axis_cm=clinical.get("short_axis_cm"), measured_short_axis_cm=measured)
 
 
-def load_encoder(weights=None, device="cpu", *, download=False, progress=None):
-    """The FCIB encoder, built once per process per (weights file, device) and reused."""
+def load_encoder(weights=None, device="cpu", *, download=False, progress=None, settings_path=None):
+    """The FCIB encoder, built once per process per (weights file, device) and reused.
+
+    `settings_path`: the weights path saved in Slicer's settings (looked at after `weights` and the
+    environment variable)."""
     from .fcib import get_encoder
     from .weights import resolve_weights
 
-    return get_encoder(resolve_weights(weights, download=download, progress=progress), device=device)
+    path = resolve_weights(weights, download=download, progress=progress, settings_path=settings_path)
+    return get_encoder(path, device=device)
 
 
 def load_models(weights=None, model=None, device="cpu", *, encoder=None, classifier=None, download=False,

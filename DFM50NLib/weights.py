@@ -142,8 +142,12 @@ def check_against_record(path, st=None) -> str:
 
     No record, or a record of an older file (other size/mtime): this hash becomes the record.
     """
-    st = st or Path(path).stat()
-    sha = file_sha256(path)
+    try:
+        st = st or Path(path).stat()
+        sha = file_sha256(path)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path} to compute its SHA-256 ({exc}); was it moved or deleted while "
+                           "in use? Point to the file again.") from None
     rec = read_record(path)
     if _same_file(rec, st):
         if rec["sha256"] != sha:
@@ -248,7 +252,11 @@ def download_weights(url=C.FCIB_WEIGHTS_URL, dest=None, *, expected_size=C.FCIB_
             part.unlink()
             raise
         _fsync(part)
-        os.replace(part, dest)
+        try:
+            os.replace(part, dest)
+        except OSError as exc:  # Windows: the old file is memory-mapped by a running Slicer/Python
+            raise WeightsError(f"downloaded and checked {part}, but could not put it in place of {dest} ({exc}): "
+                               "close programs using the weights and run the command again.") from None
         write_record(dest, sha)
     return dest
 
@@ -258,8 +266,10 @@ def _fetch(url, part: Path, expected_size, progress, timeout):
     import requests
 
     have = part.stat().st_size if part.exists() else 0
-    if expected_size is not None and have >= expected_size:
-        part.unlink()  # complete-looking leftovers are re-fetched: only a checked file is ever renamed
+    if expected_size is not None and have == expected_size:
+        return  # complete leftover (e.g. killed while checking): it is checked next like any download
+    if expected_size is not None and have > expected_size:
+        part.unlink()
         have = 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
@@ -284,7 +294,7 @@ def _fetch(url, part: Path, expected_size, progress, timeout):
             if progress:
                 progress(done, shown)
             with open(part, mode) as f:
-                for chunk in r.iter_content(1 << 20):
+                for chunk in r.iter_content(1 << 16):  # what arrived before a cut is kept (<= 64 KiB lost)
                     f.write(chunk)
                     done += len(chunk)
                     if expected_size is not None and done > expected_size:

@@ -81,11 +81,13 @@ def _status(args):
 
 
 def _download(args):
+    from .. import constants
     from ..weights import cached_weights_path, download_weights, text_progress
 
     dest = cached_weights_path()
     had = dest.is_file()
-    path = download_weights(args.url, force=args.force, progress=None if args.quiet else text_progress())
+    path = download_weights(args.url, force=args.force, expected_size=constants.FCIB_WEIGHTS_SIZE,
+                            progress=None if args.quiet else text_progress())
     print(f"{'already downloaded' if had and not args.force else 'downloaded and checked'}: {path}")
     return 0
 
@@ -96,7 +98,7 @@ def _verify(args):
     path = args.path or resolve_weights()
     info = verify_weights(path, progress=text_progress(label="SHA-256") if sys.stderr.isatty() else None)
     print(f"OK: {info['path']}")
-    print(f"  structure: the FCIB v1.0.0 trunk (322 entries, 184,477,824 parameters)")
+    print("  structure: the FCIB v1.0.0 trunk (322 entries, 184,477,824 parameters)")
     print(f"  size:      {info['size']:,} bytes" +
           ("" if info["published_size"] else f" (NOT the published {FCIB_WEIGHTS_SIZE:,}: a different checkpoint)"))
     print(f"  sha256:    {info['sha256']}")

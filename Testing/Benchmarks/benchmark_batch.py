@@ -97,7 +97,7 @@ def main():
     print(f"network build (once per process/worker): {time.perf_counter() - t:.2f} s")
 
     good = [c for c in read_manifest(manifest) if Path(c.mask).exists()]
-    n_ok, t_seq, fw = 0, time.perf_counter(), 0.0
+    n_ok, t_seq, fw, c_seq = 0, time.perf_counter(), 0.0, time.process_time()
     for c in good:  # baseline: one case at a time; also warms the page cache for the batch run
         try:
             r = score_case(c.image, c.mask, case_id=c.case_id, weights=weights)
@@ -105,18 +105,18 @@ def main():
             n_ok += 1
         except Exception:  # noqa: BLE001 - the broken cases fail here too
             pass
-    t_seq = time.perf_counter() - t_seq
+    t_seq, c_seq = time.perf_counter() - t_seq, time.process_time() - c_seq
     print(f"sequential score_case (warm network): {n_ok} ok in {t_seq:.1f} s = {n_ok / t_seq:.2f} cases/s; "
-          f"forward share {fw / t_seq:.0%}")
+          f"forward share {fw / t_seq:.0%}; CPU {c_seq / n_ok:.2f} s/case")
 
     out = tmp / "out"
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     s = score_cohort(manifest, out, weights=weights, batch_size=args.batch_size)
-    t_batch = time.perf_counter() - t
+    t_batch, c_batch = time.perf_counter() - t, time.process_time() - c
     st = s.stats
     print(f"batch (in-process, prefetch + batch {args.batch_size}): {s.n_done} ok, {s.n_failed} failed in "
           f"{t_batch:.1f} s = {s.n_done / t_batch:.2f} cases/s  ->  {t_seq / n_ok / (t_batch / s.n_done):.2f}x "
-          "sequential")
+          f"sequential; CPU {c_batch / s.n_done:.2f} s/case")
     work = st["wall_s"] - st.get("load_s", 0.0)  # the network is already built (warm): ~0
     print(f"  engine wall {work:.1f} s: forward {st['forward_s']:.1f} s ({st['forward_s'] / work:.0%}, "
           f"target >= 70 %), waiting for the reader {st['wait_s']:.1f} s, finish {st['finish_s']:.1f} s; "
@@ -133,6 +133,14 @@ def main():
     t = time.perf_counter()
     again = score_cohort(manifest, out, weights=weights, batch_size=args.batch_size)
     print(f"re-run (resume, nothing to do): {again.n_skipped} skipped in {time.perf_counter() - t:.2f} s")
+
+    if args.batch_size != 1:  # prefetch alone, one cube per forward: separates the two gains
+        t = time.perf_counter()
+        s1 = score_cohort(manifest, tmp / "out_bs1", weights=weights, batch_size=1)
+        t1 = time.perf_counter() - t
+        w1 = s1.stats["wall_s"] - s1.stats.get("load_s", 0.0)
+        print(f"batch, prefetch only (batch 1): {s1.n_done / t1:.2f} cases/s = {t_seq / n_ok / (t1 / s1.n_done):.2f}x "
+              f"sequential; forward share {s1.stats['forward_s'] / w1:.0%}")
 
     if args.workers > 1:
         t = time.perf_counter()

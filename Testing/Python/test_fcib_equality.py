@@ -35,12 +35,15 @@ from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES, N_
 
 
 def _fmcib_or_skip():
-    if importlib.util.find_spec("fmcib") is None:
+    try:
+        import fmcib  # noqa: F401  (its __init__ only sets __version__)
+    except ImportError:
         why = ("fmcib is not installed: pip install --no-deps foundation-cancer-image-biomarker==1.0.0 "
                "loguru wget")
         if os.environ.get("CI"):
             pytest.fail(f"{why} (required in CI: the FCIB equality proof must run)")
         pytest.skip(why)
+    assert fmcib.__version__ == "1.0.0", f"the equality proof is for fmcib 1.0.0, found {fmcib.__version__}"
 
 
 def _stand_ins() -> dict:

@@ -1,0 +1,270 @@
+"""`DFM50NLogic`: score a segment from Slicer's scene - Qt-free, so the widget, the Python console,
+the self-test and pytest (slicer-core) all run the same code.
+
+The pipeline does the maths (`DFM50NLib.pipeline.score_volumes`); this class only turns nodes into
+`Volume`s (mrml.py), reports progress between stages, and writes the results back into the scene
+(scene_table.py, a text node with the report, optionally the cube as ROI + volume). It never
+modifies the user's CT or segmentation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import slicer
+import vtk
+
+from . import mrml
+from . import scene_table as st
+from .errors import DFM50NError
+
+WEIGHTS_SETTING = "DFM50N/FCIBWeightsPath"  # QSettings key the widget reads and writes
+MODEL_SETTING = "DFM50N/ClassifierFolder"
+REPORT_ATTRIBUTE = "DFM50N.Report"
+
+# score_volumes keyword arguments the Logic passes through unchanged
+PIPELINE_OPTIONS = ("center", "point_ras", "orientation", "geometry", "weights", "model", "device", "clinical",
+                    "keep_features", "download", "out_dir", "report", "write_cubes")
+
+
+class ScoringCancelled(DFM50NError):
+    """The user pressed Cancel; nothing was written to the scene."""
+
+
+class DFM50NLogic:
+    """Console use::
+
+        logic = DFM50NLogic()
+        result = logic.scoreSegment(ctNode, segNode, segNode.GetSegmentation().GetSegmentIdBySegmentName("Tumor"),
+                                    weights="/path/model_weights.torch")
+        print(result.score, result.risk_label)
+    """
+
+    def __init__(self, scene=None):
+        self.scene = scene if scene is not None else slicer.mrmlScene
+        self._cancel = False
+        self._observations = []  # (vtkSegmentation, tag)
+        self.lastResults = {}  # (volume id, segmentation id, segment id) -> Result
+
+    # ------------------------------------------------------------------ scoring
+
+    def requestCancel(self):
+        """Ask a running scoring to stop at the next stage boundary (the widget's Cancel button)."""
+        self._cancel = True
+
+    def scoreSegment(self, volumeNode, segmentationNode, segmentId, tableNode=None, *, progress=None,
+                     confirm=None, checkDependencies=True, addToTable=True, reportNode=True, **options):
+        """Score one segment on `volumeNode`; returns the `Result` and updates the table.
+
+        options: center ("dt_peak" | "centroid" | "point"), point_ras, orientation ("LPS"), geometry,
+        weights (path of model_weights.torch), model (classifier folder; None = bundled DEMO), device,
+        clinical (dict smoking/spiculated/short_axis_cm), download, out_dir + report=True (report files).
+        progress(fraction, message) is called between stages; confirm(message) -> bool before any install.
+        """
+        self._cancel = False
+        self._check_inputs(volumeNode, segmentationNode, segmentId)
+        unknown = set(options) - set(PIPELINE_OPTIONS) - {"encoder", "classifier"}
+        if unknown:
+            raise TypeError(f"Unknown option(s) {sorted(unknown)}; known: {', '.join(PIPELINE_OPTIONS)}")
+        t0 = time.perf_counter()
+        if checkDependencies:
+            self._step(progress, 0.02, "Checking Python packages")
+            from . import dependencies
+
+            dependencies.ensure(confirm)
+        self._step(progress, 0.05, "Reading the segment on the CT grid")
+        ct = mrml.volume_from_node(volumeNode)
+        mask = mrml.segment_mask(volumeNode, segmentationNode, segmentId)
+        mask_sha = mrml.mask_hash(mask)
+        from . import pipeline
+
+        if options.get("encoder") is None or options.get("classifier") is None:
+            self._step(progress, 0.15, "Loading the FCIB model and the classifier")
+            options["encoder"], options["classifier"] = pipeline.load_models(
+                options.get("weights"), options.get("model"), options.get("device", "cpu"),
+                encoder=options.get("encoder"), classifier=options.get("classifier"),
+                download=options.get("download", False))
+        self._step(progress, 0.5, "Computing the DFM50N score")
+        case_id = f"{volumeNode.GetName()}_{mask.name}"
+        result = pipeline.score_volumes(ct, mask, case_id=case_id, **options)
+        self._step(progress, 0.9, "Writing results into the scene")
+        key = (volumeNode.GetID(), segmentationNode.GetID(), segmentId)
+        self.lastResults[key] = result
+        if addToTable:
+            tableNode = tableNode or self.getTableNode()
+            st.set_row(tableNode, st.row_values(
+                result, volume_name=volumeNode.GetName(), segment_name=mask.name, volume_node_id=key[0],
+                segmentation_node_id=key[1], segment_id=segmentId, mask_sha256=mask_sha))
+            self.observeSegmentation(segmentationNode, tableNode)
+        if reportNode:
+            self.reportTextNode(result, volumeNode, segmentationNode, segmentId)
+        if progress:
+            progress(1.0, f"Done in {time.perf_counter() - t0:.1f} s")
+        return result
+
+    def scoreAllSegments(self, volumeNode, segmentationNode, tableNode=None, *, progress=None, **options):
+        """Score every segment; returns {segment id: Result}. A failing segment does not stop the others:
+        the failures are raised together at the end (the table already holds the successful rows)."""
+        ids = vtk.vtkStringArray()
+        segmentationNode.GetSegmentation().GetSegmentIDs(ids)
+        ids = [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]
+        if not ids:
+            raise DFM50NError(f"'{segmentationNode.GetName()}' has no segment: draw the lesion first.")
+        results, errors = {}, []
+        for n, sid in enumerate(ids):
+            def sub(f, msg, n=n):
+                if progress:
+                    return progress((n + f) / len(ids), f"Segment {n + 1}/{len(ids)}: {msg}")
+            try:
+                results[sid] = self.scoreSegment(volumeNode, segmentationNode, sid, tableNode, progress=sub,
+                                                 **options)
+            except ScoringCancelled:
+                raise
+            except DFM50NError as exc:
+                name = segmentationNode.GetSegmentation().GetSegment(sid).GetName()
+                errors.append(f"{name}: {exc}")
+            # the FCIB encoder is cached per process (fcib.get_encoder): later segments reuse it
+        if errors:
+            raise DFM50NError(f"{len(errors)} of {len(ids)} segments could not be scored:\n" + "\n".join(errors))
+        return results
+
+    def segmentMask(self, volumeNode, segmentationNode, segmentId):
+        """The mask `Volume` handed to the pipeline (segment's own grid, CT node's frame)."""
+        return mrml.segment_mask(volumeNode, segmentationNode, segmentId)
+
+    def maskOnCTGrid(self, volumeNode, segmentationNode, segmentId):
+        """The segment as the pipeline sees it on the CT grid (`PreparedMask`, cropped to the lesion)."""
+        from .mask import prepare_mask
+
+        return prepare_mask(self.segmentMask(volumeNode, segmentationNode, segmentId),
+                            mrml.volume_from_node(volumeNode))
+
+    def measureShortAxis(self, volumeNode, segmentationNode, segmentId):
+        """(short axis cm, long axis mm) of the segment on the axial slice where it is longest."""
+        from .diameters import axial_diameters
+
+        d = axial_diameters(self.maskOnCTGrid(volumeNode, segmentationNode, segmentId))
+        return d.short_cm, d.long_mm
+
+    def _check_inputs(self, volumeNode, segmentationNode, segmentId):
+        if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA(
+                "vtkMRMLLabelMapVolumeNode"):
+            raise DFM50NError("Select the CT volume (a scalar volume in Hounsfield units).")
+        if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
+            raise DFM50NError("Select the segmentation that holds the lesion.")
+        if not segmentId or segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+            raise DFM50NError("Select the lesion segment.")
+
+    def _step(self, progress, fraction, message):
+        logging.info("DFM50N: %s", message)
+        if progress:
+            progress(fraction, message)
+        if self._cancel:
+            self._cancel = False
+            raise ScoringCancelled("Scoring cancelled.")
+
+    # ------------------------------------------------------------------ table and staleness
+
+    def getTableNode(self, create=True):
+        return st.get_table(self.scene, create=create)
+
+    def observeSegmentation(self, segmentationNode, tableNode=None):
+        """Mark this segmentation's rows stale when one of its segments is edited after scoring."""
+        segmentation = segmentationNode.GetSegmentation()
+        if any(s is segmentation for s, _ in self._observations):
+            return
+        segNodeId = segmentationNode.GetID()
+
+        @vtk.calldata_type(vtk.VTK_STRING)
+        def onModified(caller, event, segmentId=None):
+            table = tableNode if tableNode is not None and tableNode.GetScene() else self.getTableNode(False)
+            if table is not None:
+                self._markIfChanged(table, segmentationNode, segNodeId, segmentId)
+
+        for ev in (slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.RepresentationModified,
+                   slicer.vtkSegmentation.SegmentRemoved):
+            self._observations.append((segmentation, segmentation.AddObserver(ev, onModified)))
+
+    def _markIfChanged(self, table, segmentationNode, segNodeId, segmentId):
+        t = table.GetTable()
+        for r in range(t.GetNumberOfRows()):
+            row = st.get_row(table, r)
+            if row["segmentation_node_id"] != segNodeId or row["stale"]:
+                continue
+            if segmentId and row["segment_id"] != segmentId:
+                continue
+            if self._currentHash(row) != row["mask_sha256"]:
+                st.set_stale(table, r, True)
+
+    def removeObservers(self):
+        for segmentation, tag in self._observations:
+            segmentation.RemoveObserver(tag)
+        self._observations = []
+
+    def _currentHash(self, row):
+        vol = self.scene.GetNodeByID(row["volume_node_id"])
+        seg = self.scene.GetNodeByID(row["segmentation_node_id"])
+        if vol is None or seg is None or seg.GetSegmentation().GetSegment(row["segment_id"]) is None:
+            return None
+        try:
+            return mrml.mask_hash(mrml.segment_mask(vol, seg, row["segment_id"]))
+        except DFM50NError:
+            return None
+
+    def refreshStale(self, tableNode=None):
+        """Recheck every row against its segment now (e.g. after loading a scene); returns stale rows."""
+        tableNode = tableNode or self.getTableNode(create=False)
+        if tableNode is None:
+            return []
+        return st.refresh_stale(tableNode, self._currentHash)
+
+    # ------------------------------------------------------------------ outputs in the scene
+
+    def reportTextNode(self, result, volumeNode, segmentationNode, segmentId):
+        """The short HTML report as a text node (one per volume + segment, replaced on re-scoring)."""
+        key = f"{volumeNode.GetID()}|{segmentationNode.GetID()}|{segmentId}"
+        node = None
+        nodes = self.scene.GetNodesByClass("vtkMRMLTextNode")
+        for i in range(nodes.GetNumberOfItems()):
+            n = nodes.GetItemAsObject(i)
+            if n.GetAttribute(REPORT_ATTRIBUTE) == key:
+                node = n
+        if node is None:
+            name = f"DFM50N report - {volumeNode.GetName()} - {result.case_id[len(volumeNode.GetName()) + 1:]}"
+            node = self.scene.AddNewNodeByClass("vtkMRMLTextNode", name)
+            node.SetAttribute(REPORT_ATTRIBUTE, key)
+        node.SetText(report_html(result))
+        return node
+
+    def showCube(self, result, volumeNode, segmentationNode=None, segmentId=None, cubeVolume=True):
+        """ROI of the 50 mm cube (and, with cubeVolume, the sampled cube as a volume) in the CT's frame."""
+        parent = volumeNode.GetParentTransformNode()
+        roi = mrml.cube_roi(result.cube_to_ras, f"DFM50N cube - {result.case_id}", self.scene, parent)
+        cube_node = None
+        if cubeVolume and segmentationNode is not None:
+            from .pipeline import prepare_case
+
+            prep = prepare_case(mrml.volume_from_node(volumeNode),
+                                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
+                                center=result.center_method,
+                                point_ras=result.center_ras if result.center_method == "point" else None,
+                                orientation=result.orientation, geometry=result.geometry)
+            cube_node = mrml.add_volume_node(prep.cube.ct_volume(), f"DFM50N cube CT - {result.case_id}",
+                                             self.scene, parent_transform=parent)
+        return roi, cube_node
+
+
+def report_html(result) -> str:
+    """The report module's short HTML when available, else a minimal one (never empty)."""
+    try:
+        from .report import report_html_minimal
+
+        return report_html_minimal(result)
+    except ImportError:
+        import html
+
+        demo = "<p><b>DEMO — not the published DFM50N classifier</b></p>" if result.classifier_is_demo else ""
+        notes = "".join(f"<p>{html.escape(w)}</p>" for w in result.warnings)
+        return (f"{demo}<p>DFM50N score <b>{result.score:.3f}</b> ({html.escape(result.risk_label)}, threshold "
+                f"{result.threshold:g})</p>{notes}<p><i>{html.escape(result.disclaimer)}</i></p>")

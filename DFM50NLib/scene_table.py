@@ -1,0 +1,213 @@
+"""The "DFM50N scores" table node: one typed row per (CT volume, segment), saved with the scene.
+
+Column names are the `Result` field names (what a researcher types in `arrayFromTableColumn`);
+titles, units and descriptions are stored as column properties, so a table reloaded from a .mrb
+still explains itself. Re-scoring a (volume, segment) replaces its row. Each row keeps the SHA-256
+of the mask it scored: `refresh_stale` recomputes it, so an edit made after a reload is still caught.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import vtk
+
+TABLE_NAME = "DFM50N scores"
+KIND_ATTRIBUTE = "DFM50N.Table"  # node attribute marking our table (a user may rename it)
+
+D, I, S = "double", "int", "string"
+# (name, type, title, unit, description)
+COLUMNS = (
+    ("volume", S, "Volume", "", "CT volume node name (the case)"),
+    ("segment", S, "Segment", "", "Lesion segment name"),
+    ("score", D, "DFM50N score", "", "Probability of occult lymph-node metastasis from the forest, 0-1"),
+    ("threshold", D, "Threshold", "", "Score at or above which the risk is high"),
+    ("risk_label", S, "Risk", "", "high OLM risk / low OLM risk"),
+    ("high_risk", I, "High risk", "", "1 if score >= threshold"),
+    ("classifier_is_demo", I, "DEMO", "", "1 = DEMO classifier fitted on synthetic data, not the published model"),
+    ("classifier_name", S, "Classifier", "", "Name of the classifier"),
+    ("center_method", S, "Centre method", "", "dt_peak, centroid or point"),
+    ("center_R", D, "Centre R", "mm", "Cube centre, RAS, in the CT's coordinate frame"),
+    ("center_A", D, "Centre A", "mm", "Cube centre, RAS, in the CT's coordinate frame"),
+    ("center_S", D, "Centre S", "mm", "Cube centre, RAS, in the CT's coordinate frame"),
+    ("orientation", S, "Orientation", "", "Orientation code of the cube's array axes"),
+    ("geometry", S, "Geometry", "", "physical (default) or reference (upstream parity)"),
+    ("mask_volume_mm3", D, "Mask volume", "mm3", "Volume of the scored component on the CT grid"),
+    ("mask_voxels", I, "Mask voxels", "voxels", "CT voxels of the scored component"),
+    ("cube_mask_voxels", I, "Voxels in cube", "voxels", "Mask samples inside the 50 mm cube (1 mm3 each)"),
+    ("coverage", D, "Coverage", "", "Mask volume inside the cube / whole mask volume"),
+    ("touches_border", I, "Touches border", "", "1 if the mask reaches a face of the cube"),
+    ("components_dropped", I, "Components dropped", "", "Smaller disconnected parts ignored"),
+    ("smoking", S, "Smoking", "", "Smoking history (yes/no; empty = not given)"),
+    ("spiculated", S, "Spiculated", "", "Spiculated margin (yes/no; empty = not given)"),
+    ("short_axis_cm", D, "Short axis", "cm", "Short-axis diameter used by the combined model"),
+    ("short_axis_source", S, "Short axis source", "", "measured or user"),
+    ("combined_probability", D, "Combined probability", "", "Combined clinical model probability (NaN = not computed)"),
+    ("combined_positive", S, "Combined OLM", "", "positive / negative by the combined model (cut-off 0.254)"),
+    ("mask_sha256", S, "Mask SHA-256", "", "Hash of the scored segment (voxels and geometry)"),
+    ("fcib_weights_sha256", S, "FCIB weights SHA-256", "", "Hash of the FCIB weights file"),
+    ("classifier_sha256", S, "Classifier SHA-256", "", "Hash of the classifier"),
+    ("software_version", S, "Version", "", "DFM50N software version"),
+    ("created", S, "Created", "", "When the score was computed (ISO 8601, UTC)"),
+    ("stale", I, "Stale", "", "1 if the segment was edited after scoring: score again"),
+    ("warnings", S, "Warnings", "", "Warnings shown with the score"),
+    ("volume_node_id", S, "Volume node", "", "MRML ID of the CT volume node"),
+    ("segmentation_node_id", S, "Segmentation node", "", "MRML ID of the segmentation node"),
+    ("segment_id", S, "Segment ID", "", "Segment ID inside the segmentation"),
+)
+COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
+_ARRAY = {D: vtk.vtkDoubleArray, I: vtk.vtkIntArray, S: vtk.vtkStringArray}
+
+
+def get_table(scene, create=True):
+    """Our table in `scene` (by attribute, then by name), created with every column when missing."""
+    for node in _table_nodes(scene):
+        if node.GetAttribute(KIND_ATTRIBUTE) == "1":
+            return ensure_columns(node)
+    node = scene.GetFirstNodeByName(TABLE_NAME)
+    if node is not None and node.IsA("vtkMRMLTableNode"):
+        node.SetAttribute(KIND_ATTRIBUTE, "1")
+        return ensure_columns(node)
+    if not create:
+        return None
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", TABLE_NAME)
+    node.SetAttribute(KIND_ATTRIBUTE, "1")
+    return ensure_columns(node)
+
+
+def _table_nodes(scene):
+    nodes = scene.GetNodesByClass("vtkMRMLTableNode")
+    out = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+    return out
+
+
+def ensure_columns(node):
+    """Add missing columns (typed, with title, unit, description); existing data is kept."""
+    table = node.GetTable()
+    rows = table.GetNumberOfRows()
+    for name, kind, title, unit, description in COLUMNS:
+        if table.GetColumnByName(name) is None:
+            arr = _ARRAY[kind]()
+            arr.SetName(name)
+            arr.SetNumberOfTuples(rows)
+            for r in range(rows):
+                _set(arr, r, kind, None)
+            table.AddColumn(arr)
+        node.SetColumnTitle(name, title)
+        node.SetColumnDescription(name, description)
+        if unit:
+            node.SetColumnUnitLabel(name, unit)
+    node.SetUseColumnTitleAsColumnHeader(True)
+    node.Modified()
+    return node
+
+
+def _set(arr, row, kind, value):
+    if kind == S:
+        arr.SetValue(row, "" if value is None else str(value))
+    elif kind == I:
+        arr.SetValue(row, int(value) if value is not None else 0)
+    else:
+        arr.SetValue(row, float("nan") if value is None else float(value))
+
+
+def _yes_no(v):
+    return None if v is None else ("yes" if v else "no")
+
+
+def row_values(result, *, volume_name, segment_name, volume_node_id, segmentation_node_id, segment_id,
+               mask_sha256) -> dict:
+    """The row for one Result, keyed by column name."""
+    d = result.to_dict(include_all_features=False)
+    values = {k: d.get(k) for k in COLUMN_NAMES if k in d}
+    values.update(volume=volume_name, segment=segment_name, volume_node_id=volume_node_id,
+                  segmentation_node_id=segmentation_node_id, segment_id=segment_id, mask_sha256=mask_sha256,
+                  stale=0, warnings=" | ".join(result.warnings),
+                  smoking=_yes_no(result.smoking), spiculated=_yes_no(result.spiculated),
+                  combined_positive=None if result.combined_positive is None
+                  else ("positive" if result.combined_positive else "negative"))
+    for axis, v in zip("RAS", result.center_ras):
+        values[f"center_{axis}"] = v
+    return values
+
+
+def find_row(node, volume_node_id, segmentation_node_id, segment_id) -> int:
+    """Row index of this (volume, segmentation, segment), or -1."""
+    t = node.GetTable()
+    cols = [t.GetColumnByName(c) for c in ("volume_node_id", "segmentation_node_id", "segment_id")]
+    key = (volume_node_id, segmentation_node_id, segment_id)
+    for r in range(t.GetNumberOfRows()):
+        if tuple(c.GetValue(r) for c in cols) == key:
+            return r
+    return -1
+
+
+def set_row(node, values: dict) -> int:
+    """Write one row, replacing the row of the same (volume, segmentation, segment); returns its index."""
+    ensure_columns(node)
+    row = find_row(node, values["volume_node_id"], values["segmentation_node_id"], values["segment_id"])
+    t = node.GetTable()
+    if row < 0:
+        row = t.GetNumberOfRows()
+        for name, kind, *_ in COLUMNS:
+            arr = t.GetColumnByName(name)
+            arr.InsertNextValue("" if kind == S else (0 if kind == I else float("nan")))
+    for name, kind, *_ in COLUMNS:
+        _set(t.GetColumnByName(name), row, kind, values.get(name))
+    t.Modified()
+    node.Modified()
+    return row
+
+
+def get_row(node, row) -> dict:
+    """A row as a dict of Python values (NaN for missing numbers)."""
+    t = node.GetTable()
+    out = {}
+    for name, kind, *_ in COLUMNS:
+        v = t.GetColumnByName(name).GetValue(row)
+        out[name] = v if kind == S else (int(v) if kind == I else float(v))
+    return out
+
+
+def set_stale(node, row, stale=True):
+    col = node.GetTable().GetColumnByName("stale")
+    if int(col.GetValue(row)) != int(bool(stale)):
+        col.SetValue(row, int(bool(stale)))
+        node.GetTable().Modified()
+        node.Modified()
+
+
+def mark_stale(node, segmentation_node_id, segment_id=None) -> list:
+    """Mark the rows of a segmentation (one segment, or all when None) stale; returns their indices."""
+    t = node.GetTable()
+    seg_col, id_col = t.GetColumnByName("segmentation_node_id"), t.GetColumnByName("segment_id")
+    rows = [r for r in range(t.GetNumberOfRows()) if seg_col.GetValue(r) == segmentation_node_id
+            and (segment_id is None or id_col.GetValue(r) == segment_id)]
+    for r in rows:
+        set_stale(node, r, True)
+    return rows
+
+
+def refresh_stale(node, current_hash) -> list:
+    """Recompute each row's mask hash with `current_hash(row_dict) -> str|None` (None = node gone);
+    mark rows whose hash changed (or whose segment disappeared) stale. Returns the stale rows."""
+    stale = []
+    for r in range(node.GetTable().GetNumberOfRows()):
+        row = get_row(node, r)
+        now = current_hash(row)
+        if now != row["mask_sha256"]:
+            set_stale(node, r, True)
+        if now != row["mask_sha256"] or row["stale"]:
+            stale.append(r)
+    return stale
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def column_array(node, name) -> np.ndarray:
+    from vtk.util import numpy_support
+
+    return numpy_support.vtk_to_numpy(node.GetTable().GetColumnByName(name))

@@ -1,0 +1,247 @@
+"""DFM50NLogic under slicer-core (real MRML nodes): grids, transforms, untouched inputs, end-to-end score.
+
+The reference for every mask is computed here, independently of Slicer and of the pipeline: the CT voxel
+centre -> segment-grid index -> nearest voxel -> is that voxel's centre inside the analytic sphere?
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slicer_harness import (add_segmentation, add_volume, fresh_scene, linear_transform, node_count,
+                            rotation, slicer)
+
+from DFM50NLib import mrml
+from DFM50NLib.errors import InputError
+from DFM50NLib.logic import DFM50NLogic, ScoringCancelled
+from DFM50NLib.synthetic import make_grid, sphere_case
+from DFM50NLib.volume import Volume
+
+CENTER = np.array([12.0, -18.0, 40.0])
+RADIUS = 8.0
+
+
+def affine(rot=np.eye(3), shift=(0, 0, 0)):
+    m = np.eye(4)
+    m[:3, :3] = rot
+    m[:3, 3] = shift
+    return m
+
+
+@pytest.fixture(scope="module")
+def ct():
+    """CT on an oblique anisotropic grid, sphere lesion at CENTER."""
+    ct, _ = sphere_case(CENTER, RADIUS, shape=(72, 72, 30), spacing=(0.75, 0.75, 2.0),
+                        direction_ras=rotation(2, 15.0), seed=3)
+    return ct
+
+
+def coarse_sphere(center=CENTER):
+    """The sphere voxelised on a coarser grid, rotated 30 degrees about an oblique axis."""
+    rot = rotation(0, 30.0) @ rotation(2, 20.0)
+    grid = make_grid((20, 20, 20), (1.6, 1.6, 1.6), direction_ras=rot, center_ras=center + 0.37)
+    ijk = np.indices(grid.shape, dtype=float).reshape(3, -1).T
+    inside = np.linalg.norm(grid.ijk_to_world(ijk) - center, axis=1) <= RADIUS
+    return grid.with_array(inside.reshape(grid.shape).astype(np.uint8), name="Tumor")
+
+
+def nn_on_ct(ct: Volume, mask: Volume, mask_to_ct_frame=np.eye(4)) -> np.ndarray:
+    """Expected mask on the CT grid: nearest segment voxel of each CT voxel centre (halves round up)."""
+    m = np.linalg.inv(mask_to_ct_frame @ mask.ijk_to_ras) @ ct.ijk_to_ras
+    ijk = np.indices(ct.shape, dtype=float).reshape(3, -1)
+    p = np.floor(m[:3, :3] @ ijk + m[:3, 3:4] + 0.5).astype(int)
+    ok = np.all((p >= 0) & (p < np.array(mask.shape)[:, None]), axis=0)
+    out = np.zeros(ijk.shape[1], np.uint8)
+    out[ok] = mask.array[p[0, ok], p[1, ok], p[2, ok]]
+    return largest_component(out.reshape(ct.shape))
+
+
+def largest_component(a):
+    """SPEC 2.1: keep the largest face-connected component (a corner-touching voxel is its own part)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(a, structure=ndimage.generate_binary_structure(3, 1))
+    if n <= 1:
+        return a
+    sizes = np.bincount(labels.ravel())[1:]
+    return (labels == 1 + int(np.argmax(sizes))).astype(np.uint8)
+
+
+def full(pm, shape) -> np.ndarray:
+    out = np.zeros(shape, np.uint8)
+    o = pm.offset_ijk
+    s = pm.volume.shape
+    out[o[0]:o[0] + s[0], o[1]:o[1] + s[1], o[2]:o[2] + s[2]] = pm.volume.array
+    return out
+
+
+@pytest.fixture()
+def scene():
+    return fresh_scene()
+
+
+def test_coarse_rotated_segment_lands_on_ct_grid_as_analytic_nearest_neighbour(scene, ct):
+    coarse = coarse_sphere()
+    ct_node = add_volume(ct)
+    seg, ids = add_segmentation({"Tumor": coarse})
+    pm = DFM50NLogic().maskOnCTGrid(ct_node, seg, ids["Tumor"])
+    expected = nn_on_ct(ct, coarse)
+    assert expected.sum() > 500  # a real lesion, not a handful of voxels
+    np.testing.assert_array_equal(full(pm, ct.shape), expected)
+    # the mask Logic hands over is the segment itself, in the CT's frame (no resampling yet)
+    mask = DFM50NLogic().segmentMask(ct_node, seg, ids["Tumor"])
+    np.testing.assert_allclose(mask.ijk_to_ras @ np.r_[mask.world_to_ijk(CENTER), 1], np.r_[CENTER, 1], atol=1e-9)
+    assert int(mask.array.sum()) == int(coarse.array.sum())
+
+
+def test_same_parent_transform_is_the_untransformed_result(scene, ct):
+    coarse = coarse_sphere()
+    ct_node = add_volume(ct)
+    seg, ids = add_segmentation({"Tumor": coarse})
+    logic = DFM50NLogic()
+    before = logic.maskOnCTGrid(ct_node, seg, ids["Tumor"])
+    t = linear_transform(affine(rotation(1, 25.0), (30.0, -12.0, 7.5)))
+    ct_node.SetAndObserveTransformNodeID(t.GetID())
+    seg.SetAndObserveTransformNodeID(t.GetID())
+    after = logic.maskOnCTGrid(ct_node, seg, ids["Tumor"])
+    assert after.offset_ijk == before.offset_ijk
+    np.testing.assert_array_equal(after.volume.array, before.volume.array)
+    np.testing.assert_allclose(after.volume.ijk_to_ras, before.volume.ijk_to_ras)
+
+
+@pytest.mark.parametrize("ct_transform", [None, affine(rotation(0, -10.0), (3.0, 4.0, -6.0))])
+def test_different_transforms_follow_world_space(scene, ct, ct_transform):
+    coarse = coarse_sphere(CENTER - [4.0, 2.0, -3.0])  # drawn off the lesion ...
+    seg_t = affine(rotation(2, 12.0), (0, 0, 0))
+    seg_t[:3, 3] = CENTER - seg_t[:3, :3] @ (CENTER - [4.0, 2.0, -3.0])  # ... and moved onto it by its transform
+    ct_node = add_volume(ct)
+    seg, ids = add_segmentation({"Tumor": coarse})
+    seg.SetAndObserveTransformNodeID(linear_transform(seg_t, "segT").GetID())
+    ct_to_world = np.eye(4)
+    if ct_transform is not None:
+        ct_node.SetAndObserveTransformNodeID(linear_transform(ct_transform, "ctT").GetID())
+        ct_to_world = ct_transform
+    pm = DFM50NLogic().maskOnCTGrid(ct_node, seg, ids["Tumor"])
+    expected = nn_on_ct(ct, coarse, np.linalg.inv(ct_to_world) @ seg_t)
+    np.testing.assert_array_equal(full(pm, ct.shape), expected)
+    if ct_transform is None:  # the moved segment sits on the lesion: centre within a CT voxel of CENTER
+        centre = pm.volume.ijk_to_world(np.argwhere(pm.volume.array).mean(axis=0))
+        assert np.linalg.norm(centre - CENTER) < 1.0
+
+
+def test_nonlinear_transform_is_a_clear_error_and_leaves_the_scene_as_it_was(scene, ct):
+    ct_node = add_volume(ct)
+    seg, ids = add_segmentation({"Tumor": coarse_sphere()})
+    grid = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
+    seg.SetAndObserveTransformNodeID(grid.GetID())
+    n = node_count(scene)
+    with pytest.raises(InputError, match="non-linear"):
+        DFM50NLogic().scoreSegment(ct_node, seg, ids["Tumor"], checkDependencies=False)
+    assert node_count(scene) == n
+
+
+def test_inputs_are_not_modified(scene, ct):
+    ct_node = add_volume(ct)
+    seg, ids = add_segmentation({"Tumor": coarse_sphere()})
+    sphere = slicer.vtkSphereSource() if hasattr(slicer, "vtkSphereSource") else None
+    import vtk
+
+    src = vtk.vtkSphereSource()
+    src.SetCenter(*CENTER)
+    src.SetRadius(RADIUS)
+    src.SetThetaResolution(32)
+    src.SetPhiResolution(32)
+    src.Update()
+    surf = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "surface only")
+    sid = surf.AddSegmentFromClosedSurfaceRepresentation(src.GetOutput(), "Tumor", [1, 0, 0])
+    surf.GetSegmentation().RemoveRepresentation("Binary labelmap")
+    assert sphere is None or sphere
+    mtimes = (ct_node.GetMTime(), seg.GetMTime(), seg.GetSegmentation().GetMTime(), surf.GetSegmentation().GetMTime())
+    ct_before = slicer.util.arrayFromVolume(ct_node).copy()
+    n = node_count(scene)
+    logic = DFM50NLogic()
+    logic.segmentMask(ct_node, seg, ids["Tumor"])
+    pm = logic.maskOnCTGrid(ct_node, surf, sid)
+    assert pm.volume_mm3 == pytest.approx(4 / 3 * np.pi * RADIUS**3, rel=0.08)
+    assert not surf.GetSegmentation().ContainsRepresentation("Binary labelmap")
+    assert (ct_node.GetMTime(), seg.GetMTime(), seg.GetSegmentation().GetMTime(),
+            surf.GetSegmentation().GetMTime()) == mtimes
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct_node), ct_before)
+    assert node_count(scene) == n
+
+
+def test_wrong_selections_say_what_to_do(scene, ct):
+    ct_node = add_volume(ct)
+    seg, ids = add_segmentation({"Tumor": coarse_sphere()})
+    logic = DFM50NLogic()
+    with pytest.raises(Exception, match="Select the CT"):
+        logic.scoreSegment(None, seg, ids["Tumor"], checkDependencies=False)
+    with pytest.raises(Exception, match="Select the lesion segment"):
+        logic.scoreSegment(ct_node, seg, "nope", checkDependencies=False)
+    with pytest.raises(TypeError, match="Unknown option"):
+        logic.scoreSegment(ct_node, seg, ids["Tumor"], checkDependencies=False, centre="dt_peak")
+
+
+# ---------------------------------------------------------------------------------- end to end
+
+
+def test_coarse_rotated_segment_scores_as_the_same_sphere_given_on_the_ct_grid(scene, ct, random_weights):
+    from DFM50NLib.pipeline import score_volumes
+
+    coarse = coarse_sphere()
+    ct_node = add_volume(ct)
+    seg, ids = add_segmentation({"Tumor": coarse})
+    seen = []
+    logic = DFM50NLogic()
+    result = logic.scoreSegment(ct_node, seg, ids["Tumor"], weights=random_weights, checkDependencies=False,
+                                progress=lambda f, msg: seen.append(f))
+    direct = score_volumes(ct, ct.with_array(nn_on_ct(ct, coarse), name="Tumor"), weights=random_weights)
+    assert abs(result.score - direct.score) < 1e-6
+    np.testing.assert_allclose(result.center_ras, direct.center_ras, atol=1e-9)
+    assert result.mask_voxels == direct.mask_voxels
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    # the table row and the report node carry that score
+    table = logic.getTableNode(create=False)
+    assert table.GetTable().GetNumberOfRows() == 1
+    assert table.GetTable().GetColumnByName("score").GetValue(0) == pytest.approx(result.score, abs=1e-12)
+    report = scene.GetFirstNodeByClass("vtkMRMLTextNode")
+    assert f"{result.score:.3f}" in report.GetText() and "DEMO" in report.GetText()
+    # Show cube: the ROI holds the centre, oriented with the cube; the cube volume is the 50^3 samples
+    roi, cube_node = logic.showCube(result, ct_node, seg, ids["Tumor"])
+    c2r = np.asarray(result.cube_to_ras)
+    assert roi.IsPointInROIWorld(c2r[:3, 3].tolist())  # sample (0,0,0), a corner
+    assert roi.IsPointInROIWorld((c2r @ [49, 49, 49, 1])[:3].tolist())
+    assert not roi.IsPointInROIWorld((c2r @ [-1, 25, 25, 1])[:3].tolist())
+    assert slicer.util.arrayFromVolume(cube_node).shape == (50, 50, 50)
+    np.testing.assert_allclose(mrml.ijk_to_ras(cube_node), c2r, atol=1e-9)
+
+
+def test_cancel_stops_before_the_network_and_writes_nothing(scene, ct, random_weights):
+    ct_node = add_volume(ct)
+    seg, ids = add_segmentation({"Tumor": coarse_sphere()})
+    logic = DFM50NLogic()
+    n = node_count(scene)
+
+    def progress(fraction, message):
+        if fraction >= 0.15:
+            logic.requestCancel()
+
+    with pytest.raises(ScoringCancelled):
+        logic.scoreSegment(ct_node, seg, ids["Tumor"], weights=random_weights, checkDependencies=False,
+                           progress=progress)
+    assert node_count(scene) == n
+
+
+def test_all_segments_one_row_each_and_failures_reported_together(scene, ct, random_weights):
+    ct_node = add_volume(ct)
+    empty = coarse_sphere().with_array(np.zeros((20, 20, 20), np.uint8), name="Empty")
+    seg, ids = add_segmentation({"Tumor": coarse_sphere(), "Second": coarse_sphere(CENTER + [3, 0, 0]),
+                                 "Empty": empty})
+    logic = DFM50NLogic()
+    with pytest.raises(Exception, match="1 of 3 segments") as err:
+        logic.scoreAllSegments(ct_node, seg, weights=random_weights, checkDependencies=False)
+    assert "Empty" in str(err.value)
+    table = logic.getTableNode(create=False)
+    names = [table.GetTable().GetColumnByName("segment").GetValue(r) for r in range(table.GetTable().GetNumberOfRows())]
+    assert sorted(names) == ["Second", "Tumor"]
