@@ -30,6 +30,12 @@ def atomic_path(path, suffix=None):
         raise
 
 
+def safe_stem(name) -> str:
+    """A case id as a file name: no path separators, nothing hidden, never empty."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)).lstrip(".")
+    return stem or "case"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -28,7 +28,8 @@ from typing import Callable, Optional
 
 from . import __version__, atomic
 from .batch_engine import JobConfig, Task
-from .batch_manifest import Case, config_hash, pair_folders, read_manifest, safe_stem
+from .atomic import safe_stem
+from .batch_manifest import Case, config_hash, pair_folders, read_manifest
 from .constants import DEFAULT_CENTER_METHOD, DEFAULT_ORIENTATION
 from .errors import InputError
 

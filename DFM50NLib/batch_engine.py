@@ -223,9 +223,6 @@ def finish(task: Task, prep, features, encoder, classifier, cfg: JobConfig, elap
     """features -> Result exactly as score_case builds it, plus the config hash; as an outcome dict."""
     from . import pipeline
 
-    check = getattr(pipeline, "check_model_geometry", None) or getattr(pipeline, "_check_model_geometry", None)
-    if check is not None:
-        check(classifier, prep)
     t = time.perf_counter()
     feats = np.asarray(features, dtype=np.float32)
     if not np.isfinite(feats).all():

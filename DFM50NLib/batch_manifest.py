@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .atomic import safe_stem
 from .constants import CENTER_METHODS
 from .errors import InputError
 
@@ -38,12 +39,6 @@ class Case:
     clinical: dict = field(default_factory=dict)  # smoking, spiculated, short_axis_cm (None = unknown)
     extra: dict = field(default_factory=dict)  # outcome / other columns, passed through to results.csv
     row: int = 0  # position in the manifest: results.csv follows it
-
-
-def safe_stem(case_id: str) -> str:
-    """A case id as a file name (same rule as the single-case outputs): no separators, nothing hidden."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(case_id)).lstrip(".")
-    return stem or "case"
 
 
 def parse_yes_no(value, column="value") -> Optional[bool]:

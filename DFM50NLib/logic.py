@@ -254,6 +254,31 @@ class DFM50NLogic:
                                              self.scene, parent_transform=parent)
         return roi, cube_node
 
+    def writeReport(self, result, volumeNode, segmentationNode, segmentId, outDir, formats=("html",)):
+        """Write the full report (pictures of the CT, lesion and cube) into outDir; returns {kind: path}.
+
+        Falls back to the short HTML when the report module (or matplotlib) is not available."""
+        from pathlib import Path
+
+        try:
+            from .pipeline import prepare_case
+            from .report import write_report
+
+            prep = prepare_case(mrml.volume_from_node(volumeNode),
+                                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
+                                center=result.center_method,
+                                point_ras=result.center_ras if result.center_method == "point" else None,
+                                orientation=result.orientation, geometry=result.geometry)
+            return write_report(result, outDir, ct=prep.ct, prepared_mask=prep.prepared_mask, cube=prep.cube,
+                                diameters=prep.diameters, formats=formats)
+        except ImportError as exc:
+            logging.warning("DFM50N: full report unavailable (%s); writing the short one", exc)
+            from . import atomic
+            from .report import safe_stem
+
+            path = Path(outDir) / f"{safe_stem(result.case_id)}_report.html"
+            return {"report_html": atomic.write_text(path, f"<html><body>{report_html(result)}</body></html>")}
+
 
 def report_html(result) -> str:
     """The report module's short HTML when available, else a minimal one (never empty)."""

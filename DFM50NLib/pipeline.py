@@ -25,6 +25,7 @@ from .constants import (
     RISK_HIGH,
     RISK_LOW,
 )
+from .atomic import safe_stem
 from .errors import DFM50NWarning, InputError
 from .volume import Volume, ras_to_lps
 
@@ -195,6 +196,7 @@ def finish_case(prep: PreparedCase, features_4096, classifier, encoder, *, clini
         all_features=feats.tolist() if keep_features == 4096 else None,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    result.warnings += model_geometry_warnings(classifier, prep.options)
     if classifier.is_demo:
         from .constants import DEMO_LABEL
 
@@ -254,7 +256,6 @@ def score_case(image, mask, *, case_id=None, label=None, segment=None, center=DE
     encoder, classifier = load_models(weights, model, device, encoder=encoder, classifier=classifier,
                                       download=download)
     prep.timings["load_models"] = time.perf_counter() - t
-    _check_model_geometry(classifier, prep)
     t = time.perf_counter()
     feats = encoder.features(prep.cube.ct)[0]
     prep.timings["forward"] = time.perf_counter() - t
@@ -288,12 +289,16 @@ def score_volumes(ct: Volume, mask: Volume, **options) -> "Result":
     return score_case(ct, mask, **options)
 
 
-def _check_model_geometry(classifier, prep):
+def model_geometry_warnings(classifier, options) -> list:
     """A classifier trained on reference cubes scores physical cubes wrongly, and vice versa: say so."""
-    expected = (getattr(classifier, "metadata", None) or {}).get("geometry")
-    if expected and expected != prep.options["geometry"]:
-        prep.warnings.append(f"The classifier was trained on '{expected}' cubes but this case used "
-                             f"'{prep.options['geometry']}' geometry.")
+    meta = getattr(classifier, "metadata", None) or {}
+    notes = []
+    for key in ("geometry", "orientation"):
+        expected = meta.get(key)
+        if expected and expected != options[key]:
+            notes.append(f"The classifier was trained on cubes with {key} '{expected}' but this case used "
+                         f"'{options[key]}': its score is not meaningful. Use --{key} {expected}.")
+    return notes
 
 
 def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, stability=None) -> dict:
@@ -301,7 +306,7 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, sta
     from .result import write_csv, write_json
 
     out_dir = Path(out_dir)
-    stem = _safe_stem(result.case_id)
+    stem = safe_stem(result.case_id)
     paths = {"json": write_json(result, out_dir / f"{stem}.dfm50n.json"),
              "csv": write_csv(result, out_dir / f"{stem}.dfm50n.csv")}
     if write_cubes:
@@ -327,7 +332,3 @@ def _case_id_from(image) -> str:
     return name or "case"
 
 
-def _safe_stem(case_id: str) -> str:
-    """A case id as a file name: no path separators, nothing hidden."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(case_id)).lstrip(".")
-    return stem or "case"

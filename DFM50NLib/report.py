@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from . import atomic
+from .atomic import safe_stem
 from . import report_text as rt
 from .constants import COMBINED_THRESHOLD, DEMO_LABEL, DISCLAIMER
 from .errors import InputError
@@ -83,12 +84,6 @@ def _check_formats(formats):
     if bad or not formats:
         raise InputError(f"Unknown report format(s) {bad or formats!r}: use 'html' and/or 'pdf'.")
     return formats
-
-
-def safe_stem(case_id) -> str:
-    """A case id as a file name: no path separators, nothing hidden."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(case_id)).lstrip(".")
-    return stem or "case"
 
 
 # ---------------------------------------------------------------- HTML

@@ -70,6 +70,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--workers", type=int, default=0, help="also time a local pool of this many workers")
     ap.add_argument("--weights", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the generated cohort and outputs (else deleted)")
     args = ap.parse_args()
 
     import torch
@@ -149,7 +150,12 @@ def main():
         tp = time.perf_counter() - t
         print(f"local pool, {args.workers} workers (cold: each builds the network): {p.n_done} ok in {tp:.1f} s "
               f"= {p.n_done / tp:.2f} cases/s")
-    print(f"files left in {tmp}")
+    if args.keep:
+        print(f"files left in {tmp}")
+    else:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

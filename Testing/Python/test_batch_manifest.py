@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from DFM50NLib.batch_manifest import config_hash, pair_folders, read_manifest, safe_stem
+from DFM50NLib.atomic import safe_stem
+from DFM50NLib.batch_manifest import config_hash, pair_folders, read_manifest
 from DFM50NLib.errors import InputError
 
 

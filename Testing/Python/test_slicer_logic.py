@@ -245,3 +245,80 @@ def test_all_segments_one_row_each_and_failures_reported_together(scene, ct, ran
     table = logic.getTableNode(create=False)
     names = [table.GetTable().GetColumnByName("segment").GetValue(r) for r in range(table.GetTable().GetNumberOfRows())]
     assert sorted(names) == ["Second", "Tumor"]
+
+
+# ---------------------------------------------------------------------------------- README console example
+
+
+def readme_console_example(WEIGHTS, OUT_CSV):
+    """Verbatim body of the README's "Slicer Python console" batch example (after loading the data)."""
+    import slicer
+    from DFM50NLib.logic import DFM50NLogic
+    from DFM50NLib.result import write_csv
+
+    logic = DFM50NLogic()
+    ct = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")[0]
+    results = []
+    for seg in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
+        for segment_id, r in logic.scoreAllSegments(ct, seg, weights=WEIGHTS, center="dt_peak").items():
+            name = seg.GetSegmentation().GetSegment(segment_id).GetName()
+            print(f"{seg.GetName()} / {name}: {r.score:.3f} {r.risk_label}{' (DEMO)' if r.classifier_is_demo else ''}")
+            results.append(r)
+    write_csv(results, OUT_CSV)  # every field of every score, one row each
+    return logic.getTableNode(), results
+
+
+def test_readme_console_example_runs(scene, ct, random_weights, tmp_path, capsys):
+    add_volume(ct)
+    add_segmentation({"Tumor": coarse_sphere()}, name="Lesions A")
+    add_segmentation({"Tumor": coarse_sphere(CENTER + [2, 1, 0])}, name="Lesions B")
+    table, results = readme_console_example(random_weights, tmp_path / "scores.csv")
+    assert table.GetTable().GetNumberOfRows() == 2 and len(results) == 2
+    assert "Lesions A / Tumor: " in capsys.readouterr().out
+    lines = (tmp_path / "scores.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("case_id,score")
+
+
+# ---------------------------------------------------------------------------------- dependencies
+
+
+def test_dependencies_are_installed_only_after_consent():
+    import types
+
+    from DFM50NLib import dependencies as dep
+
+    calls, asked = [], []
+    fake = types.SimpleNamespace(util=types.SimpleNamespace(pip_install=calls.append))
+    need = (dep.Requirement("dfm50n_no_such_module_xyz", "dfm50n-no-such-module-xyz>=1"),
+            dep.Requirement("numpy", "numpy>=1.24"))
+    assert [r.module for r in dep.missing(need)] == ["dfm50n_no_such_module_xyz"]
+    assert dep.missing() == []  # this environment has everything: nothing is asked, nothing installed
+    assert dep.ensure(confirm=lambda m: pytest.fail("asked although nothing is missing")) == []
+    with pytest.raises(dep.DependencyError, match="dfm50n-no-such-module-xyz>=1"):
+        dep.ensure(None, need, slicer_module=fake)
+    with pytest.raises(dep.DependencyError):
+        dep.ensure(lambda m: asked.append(m) or False, need, slicer_module=fake)
+    assert calls == [] and "dfm50n-no-such-module-xyz>=1" in asked[0]
+    with pytest.raises(dep.DependencyError, match="still missing"):  # agreed: pip runs, module still absent
+        dep.ensure(lambda m: True, need, slicer_module=fake)
+    assert calls == ["dfm50n-no-such-module-xyz>=1"]
+    ensured = []
+    newer = types.SimpleNamespace(pydeps=types.SimpleNamespace(
+        pip_ensure=lambda reqs, requester: ensured.append(([str(r) for r in reqs], requester))))
+    with pytest.raises(dep.DependencyError, match="still missing"):
+        dep.ensure(lambda m: True, need, slicer_module=newer)
+    assert ensured == [(["dfm50n-no-such-module-xyz>=1"], "DFM50N")]
+
+
+def test_torch_comes_from_the_pytorch_extension_never_from_plain_pip(monkeypatch):
+    import types
+
+    from DFM50NLib import dependencies as dep
+
+    calls = []
+    fake = types.SimpleNamespace(util=types.SimpleNamespace(pip_install=calls.append))
+    monkeypatch.setattr(dep, "is_installed", lambda m: m != "torch")
+    monkeypatch.setitem(__import__("sys").modules, "PyTorchUtils", None)  # extension not installed
+    with pytest.raises(dep.DependencyError, match="PyTorch' extension"):
+        dep.ensure(lambda m: True, slicer_module=fake)
+    assert calls == []
