@@ -87,7 +87,7 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.scoreButton.connect("clicked(bool)", self.onScoreButton)
         self.ui.measureShortAxisButton.connect("clicked(bool)", self.onMeasureShortAxis)
         self.ui.downloadWeightsButton.connect("clicked(bool)", self.onDownloadWeights)
-        self.ui.browseWeightsButton.connect("clicked(bool)", self.ui.weightsPathLineEdit.browse)
+        self.ui.browseWeightsButton.connect("clicked(bool)", lambda: self.ui.weightsPathLineEdit.browse())
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathsChanged)
         self.ui.classifierPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathsChanged)
         self.ui.showCubeButton.connect("clicked(bool)", self.onShowCube)
@@ -95,6 +95,7 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editSegmentButton.connect("clicked(bool)", self.onEditSegment)
         self.ui.weightsPathLineEdit.currentPath = qt.QSettings().value(WEIGHTS_SETTING, "")
         self.ui.classifierPathLineEdit.currentPath = qt.QSettings().value(MODEL_SETTING, "")
+        self.ui.progressBar.visible = False
         self.initializeParameterNode()
         self.updateModelStatus()
         self.updateButtons()
@@ -113,6 +114,8 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
+        self.logic.removeObservers()
+        self._last = None
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -136,6 +139,7 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and self._guiObserver is not None:
             self._parameterNode.disconnectGui(self._guiObserver)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self._guiObserver = None
         self._parameterNode = node
         if node:
             self._guiObserver = node.connectGui(self.ui)
@@ -305,6 +309,7 @@ class DFM50NTest(ScriptedLoadableModuleTest):
         self.test_score_synthetic_sphere()
 
     def test_score_synthetic_sphere(self):
+        import shutil
         import tempfile
 
         import numpy as np
@@ -322,10 +327,16 @@ class DFM50NTest(ScriptedLoadableModuleTest):
         segNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "lesion segmentation")
         slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segNode)
         segmentId = segNode.GetSegmentation().GetNthSegmentID(0)
-        weights = os.path.join(tempfile.mkdtemp(), "fcib_random.torch")
+        folder = tempfile.mkdtemp(prefix="dfm50n-selftest-")
+        weights = os.path.join(folder, "fcib_random.torch")
+        self.delayDisplay("Writing a random-weight FCIB checkpoint (738 MB, real format)")
         fcib.save_random_checkpoint(weights, seed=0)
-        self.delayDisplay("Scoring")
-        result = DFM50NLogic().scoreSegment(ctNode, segNode, segmentId, weights=weights)
+        try:
+            self.delayDisplay("Scoring")
+            result = DFM50NLogic().scoreSegment(ctNode, segNode, segmentId, weights=weights)
+        finally:
+            fcib.clear_encoder_cache()
+            shutil.rmtree(folder, ignore_errors=True)
         self.assertTrue(0.0 <= result.score <= 1.0)
         self.assertTrue(result.classifier_is_demo)
         self.assertLess(np.linalg.norm(np.array(result.center_ras) - (10.0, -20.0, 30.0)), 2.0)

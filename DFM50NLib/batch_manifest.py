@@ -23,6 +23,8 @@ KNOWN_COLUMNS = ("case_id", "image", "mask", "label", "segment", "center", "smok
                  "short_axis_cm")
 CLINICAL_COLUMNS = ("smoking", "spiculated", "short_axis_cm")
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
+# A mask may also be one DICOM-SEG file; loose .dcm files are never images (a CT series is a folder)
+MASK_EXTENSIONS = IMAGE_EXTENSIONS + (".dcm",)
 # A mask named like its image plus one of these (case-insensitive) still pairs: ct01.nii.gz <-> ct01_seg.nrrd
 MASK_SUFFIXES = ("_mask", "-mask", ".mask", "_seg", "-seg", "_segmentation", "-segmentation", "_label",
                  "-label", "_labels", "_lesion", "-lesion")
@@ -154,7 +156,7 @@ def check_unique(cases) -> None:
 
 def _base_name(p: Path) -> str:
     name = p.name
-    for ext in IMAGE_EXTENSIONS:
+    for ext in MASK_EXTENSIONS:
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name
@@ -168,7 +170,7 @@ def _strip_mask_suffix(base: str) -> str:
     return base
 
 
-def _candidates(folder: Path, allow_dirs: bool) -> list[Path]:
+def _candidates(folder: Path, allow_dirs: bool, extensions=IMAGE_EXTENSIONS) -> list[Path]:
     out = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
@@ -176,7 +178,7 @@ def _candidates(folder: Path, allow_dirs: bool) -> list[Path]:
         if p.is_dir():
             if allow_dirs:
                 out.append(p)  # a DICOM series folder
-        elif p.name.lower().endswith(IMAGE_EXTENSIONS):
+        elif p.name.lower().endswith(extensions):
             out.append(p)
     return out
 
@@ -185,9 +187,9 @@ def pair_folders(images, masks) -> tuple[list[Case], list[dict]]:
     """Pair CTs and masks by base name; returns (cases, problems).
 
     Rule: base name = file name without its extension (.nii.gz, .nii, .nrrd, .seg.nrrd, .nhdr, .mha,
-    .mhd; a sub-folder of `images` is a DICOM series named by the folder). A mask pairs with the image
-    of the same base name, or of its base name minus one suffix from MASK_SUFFIXES (ct01_seg.nrrd ->
-    ct01). Matching is exact (case-sensitive) after that. Images and masks may share one folder: then
+    .mhd; for masks also .dcm, a DICOM-SEG; a sub-folder of `images` is a DICOM series named by the
+    folder). A mask pairs with the image of the same base name, or of its base name minus one suffix
+    from MASK_SUFFIXES (ct01_seg.nrrd -> ct01). Matching is exact (case-sensitive) after that. Images and masks may share one folder: then
     files carrying a mask suffix are the masks. Unpaired or ambiguous files are returned as problems,
     never guessed.
     """
@@ -197,11 +199,11 @@ def pair_folders(images, masks) -> tuple[list[Case], list[dict]]:
             raise InputError(f"{what} {folder} is not a folder.")
     same = images.resolve() == masks.resolve()
     img_files = _candidates(images, allow_dirs=True)
-    mask_files = _candidates(masks, allow_dirs=False)
+    mask_files = _candidates(masks, allow_dirs=False, extensions=MASK_EXTENSIONS)
     if same:
-        is_mask = {p: _strip_mask_suffix(_base_name(p)) != _base_name(p) for p in img_files}
-        mask_files = [p for p in img_files if is_mask[p]]
-        img_files = [p for p in img_files if not is_mask[p]]
+        suffixed = lambda p: _strip_mask_suffix(_base_name(p)) != _base_name(p)  # noqa: E731
+        mask_files = [p for p in sorted(set(img_files) | set(mask_files)) if suffixed(p)]
+        img_files = [p for p in img_files if not suffixed(p)]
     by_key: dict[str, list[Path]] = {}
     for m in mask_files:
         base = _base_name(m)

@@ -32,7 +32,6 @@ PIP_REQUIREMENTS = (
     Requirement("nibabel", "nibabel>=5"),
     Requirement("platformdirs", "platformdirs>=3"),
 )
-REPORT_REQUIREMENTS = (Requirement("matplotlib", "matplotlib>=3.7"),)
 
 
 def is_installed(module: str) -> bool:

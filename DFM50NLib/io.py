@@ -1,4 +1,4 @@
-"""Read and write images as `Volume`s: NIfTI, NRRD, MetaImage, DICOM series and Slicer ``.seg.nrrd``.
+"""Read and write images as `Volume`s: NIfTI, NRRD, MetaImage, DICOM series, Slicer ``.seg.nrrd`` and DICOM-SEG.
 
 SimpleITK does the reading; its LPS geometry is converted to RAS here, once. The voxel array is a
 read-only view of SimpleITK's buffer (``[k, j, i]`` transposed to ``[i, j, k]``), not a copy: a
@@ -54,13 +54,17 @@ def check_ct_intensities(vol: Volume) -> list:
 
 
 def read_mask(path, label=None, segment=None) -> Volume:
-    """Read a lesion mask: any label image, or a Slicer ``.seg.nrrd`` (pick by `segment` name or `label`).
+    """Read a lesion mask: any label image, a Slicer ``.seg.nrrd`` or a DICOM-SEG file.
 
     With `segment`, the result is that segment alone as 0/1 (uint8). Without it, the label map is returned
-    as stored (integers); `label` then selects a value later, in `mask.prepare_mask`.
+    as stored (integers); `label` then selects a value later, in `mask.prepare_mask`. A DICOM-SEG (needs
+    highdicom) picks its segment by `segment` (SegmentLabel or SegmentDescription) or `label` (segment
+    number) and comes back on its own grid; `prepare_mask` resamples it onto the CT in world space.
     """
     if _is_seg_nrrd(path):
         return _read_segmentation(path, label, segment)
+    if is_dicom_seg(path):
+        return _read_dicom_seg(path, label, segment)
     if segment is not None:
         raise InputError(f"{path}: a segment name ({segment!r}) was given but this is not a Slicer .seg.nrrd "
                          "segmentation; give the lesion's label value instead (--label N), or the .seg.nrrd file.")
@@ -272,6 +276,123 @@ def _read_segmentation(path, label, segment) -> Volume:
         out.meta["label_value"] = value
         return out
     return _as_integer_labels(vol, path)
+
+
+# ------------------------------------------------------------------------------------------------ DICOM-SEG
+# Segmentation Storage, and Label Map Segmentation Storage (DICOM 2024b, also read by highdicom >= 0.23)
+DICOM_SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
+
+
+def is_dicom_seg(path) -> bool:
+    """A single DICOM file whose SOP Class is a Segmentation. Reads the 132-byte preamble and, for DICOM
+    files only, the header up to SOPClassUID; so a NIfTI or a CT slice costs one small read.
+
+    Checked before SimpleITK sees the file: GDCM would read a multi-frame SEG as a plain image and
+    invent its geometry (one frame per slice, in file order), silently misplacing the lesion.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if head[128:132] != b"DICM":
+        return False
+    return _dicom_sop_class(p) in DICOM_SEG_SOP_CLASSES
+
+
+def _dicom_sop_class(path) -> str:
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError(f"{path}: is a DICOM file; reading DICOM-SEG masks needs highdicom "
+                         "(pip install highdicom), or export the mask as NIfTI/NRRD.") from None
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable header: not ours to judge here
+        raise InputError(f"Cannot read the DICOM header of {path}: {exc}") from None
+    return str(getattr(ds, "SOPClassUID", ""))
+
+
+def _read_dicom_seg(path, label, segment) -> Volume:
+    """One segment of a DICOM-SEG as a label Volume on the SEG's own grid (world positions from its frames).
+
+    highdicom places every stored frame by its ImagePositionPatient, whatever the frame order and
+    however sparse (empty slices are usually omitted; absent positions are filled with 0), and gives
+    the index->LPS affine; that is converted to RAS here. Chosen by `segment` the result is 0/1; chosen
+    by `label` (segment number) the voxels hold that number, so `prepare_mask(label=N)` finds them.
+    """
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise InputError(f"{path}: is a DICOM-SEG; reading it needs highdicom (pip install highdicom), "
+                         "or convert the mask to NIfTI/NRRD (e.g. with dcmqi's segimage2itkimage).") from None
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for broken files
+        raise InputError(f"Cannot read DICOM-SEG {path}: {type(exc).__name__}: {exc}") from None
+    table = dicom_seg_segments(seg)
+    number = _choose_dicom_segment(path, table, label, segment)
+    try:
+        hvol = seg.get_volume(segment_numbers=[number], combine_segments=False)
+    except Exception as exc:  # noqa: BLE001 - e.g. irregular slice spacing, tiled slide SEG
+        raise InputError(f"{path}: the frames of DICOM-SEG segment {number} do not form a regular 3-D grid "
+                         f"({type(exc).__name__}: {exc}). Convert it to NIfTI/NRRD against its CT (e.g. "
+                         "dcmqi's segimage2itkimage or Slicer) and give that file.") from None
+    if hvol is None:
+        raise InputError(f"{path}: DICOM-SEG segment {number} has no 3-D geometry (no frame of reference); "
+                         "convert it to NIfTI/NRRD against its CT and give that file.")
+    arr = np.asarray(hvol.array)
+    arr = arr.reshape(arr.shape[:3])  # one segment: drop the channel axis
+    if np.issubdtype(arr.dtype, np.floating) and np.any((arr != 0) & (arr != 1)):
+        raise InputError(f"{path}: segment {number} is a FRACTIONAL (probability) segmentation; give a "
+                         "binary mask (threshold it first, e.g. at 0.5).")
+    inside = arr > 0
+    if segment is None and label is not None:
+        values = inside.astype(np.uint8 if number < 256 else np.uint16) * number
+    else:
+        values = inside.astype(np.uint8)
+    chosen = next(s for s in table if s["number"] == number)
+    meta = {"path": str(path), "format": "DICOM-SEG", "segments": table, "segment": chosen["label"],
+            "segment_number": number, "label_value": int(values.max(initial=0)) or 1,
+            "referenced_series": _referenced_series(seg)}
+    return Volume(values, RAS_TO_LPS @ np.asarray(hvol.affine, dtype=float), name=Path(str(path)).stem, meta=meta)
+
+
+def dicom_seg_segments(seg) -> list:
+    """Segments of a DICOM-SEG dataset: dicts with number, label (SegmentLabel), description."""
+    background = getattr(seg, "PixelPaddingValue", None)  # LABELMAP SEGs may list the background
+    return [{"number": int(d.SegmentNumber), "label": str(getattr(d, "SegmentLabel", "")),
+             "description": str(getattr(d, "SegmentDescription", ""))}
+            for d in seg.SegmentSequence if background is None or int(d.SegmentNumber) != int(background)]
+
+
+def _choose_dicom_segment(path, table, label, segment) -> int:
+    described = ", ".join(f"{s['number']}: {s['label']!r}" + (f" ({s['description']})" if s["description"] else "")
+                          for s in table) or "none"
+    if segment is not None:
+        found = ([s for s in table if s["label"] == segment] or [s for s in table if s["description"] == segment])
+        if len(found) != 1:
+            what = "no segment" if not found else f"{len(found)} segments"
+            raise InputError(f"{path}: DICOM-SEG has {what} labelled {segment!r}; choose by segment number "
+                             f"(--label N). Segments: {described}.")
+        return found[0]["number"]
+    if label is not None:
+        if int(label) not in {s["number"] for s in table}:
+            raise InputError(f"{path}: DICOM-SEG has no segment number {label}. Segments: {described}.")
+        return int(label)
+    if len(table) != 1:
+        raise InputError(f"{path}: DICOM-SEG holds {len(table)} segments; say which one is the lesion with "
+                         f"--segment NAME (or --label NUMBER). Segments: {described}.")
+    return table[0]["number"]
+
+
+def _referenced_series(seg) -> str:
+    """SeriesInstanceUID of the CT the SEG was drawn on (provenance only: the mask is placed by world position)."""
+    refs = getattr(seg, "ReferencedSeriesSequence", None) or []
+    return str(getattr(refs[0], "SeriesInstanceUID", "")) if len(refs) else ""
 
 
 # ----------------------------------------------------------------------------------------------- writing

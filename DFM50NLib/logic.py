@@ -18,8 +18,8 @@ import vtk
 from . import mrml
 from . import scene_table as st
 from .errors import DFM50NError
+from .weights import SETTING_NAME as WEIGHTS_SETTING  # QSettings key the widget reads and writes
 
-WEIGHTS_SETTING = "DFM50N/FCIBWeightsPath"  # QSettings key the widget reads and writes
 MODEL_SETTING = "DFM50N/ClassifierFolder"
 REPORT_ATTRIBUTE = "DFM50N.Report"
 
@@ -45,6 +45,7 @@ class DFM50NLogic:
         self.scene = scene if scene is not None else slicer.mrmlScene
         self._cancel = False
         self._observations = []  # (vtkSegmentation, tag)
+        self._labelmapMTimes = {}  # (segmentation id, segment id) -> MTime of the labelmap last hashed
         self.lastResults = {}  # (volume id, segmentation id, segment id) -> Result
 
     # ------------------------------------------------------------------ scoring
@@ -63,6 +64,12 @@ class DFM50NLogic:
         progress(fraction, message) is called between stages; confirm(message) -> bool before any install.
         """
         self._cancel = False
+        return self._scoreSegment(volumeNode, segmentationNode, segmentId, tableNode, progress=progress,
+                                  confirm=confirm, checkDependencies=checkDependencies, addToTable=addToTable,
+                                  reportNode=reportNode, **options)
+
+    def _scoreSegment(self, volumeNode, segmentationNode, segmentId, tableNode, *, progress, confirm,
+                      checkDependencies, addToTable, reportNode, **options):
         self._check_inputs(volumeNode, segmentationNode, segmentId)
         unknown = set(options) - set(PIPELINE_OPTIONS) - {"encoder", "classifier"}
         if unknown:
@@ -87,7 +94,10 @@ class DFM50NLogic:
                 download=options.get("download", False))
         self._step(progress, 0.5, "Computing the DFM50N score")
         case_id = f"{volumeNode.GetName()}_{mask.name}"
-        result = pipeline.score_volumes(ct, mask, case_id=case_id, **options)
+        if options.get("geometry") == "reference":
+            result = _score_reference(ct, mask, case_id, options)
+        else:
+            result = pipeline.score_volumes(ct, mask, case_id=case_id, **options)
         self._step(progress, 0.9, "Writing results into the scene")
         key = (volumeNode.GetID(), segmentationNode.GetID(), segmentId)
         self.lastResults[key] = result
@@ -97,6 +107,7 @@ class DFM50NLogic:
                 result, volume_name=volumeNode.GetName(), segment_name=mask.name, volume_node_id=key[0],
                 segmentation_node_id=key[1], segment_id=segmentId, mask_sha256=mask_sha))
             self.observeSegmentation(segmentationNode, tableNode)
+            self._labelmapMTimes[key[1:]] = _labelmapMTime(segmentationNode, segmentId)
         if reportNode:
             self.reportTextNode(result, volumeNode, segmentationNode, segmentId)
         if progress:
@@ -112,13 +123,16 @@ class DFM50NLogic:
         if not ids:
             raise DFM50NError(f"'{segmentationNode.GetName()}' has no segment: draw the lesion first.")
         results, errors = {}, []
+        self._cancel = False
+        kw = dict(confirm=None, checkDependencies=True, addToTable=True, reportNode=True)
+        kw.update({k: options.pop(k) for k in list(kw) if k in options})
         for n, sid in enumerate(ids):
             def sub(f, msg, n=n):
                 if progress:
                     return progress((n + f) / len(ids), f"Segment {n + 1}/{len(ids)}: {msg}")
             try:
-                results[sid] = self.scoreSegment(volumeNode, segmentationNode, sid, tableNode, progress=sub,
-                                                 **options)
+                results[sid] = self._scoreSegment(volumeNode, segmentationNode, sid, tableNode, progress=sub,
+                                                  **kw, **options)
             except ScoringCancelled:
                 raise
             except DFM50NError as exc:
@@ -187,6 +201,8 @@ class DFM50NLogic:
             self._observations.append((segmentation, segmentation.AddObserver(ev, onModified)))
 
     def _markIfChanged(self, table, segmentationNode, segNodeId, segmentId):
+        """Stale = the segment's voxels or geometry differ from what was scored. A colour or name change
+        leaves the labelmap's MTime alone (no work); otherwise the mask hash decides, once per row."""
         t = table.GetTable()
         for r in range(t.GetNumberOfRows()):
             row = st.get_row(table, r)
@@ -194,8 +210,14 @@ class DFM50NLogic:
                 continue
             if segmentId and row["segment_id"] != segmentId:
                 continue
+            key = (segNodeId, row["segment_id"])
+            mtime = _labelmapMTime(segmentationNode, row["segment_id"])
+            if mtime is not None and self._labelmapMTimes.get(key) == mtime:
+                continue
             if self._currentHash(row) != row["mask_sha256"]:
                 st.set_stale(table, r, True)
+            else:
+                self._labelmapMTimes[key] = mtime
 
     def removeObservers(self):
         for segmentation, tag in self._observations:
@@ -217,6 +239,10 @@ class DFM50NLogic:
         tableNode = tableNode or self.getTableNode(create=False)
         if tableNode is None:
             return []
+        for r in range(tableNode.GetTable().GetNumberOfRows()):  # keep watching after a reload
+            seg = self.scene.GetNodeByID(st.get_row(tableNode, r)["segmentation_node_id"])
+            if seg is not None and seg.IsA("vtkMRMLSegmentationNode"):
+                self.observeSegmentation(seg, tableNode)
         return st.refresh_stale(tableNode, self._currentHash)
 
     # ------------------------------------------------------------------ outputs in the scene
@@ -239,6 +265,9 @@ class DFM50NLogic:
 
     def showCube(self, result, volumeNode, segmentationNode=None, segmentId=None, cubeVolume=True):
         """ROI of the 50 mm cube (and, with cubeVolume, the sampled cube as a volume) in the CT's frame."""
+        if result.geometry != "physical":
+            raise DFM50NError("Show cube needs physical geometry: a reference-geometry cube is cut on the file's "
+                              "voxel grid (not 1 mm, not patient-aligned) and cannot be drawn as a 50 mm box.")
         parent = volumeNode.GetParentTransformNode()
         roi = mrml.cube_roi(result.cube_to_ras, f"DFM50N cube - {result.case_id}", self.scene, parent)
         cube_node = None
@@ -264,6 +293,8 @@ class DFM50NLogic:
             from .pipeline import prepare_case
             from .report import write_report
 
+            if result.geometry != "physical":  # the report draws what it has: numbers only
+                return write_report(result, outDir, formats=formats)
             prep = prepare_case(mrml.volume_from_node(volumeNode),
                                 mrml.segment_mask(volumeNode, segmentationNode, segmentId),
                                 center=result.center_method,
@@ -274,10 +305,43 @@ class DFM50NLogic:
         except ImportError as exc:
             logging.warning("DFM50N: full report unavailable (%s); writing the short one", exc)
             from . import atomic
-            from .report import safe_stem
+            from .atomic import safe_stem
 
             path = Path(outDir) / f"{safe_stem(result.case_id)}_report.html"
             return {"report_html": atomic.write_text(path, f"<html><body>{report_html(result)}</body></html>")}
+
+
+def _score_reference(ct, mask, case_id, options):
+    """Upstream-parity geometry (SPEC 3) works on NIfTI files, as the upstream scripts do: write the CT and
+    the segment on the CT grid to a temporary folder exactly as Slicer would export them, score, delete."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from . import io, pipeline
+    from .mask import prepare_mask
+
+    pm = prepare_mask(mask, ct)
+    full = np.zeros(ct.shape[:3], np.uint8)
+    o, n = pm.offset_ijk, pm.volume.shape
+    full[o[0]:o[0] + n[0], o[1]:o[1] + n[1], o[2]:o[2] + n[2]] = pm.volume.array
+    folder = Path(tempfile.mkdtemp(prefix="dfm50n-reference-"))
+    try:
+        ct_path = io.write_volume(ct, folder / "ct.nii")
+        mask_path = io.write_volume(ct.with_array(full, name=mask.name), folder / "mask.nii")
+        result = pipeline.score_case(ct_path, mask_path, case_id=case_id, **options)
+        result.image_path = result.mask_path = ""  # the temporary files are gone
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _labelmapMTime(segmentationNode, segmentId):
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    rep = segment.GetRepresentation(mrml.BINARY_LABELMAP) if segment is not None else None
+    return None if rep is None else rep.GetMTime()
 
 
 def report_html(result) -> str:

@@ -8,8 +8,6 @@ of the mask it scored: `refresh_stale` recomputes it, so an edit made after a re
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import vtk
 
@@ -178,17 +176,6 @@ def set_stale(node, row, stale=True):
         node.Modified()
 
 
-def mark_stale(node, segmentation_node_id, segment_id=None) -> list:
-    """Mark the rows of a segmentation (one segment, or all when None) stale; returns their indices."""
-    t = node.GetTable()
-    seg_col, id_col = t.GetColumnByName("segmentation_node_id"), t.GetColumnByName("segment_id")
-    rows = [r for r in range(t.GetNumberOfRows()) if seg_col.GetValue(r) == segmentation_node_id
-            and (segment_id is None or id_col.GetValue(r) == segment_id)]
-    for r in rows:
-        set_stale(node, r, True)
-    return rows
-
-
 def refresh_stale(node, current_hash) -> list:
     """Recompute each row's mask hash with `current_hash(row_dict) -> str|None` (None = node gone);
     mark rows whose hash changed (or whose segment disappeared) stale. Returns the stale rows."""
@@ -203,11 +190,8 @@ def refresh_stale(node, current_hash) -> list:
     return stale
 
 
-def is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def column_array(node, name) -> np.ndarray:
+    """A numeric column as numpy (console use: column_array(table, "score"))."""
     from vtk.util import numpy_support
 
     return numpy_support.vtk_to_numpy(node.GetTable().GetColumnByName(name))
