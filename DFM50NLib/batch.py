@@ -8,7 +8,7 @@ Output folder layout (every file written atomically):
     errors/<case_id>.json   one per failed case (removed when the case later succeeds)
     results.csv             regenerated from cases/ in manifest order (plus the manifest's extra columns)
     errors.csv              the failed and unpaired cases of this run, with their messages
-    features_9.csv / features_4096.csv   with save_features=9 / 4096
+    features_9.csv / features_4096.csv   with save_features=9 / 4096 (.parquet with features_format="parquet")
     batch_config.json       the job's options and model identities
 A re-run skips every case whose cases/<id>.json carries the same config hash (see
 `batch_manifest.config_hash`) and redoes the rest, so killing the job loses at most the cases in flight.
@@ -58,19 +58,28 @@ def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = N
                  scheduler=None, batch_size: int = 4, save_features: Optional[int] = None,
                  weights=None, model=None, device: str = "cpu", center: str = DEFAULT_CENTER_METHOD,
                  point_ras=None, orientation: str = DEFAULT_ORIENTATION, geometry: str = "physical",
-                 label=None, segment=None, report: bool = False, download: bool = False) -> BatchSummary:
+                 label=None, segment=None, report: bool = False, download: bool = False,
+                 stability: bool = False, features_format: str = "csv") -> BatchSummary:
     """Score a cohort into `out_dir`; returns counts and paths. Safe to re-run (resumes).
 
     manifest_or_cases: a manifest CSV path, an (images_dir, masks_dir) pair, or a list of `Case` /
     dicts with case_id, image, mask (+ optional label, segment, center, smoking, spiculated,
     short_axis_cm, and any outcome keys). progress(done, total, case_id) is called after each case
     (done counts skipped cases too). workers > 1: a local process pool; scheduler: a Dask scheduler
-    address or a `distributed.Client`.
+    address or a `distributed.Client`. stability: also run the stability panel per case (8 more cubes
+    each; recorded in result.stability and the reports; part of the config hash). features_format:
+    "csv" or "parquet" (needs pyarrow) for the save_features tables.
     """
     t0 = time.perf_counter()
     cases, problems = _cases_from(manifest_or_cases)
     if save_features not in (None, 0, 9, 4096):
         raise InputError(f"save_features must be 9 or 4096, got {save_features!r}.")
+    from .batch_features import check_format
+
+    features_format = check_format(features_format, save_features)
+    if stability and geometry == "reference":
+        raise InputError("The stability panel moves the centre in patient space (physical geometry); it is not "
+                         "available with --geometry reference. Drop --stability or use physical geometry.")
     if report:
         try:
             from . import report as _report  # noqa: F401
@@ -86,10 +95,12 @@ def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = N
     with _lock(out):
         cfg, identity = _job_config(weights, model, device, save_features, batch_size,
                                     out / "reports" if report else None, download)
-        tasks = [_task(c, base, identity) for c in cases]
+        cfg.stability = bool(stability)
+        tasks = [_task(c, base, identity, stability) for c in cases]
         atomic.write_text(out / "batch_config.json", json.dumps(
             {"software_version": __version__, "identity": identity, "options": base, "weights": cfg.weights,
-             "model": cfg.model, "save_features": save_features, "n_cases": len(cases)}, indent=2) + "\n")
+             "model": cfg.model, "save_features": save_features, "features_format": features_format,
+             "stability": bool(stability), "n_cases": len(cases)}, indent=2) + "\n")
         _clean_partials(out)
         todo, n_skipped = [], 0
         for t in tasks:
@@ -103,7 +114,8 @@ def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = N
             if todo:
                 _run(todo, cfg, sink, stats, workers, scheduler)
         finally:  # also on Ctrl-C: the tables then show what is done and what is still to do
-            paths = write_tables(out, cases, tasks, problems, save_features, report=report)
+            paths = write_tables(out, cases, tasks, problems, save_features, report=report,
+                                 features_format=features_format)
     failed = [t.case_id for t in tasks if t.case_id in sink.failed or not _is_done(out, t, cfg.keep_features)]
     return BatchSummary(len(tasks), sink.n_done, n_skipped, len(failed) + len(problems), out, paths, failed,
                         problems, time.perf_counter() - t0, stats)
@@ -147,7 +159,7 @@ def _cases_from(src) -> tuple[list[Case], list[dict]]:
     return cases, []
 
 
-def _task(case: Case, base: dict, identity: dict) -> Task:
+def _task(case: Case, base: dict, identity: dict, stability: bool = False) -> Task:
     from .pipeline import normalise_options
 
     merged = dict(base)
@@ -157,8 +169,17 @@ def _task(case: Case, base: dict, identity: dict) -> Task:
     except InputError:
         norm = merged  # a bad per-case option fails that case only (prepare_case raises it again)
     key = {k: norm.get(k) for k in ("center", "point_ras", "orientation", "geometry", "label", "segment")}
+    if stability:  # only when on, so the hashes of jobs without the panel stay what they were
+        key["stability"] = _stability_key()
     return Task(case.case_id, case.image, case.mask, merged, dict(case.clinical),
                 config_hash(case, key, identity), case.row)
+
+
+def _stability_key() -> dict:
+    """The panel's perturbation sizes: changing them changes result.stability, so they are hashed too."""
+    from .stability import CENTER_SHIFT_MM, MASK_MARGIN_MM
+
+    return {"center_shift_mm": CENTER_SHIFT_MM, "mask_margin_mm": MASK_MARGIN_MM}
 
 
 def _job_config(weights, model, device, save_features, batch_size, report_dir, download):
@@ -273,14 +294,15 @@ def _lock(out: Path):
         os.close(fd)
 
 
-def write_tables(out: Path, cases, tasks, problems, save_features=None, report=False) -> dict:
+def write_tables(out: Path, cases, tasks, problems, save_features=None, report=False,
+                 features_format="csv") -> dict:
     """results.csv, errors.csv and feature tables, regenerated from the per-case files, manifest order.
 
     With `report`, also the cohort summary (score histogram + table) beside results.csv.
     """
     from .result import Result, rows_to_csv
 
-    rows, err_rows, f9, f4096, results = [], [], [], [], []
+    rows, err_rows, results = [], [], []
     for case, task in zip(cases, tasks):
         d = _read(_result_path(out, case.case_id))
         if d and d.get("config_hash") == task.config_hash:
@@ -290,10 +312,6 @@ def write_tables(out: Path, cases, tasks, problems, save_features=None, report=F
             for k, v in case.extra.items():
                 row[k if k not in row else f"manifest_{k}"] = v
             rows.append(row)
-            f9.append({"case_id": res.case_id, **res.features})
-            if res.all_features:
-                f4096.append({"case_id": res.case_id,
-                              **{f"pred_{i}": v for i, v in enumerate(res.all_features)}})
             continue
         e = _read(_error_path(out, case.case_id)) or {
             "case_id": case.case_id, "image": case.image, "mask": case.mask, "stage": "not run",
@@ -308,11 +326,9 @@ def write_tables(out: Path, cases, tasks, problems, save_features=None, report=F
              "results_csv": atomic.write_text(out / "results.csv", rows_to_csv(rows) if rows else "case_id\n"),
              "errors_csv": atomic.write_text(out / "errors.csv", rows_to_csv(err_rows) if err_rows
                                              else ",".join(err_cols) + "\n")}
-    if save_features in (9, 4096):
-        paths["features_9_csv"] = atomic.write_text(out / "features_9.csv", rows_to_csv(f9) if f9 else "case_id\n")
-    if save_features == 4096:
-        paths["features_4096_csv"] = atomic.write_text(out / "features_4096.csv",
-                                                       rows_to_csv(f4096) if f4096 else "case_id\n")
+    from .batch_features import write_feature_tables
+
+    paths.update(write_feature_tables(out, results, save_features, features_format))
     if report and results:
         from .report import write_cohort_summary
 

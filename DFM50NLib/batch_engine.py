@@ -37,6 +37,7 @@ class JobConfig:
     batch_size: int = 4
     report_dir: Optional[str] = None  # write a report per case there (needs DFM50NLib.report)
     weights_sha256: str = ""  # what the driver hashed; a worker's own copy must match it
+    stability: bool = False  # run the stability panel per case (8 more cubes through the network)
 
 
 @dataclass
@@ -147,7 +148,8 @@ def run_tasks(tasks, cfg: JobConfig, on_outcome: Callable[[dict], None], *, stat
     bs = max(1, int(cfg.batch_size))
     q: queue.Queue = queue.Queue(maxsize=bs + 1)
     stop = stop or threading.Event()
-    reader = threading.Thread(target=_reader, args=(tasks, q, stop, cfg.report_dir is not None),
+    keep_volumes = cfg.report_dir is not None or cfg.stability  # both re-read the CT around the lesion
+    reader = threading.Thread(target=_reader, args=(tasks, q, stop, keep_volumes),
                               name="dfm50n-prefetch", daemon=True)
     reader.start()
     done = False
@@ -230,13 +232,19 @@ def finish(task: Task, prep, features, encoder, classifier, cfg: JobConfig, elap
     result = pipeline.finish_case(prep, feats, classifier, encoder, clinical=task.clinical,
                                   keep_features=cfg.keep_features, device=cfg.device)
     result.image_path, result.mask_path = str(task.image), str(task.mask)
+    stab = None
+    if cfg.stability:
+        try:
+            stab = pipeline.add_stability(result, prep, encoder, classifier)
+        except Exception as exc:  # noqa: BLE001 - the case was asked with the panel: no result without it
+            return error_outcome(task, exc, "stability")
     result.timings["total"] = elapsed + (time.perf_counter() - t)
     result.config_hash = task.config_hash
     if cfg.report_dir:
         from .report import write_report
 
         write_report(result, Path(cfg.report_dir), ct=prep.ct, prepared_mask=prep.prepared_mask,
-                     cube=prep.cube, diameters=prep.diameters)
+                     cube=prep.cube, diameters=prep.diameters, stability=stab)
     return {"case_id": task.case_id, "row": task.row, "ok": True, "config_hash": task.config_hash,
             "result": result.to_dict(include_all_features=cfg.keep_features == 4096)}
 

@@ -189,9 +189,9 @@ def pair_folders(images, masks) -> tuple[list[Case], list[dict]]:
     Rule: base name = file name without its extension (.nii.gz, .nii, .nrrd, .seg.nrrd, .nhdr, .mha,
     .mhd; for masks also .dcm, a DICOM-SEG; a sub-folder of `images` is a DICOM series named by the
     folder). A mask pairs with the image of the same base name, or of its base name minus one suffix
-    from MASK_SUFFIXES (ct01_seg.nrrd -> ct01). Matching is exact (case-sensitive) after that. Images and masks may share one folder: then
-    files carrying a mask suffix are the masks. Unpaired or ambiguous files are returned as problems,
-    never guessed.
+    from MASK_SUFFIXES (ct01_seg.nrrd -> ct01). Matching is exact (case-sensitive) after that. Images
+    and masks may share one folder: then files carrying a mask suffix are the masks. Unpaired or
+    ambiguous files are returned as problems, never guessed.
     """
     images, masks = Path(images), Path(masks)
     for folder, what in ((images, "--images"), (masks, "--masks")):

@@ -265,23 +265,28 @@ def score_case(image, mask, *, case_id=None, label=None, segment=None, center=DE
         result.image_path = str(image)
     if isinstance(mask, (str, Path)):
         result.mask_path = str(mask)
-    stab = None
-    if stability:  # 8 more cubes through FCIB in one batch: off by default
-        from .stability import stability as run_stability
-
-        t = time.perf_counter()
-        stab = run_stability(prep.ct, prep.prepared_mask, prep.center_ras, prep.options, encoder, classifier)
-        result.timings["stability"] = time.perf_counter() - t
-        result.stability = {"min": stab.min, "median": stab.median, "max": stab.max,
-                            "n_flipped": stab.n_flipped, "n": len(stab.perturbations)}
-        if stab.warning:
-            result.warnings.append(stab.warning)
+    stab = add_stability(result, prep, encoder, classifier) if stability else None
     result.timings["total"] = time.perf_counter() - t0
     for note in result.warnings[1 if result.classifier_is_demo else 0:]:
         warnings.warn(note, DFM50NWarning, stacklevel=2)
     if out_dir is not None:
         write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report, stability=stab)
     return result
+
+
+def add_stability(result, prep, encoder, classifier):
+    """Score the case again under small perturbations (8 more cubes in one batch; off by default) and
+    record the summary, a warning when the label flips, and its time in `result`; returns the panel."""
+    from .stability import stability
+
+    t = time.perf_counter()
+    stab = stability(prep.ct, prep.prepared_mask, prep.center_ras, prep.options, encoder, classifier)
+    result.timings["stability"] = time.perf_counter() - t
+    result.stability = {"min": stab.min, "median": stab.median, "max": stab.max,
+                        "n_flipped": stab.n_flipped, "n": len(stab.perturbations)}
+    if stab.warning:
+        result.warnings.append(stab.warning)
+    return stab
 
 
 def score_volumes(ct: Volume, mask: Volume, **options) -> "Result":

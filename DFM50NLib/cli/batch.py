@@ -10,7 +10,8 @@ EPILOG = """\
 manifest CSV: columns case_id,image,mask; optional label, segment, center (dt_peak | centroid | 'R A S'
 point in RAS mm), smoking, spiculated (yes/no), short_axis_cm; every other column (outcomes, ...) is copied
 to results.csv. Relative paths are relative to the manifest's folder. Images: NIfTI, NRRD, MHA/MHD or a
-DICOM series folder; masks: the same or Slicer .seg.nrrd (--segment / label column).
+DICOM series folder; masks: the same, Slicer .seg.nrrd or a DICOM-SEG .dcm file (--segment / label
+column; a DICOM-SEG's label is its segment number; DICOM-SEG needs: pip install highdicom).
 
 --images/--masks pairing: base name = file name without extension (a DICOM series folder: its name);
 a mask pairs with the image of the same base name, optionally followed by _mask, _seg, _segmentation,
@@ -18,7 +19,8 @@ _label(s), _lesion (or with '-'): ct01.nii.gz <-> ct01_seg.nrrd. Unpaired files 
 
 Resume: re-running the same command skips every case already scored with the same configuration
 (inputs, options, weights, classifier, software version) and redoes the rest. Outputs in --out:
-cases/<id>.json, errors/<id>.json, results.csv, errors.csv, features_*.csv.
+cases/<id>.json, errors/<id>.json, results.csv, errors.csv, features_*.csv (or .parquet).
+--stability is part of the configuration: adding it re-scores the cases scored without it.
 """
 
 
@@ -45,7 +47,12 @@ def register(sub):
                    help="Dask scheduler address (tcp://host:8786): run on that cluster instead")
     r.add_argument("--save-features", type=int, choices=(9, 4096), default=None,
                    help="also write features_9.csv (and features_4096.csv with 4096)")
+    r.add_argument("--features-format", choices=("csv", "parquet"), default="csv",
+                   help="format of the --save-features tables (parquet needs pyarrow; default csv)")
     r.add_argument("--report", action="store_true", help="also write a report per case in OUT/reports")
+    r.add_argument("--stability", action="store_true",
+                   help="also run the stability panel per case (centre moved ±2 mm, mask ±1 mm: 8 more cubes "
+                        "through FCIB); min/median/max/n_flipped go to results.csv and the reports")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_batch)
 
@@ -64,7 +71,8 @@ def run_batch(args) -> int:
         summary = score_cohort(source, args.out, progress=bar, workers=args.workers, scheduler=args.scheduler,
                                batch_size=args.batch_size, save_features=args.save_features,
                                weights=args.weights, model=args.model, device=args.device,
-                               report=args.report, download=args.download, **geometry_kwargs(args))
+                               report=args.report, download=args.download, stability=args.stability,
+                               features_format=args.features_format, **geometry_kwargs(args))
     finally:
         if bar is not None:
             bar.close()

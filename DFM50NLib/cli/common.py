@@ -10,7 +10,7 @@ def add_geometry_arguments(p):
     g.add_argument("--label", type=int, default=None,
                    help="mask label value of the lesion (default: every non-zero voxel)")
     g.add_argument("--segment", default=None,
-                   help="segment name, for Slicer .seg.nrrd masks")
+                   help="segment name (Slicer .seg.nrrd) or segment label/description (DICOM-SEG)")
     g.add_argument("--center", choices=CENTER_METHODS, default=DEFAULT_CENTER_METHOD,
                    help="cube centre: 'dt_peak' = the lesion's deepest point (default, as the upstream CLI), "
                         "'centroid' = centre of mass (as the paper's methods), 'point' = --point")

@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from DFM50NLib.batch import score_cohort
 from DFM50NLib.cli import main
+from DFM50NLib.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ["p0", "p1", "p2", "p4", "p6"]
@@ -247,3 +248,41 @@ def test_local_process_pool_equals_in_process_run(cohort, random_weights, local_
         got = json.loads((tmp_path / "cases" / f"{cid}.json").read_text())
         assert got["center_ras"] == local[cid]["center_ras"] and got["config_hash"] == local[cid]["config_hash"]
         assert got["features"] == pytest.approx(local[cid]["features"], rel=1e-4, abs=1e-5)
+
+
+def test_parquet_feature_tables_hold_the_results_values(cohort, random_weights, tmp_path):
+    """features_*.parquet (typed, atomic) equal the per-case results; a csv re-run writes the same numbers."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    cases = [{"case_id": c, "image": cohort / f"{c}.nrrd", "mask": cohort / f"{c}_mask.nii.gz"}
+             for c in ("p1", "p0")]  # manifest order, not alphabetical
+    summary = score_cohort(cases, tmp_path, weights=random_weights, batch_size=2, save_features=4096,
+                           features_format="parquet")
+    assert (summary.n_done, summary.n_failed) == (2, 0)
+    assert summary.paths["features_9_parquet"] == tmp_path / "features_9.parquet"
+    assert not (tmp_path / "features_9.csv").exists()
+    t9 = pq.read_table(tmp_path / "features_9.parquet")
+    t4096 = pq.read_table(tmp_path / "features_4096.parquet")
+    assert t9.column_names[0] == "case_id" and t9.num_columns == 10 and t4096.num_columns == 4097
+    assert str(t9.schema.field("pred_1105").type) == "double" and str(t4096.schema.field("pred_7").type) == "float"
+    assert t9.column("case_id").to_pylist() == ["p1", "p0"] == t4096.column("case_id").to_pylist()
+    for n, cid in enumerate(("p1", "p0")):
+        res = json.loads((tmp_path / "cases" / f"{cid}.json").read_text())
+        assert {k: t9.column(k)[n].as_py() for k in res["features"]} == res["features"]  # exact
+        vec = [t4096.column(f"pred_{i}")[n].as_py() for i in range(4096)]
+        assert vec == res["all_features"]  # float32 storage loses nothing: the encoder computes in float32
+    again = score_cohort(cases, tmp_path, weights=random_weights, save_features=9)  # csv, nothing re-scored
+    assert (again.n_done, again.n_skipped) == (0, 2)
+    rows = _csv(tmp_path / "features_9.csv")
+    assert [float(rows[0][k]) for k in t9.column_names[1:]] == [t9.column(k)[0].as_py() for k in t9.column_names[1:]]
+    assert not [p for p in tmp_path.rglob(".*") if ".part" in p.name]
+
+
+def test_feature_format_refusals(cohort, tmp_path, monkeypatch):
+    for kwargs, words in (({"features_format": "xlsx", "save_features": 9}, "csv, parquet"),
+                          ({"features_format": "parquet"}, "--save-features 9")):
+        with pytest.raises(InputError, match=words):
+            score_cohort(cohort / "cases.csv", tmp_path, **kwargs)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
+    with pytest.raises(InputError, match="pip install pyarrow"):
+        score_cohort(cohort / "cases.csv", tmp_path, features_format="parquet", save_features=9)
+    assert not (tmp_path / "cases").exists()  # refused before any work

@@ -69,7 +69,8 @@ def make_seg(sources, masks: dict, path, order):
     srcs = [sources[k] for k in order]
     pixels = np.stack([np.stack([np.asarray(m[:, :, k]).T for k in order]) for m in masks.values()], axis=-1)
     descs = [hd.seg.SegmentDescription(
-        segment_number=n + 1, segment_label=name, segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segment_number=n + 1, segment_label=name,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
         for n, name in enumerate(masks)]
     descs[0].SegmentDescription = "primary tumour"
