@@ -19,6 +19,18 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 CACHE = Path(os.environ.get("DFM50N_TEST_CACHE", Path.home() / ".cache" / "dfm50n-tests"))
 
 
+@pytest.fixture(autouse=True)
+def _restore_c_locale():
+    """Tests that write DICOM through SimpleITK/GDCM switch the C locale to "C" (ASCII text I/O for
+    the rest of the process; reading DICOM, as the library does, leaves it alone): give every test the
+    locale the run started with."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
+
+
 @pytest.fixture(scope="session")
 def random_weights() -> Path:
     """A 738 MB checkpoint of the identical architecture, random weights (seed 0).
