@@ -31,6 +31,7 @@ PIP_REQUIREMENTS = (
     Requirement("SimpleITK", "SimpleITK>=2.2"),
     Requirement("nibabel", "nibabel>=5"),
     Requirement("platformdirs", "platformdirs>=3"),
+    Requirement("requests", "requests>=2.28"),  # bundled with Slicer; listed for plain Pythons
 )
 
 
