@@ -151,15 +151,23 @@ def _sample_slabs(ct, m, r, s):
     for axis in (0, 1):
         g = ndimage.spline_filter1d(g, 3, axis=axis, mode="mirror")
     x, y = [np.clip(v, pmin[a], pmax[a]) - lo[a] for a, v in zip((p, q), pos_pq)]
-    ix, iy = np.floor(x).astype(int), np.floor(y).astype(int)
-    wx, wy = _bspline_weights(x - ix), _bspline_weights(y - iy)
-    vals = np.zeros((len(x), CUBE_SIZE))
-    for a in range(4):
-        for b in range(4):
-            vals += (wx[:, a] * wy[:, b])[:, None] * g[ix - 1 + a, iy - 1 + b]
+    vals = _spline_2d_matrix(x, y, g.shape[:2]) @ g.reshape(-1, CUBE_SIZE)  # (2500, 50)
     vals = vals.reshape((CUBE_SIZE,) * 3)  # cube axes s1, s2, s
     inside = ok_pq.reshape(CUBE_SIZE, CUBE_SIZE)[:, :, None] & ok_r[None, None, :]
     return np.where(inside, vals, OUTSIDE_HU).transpose(np.argsort((s1, s2, s)))
+
+
+def _spline_2d_matrix(x, y, shape):
+    """Sparse (len(x), shape[0] * shape[1]) matrix: row n = the 16 bicubic B-spline taps at (x[n], y[n])."""
+    from scipy import sparse
+
+    ix, iy = np.floor(x).astype(int), np.floor(y).astype(int)
+    wx, wy = _bspline_weights(x - ix), _bspline_weights(y - iy)
+    taps = np.arange(-1, 3)
+    cols = (ix[:, None, None] + taps[None, :, None]) * shape[1] + iy[:, None, None] + taps[None, None, :]
+    data = wx[:, :, None] * wy[:, None, :]
+    rows = np.arange(0, 16 * len(x) + 1, 16)
+    return sparse.csr_matrix((data.ravel(), cols.ravel(), rows), shape=(len(x), shape[0] * shape[1]))
 
 
 def _sample_general(ct, m):

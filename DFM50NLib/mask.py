@@ -13,7 +13,7 @@ import numpy as np
 from .errors import InputError
 from .volume import Volume
 
-_SLAB = 32  # slices per chunk when scanning a full-size mask (bounds temporary memory)
+_CHUNK_BYTES = 8 << 20  # voxels per chunk when scanning a full-size mask (bounds temporary memory)
 
 
 @dataclass
@@ -72,15 +72,36 @@ def _binarize(a, label):
     return (a == label) if label is not None else (a != 0)
 
 
+def _memory_order(arr):
+    """`arr` transposed so that axis 0 varies slowest in memory (a view), and that axis order.
+
+    Chunks of whole planes along axis 0 are then contiguous: scanning them runs at memory speed,
+    while slabs along the fastest axis (the old code: [:, :, k0:k1] of a C-ordered mask) are strided
+    and ~15x slower (0.38 s vs ~25 ms on a 512x512x600 mask). Slicer's arrays are [k, j, i].T views,
+    i.e. Fortran-ordered [i, j, k]: this finds their fast order too.
+    """
+    order = tuple(int(a) for a in np.argsort([-abs(st) for st in arr.strides], kind="stable"))
+    return arr.transpose(order), order
+
+
+def _chunks(a):
+    step = max(1, _CHUNK_BYTES // max(1, a[0].size))
+    for i0 in range(0, a.shape[0], step):
+        yield i0, a[i0:i0 + step]
+
+
 def _bounding_box(arr, label, name=""):
-    """Index box [lo, hi) of the selected voxels, scanning slab by slab (no full-size temporary)."""
-    found = [np.zeros(n, bool) for n in arr.shape]
-    for k0 in range(0, arr.shape[2], _SLAB):
-        b = _binarize(arr[:, :, k0:k0 + _SLAB], label)
-        found[0] |= b.any(axis=(1, 2))
-        found[1] |= b.any(axis=(0, 2))
-        found[2][k0:k0 + b.shape[2]] = b.any(axis=(0, 1))
-    if not found[0].any():
+    """Index box [lo, hi) of the selected voxels: one pass in memory order, no full-size temporary."""
+    a, order = _memory_order(arr)
+    outer = np.zeros(a.shape[0], bool)
+    plane = np.zeros(a.shape[1:], bool)  # selected anywhere along axis 0
+    for i0, chunk in _chunks(a):
+        b = _binarize(chunk, label)
+        hit = b.reshape(len(b), -1).any(axis=1)
+        if hit.any():  # only chunks holding lesion voxels are projected on the other two axes
+            outer[i0:i0 + len(b)] = hit
+            plane |= b.any(axis=0)
+    if not outer.any():
         if label is None:
             what = f"The lesion mask '{name}'" if name else "The lesion mask"
             raise InputError(f"{what} is empty (no non-zero voxel). Draw or export the lesion segmentation "
@@ -88,6 +109,9 @@ def _bounding_box(arr, label, name=""):
         present = _labels_present(arr)
         raise InputError(f"The mask has no voxel with label {label}, so the lesion is empty. Labels present: "
                          f"{', '.join(str(v) for v in present) or 'none (the mask is empty)'}. Pick one of them.")
+    found = [None] * 3
+    for f, axis in zip((outer, plane.any(axis=1), plane.any(axis=0)), order):
+        found[axis] = f
     lo = tuple(int(np.flatnonzero(f)[0]) for f in found)
     hi = tuple(int(np.flatnonzero(f)[-1]) + 1 for f in found)
     return lo, hi
@@ -95,8 +119,8 @@ def _bounding_box(arr, label, name=""):
 
 def _labels_present(arr, limit=20):
     values = set()
-    for k0 in range(0, arr.shape[2], _SLAB):
-        values.update(np.unique(arr[:, :, k0:k0 + _SLAB]).tolist())
+    for _, chunk in _chunks(_memory_order(arr)[0]):
+        values.update(np.unique(chunk).tolist())
     values.discard(0)
     vals = sorted(values)
     return [(int(v) if float(v).is_integer() else v) for v in vals[:limit]]

@@ -154,3 +154,48 @@ def test_cube_to_ras_matrix_follows_the_code():
     np.testing.assert_allclose(m @ [26, 25, 25, 1], [1, 2, 4, 1])  # axis 0 -> Superior
     np.testing.assert_allclose(m @ [25, 26, 25, 1], [1, 1, 3, 1])  # axis 1 -> Posterior (A decreases)
     np.testing.assert_allclose(m @ [25, 25, 26, 1], [0, 2, 3, 1])  # axis 2 -> Left (R decreases)
+
+
+@pytest.mark.parametrize("axis", [(0, 0, 1), (1, 0, 0), (0, 1, 0), (1, 2, 3), None])
+def test_every_sampling_path_is_the_whole_image_spline(axis):
+    """Axis-aligned, rotated about one axis (each CT axis in turn) and doubly oblique grids take three code
+    paths (tensor product, slabs + 2-D spline, map_coordinates): each must equal the cubic B-spline of the
+    whole image (scipy on the full array) to 0.01 HU on a textured CT with 1000 HU edges, and the fast
+    paths the generic one to float noise."""
+    from scipy import ndimage
+
+    from DFM50NLib import cube as cube_mod
+
+    rng = np.random.default_rng(3)
+    arr = np.where(rng.random((14, 14, 14)) < 0.5, -850.0, 40.0).repeat(8, 0).repeat(8, 1).repeat(8, 2)[:100, :96, :104]
+    arr += ndimage.gaussian_filter(rng.normal(0, 300, arr.shape), 1.0)
+    direction = np.diag([-1.0, -1.0, 1.0]) if axis is None else rotation(axis, 23)
+    ct = Volume.from_geometry(arr, (0.7, 0.75, 0.8), (5.0, -3.0, 2.0), direction)
+    center = ct.ijk_to_world(np.array(arr.shape) / 2 + [0.3, -0.2, 0.45])
+    m = (ct.ras_to_ijk @ cube_to_ras_matrix(center, "LPS"))[:3]
+    assert len(cube_mod._lone_axes(m)) == {None: 3, (1, 2, 3): 0}.get(axis, 1)
+    got = cube_mod._sample_ct(ct, cube_to_ras_matrix(center, "LPS"))
+    ijk = ct.world_to_ijk(sample_points(center, LPS_ROWS)).reshape(-1, 3).T
+    whole = ndimage.map_coordinates(arr, ijk, order=3, mode="nearest").reshape(got.shape)
+    inside = np.all((ijk >= -0.5) & (ijk <= np.array(arr.shape)[:, None] - 0.5), axis=0).reshape(got.shape)
+    assert inside.mean() > 0.5 and np.all(got[~inside] == -1024.0)
+    assert np.abs(got - whole)[inside].max() < 0.01
+    np.testing.assert_allclose(got, cube_mod._sample_general(ct, m), atol=1e-6)
+
+
+def test_fast_paths_fill_outside_samples_with_air():
+    """A lesion near a corner of a CT rotated about S: slab path, part of the cube outside on two axes."""
+    from DFM50NLib import cube as cube_mod
+
+    rng = np.random.default_rng(5)
+    ct = Volume.from_geometry(rng.normal(0, 200, (40, 50, 30)), (0.8, 0.8, 1.2), (0.0, 0.0, 0.0),
+                              rotation((0, 0, 1), 15))
+    center = ct.ijk_to_world([3.0, 45.0, 2.3])  # no sample exactly on the border
+    cm = cube_to_ras_matrix(center, "LPS")
+    m = (ct.ras_to_ijk @ cm)[:3]
+    got, ref = cube_mod._sample_ct(ct, cm), cube_mod._sample_general(ct, m)
+    idx = ct.world_to_ijk(sample_points(center, LPS_ROWS))
+    outside = np.any((idx < -0.5) | (idx > np.array(ct.shape) - 0.5), axis=-1)
+    assert 0.5 < outside.mean() < 0.95
+    assert np.all(got[outside] == -1024.0)
+    np.testing.assert_allclose(got, ref, atol=1e-6)

@@ -192,3 +192,17 @@ def test_make_grid_places_its_middle_on_the_requested_point():
     g = make_grid((11, 8, 5), (0.7, 0.9, 2.5), direction_ras=rotation((1, 2, 0), 33), center_ras=(4.0, -3.0, 9.0))
     np.testing.assert_allclose(g.ijk_to_world([5.0, 3.5, 2.0]), [4.0, -3.0, 9.0], atol=1e-12)
     np.testing.assert_allclose(g.spacing, [0.7, 0.9, 2.5])
+
+
+@pytest.mark.parametrize("label", [None, 3])
+def test_bounding_box_in_any_memory_order(label):
+    """C-ordered, Fortran-ordered (Slicer's [k,j,i].T) and permuted views give the box of the voxels."""
+    from DFM50NLib.mask import _bounding_box
+
+    rng = np.random.default_rng(2)
+    arr = np.zeros((70, 90, 60), np.int16)
+    arr[tuple(rng.integers([10, 20, 5], [60, 80, 50], size=(40, 3)).T)] = 3
+    arr[12, 85, 58] = 7  # another label: part of the box only without a label
+    for view in (arr, np.asfortranarray(arr), np.ascontiguousarray(arr.transpose(2, 0, 1)).transpose(1, 2, 0)):
+        sel = np.argwhere(view != 0 if label is None else view == label)
+        assert _bounding_box(view, label) == (tuple(sel.min(axis=0)), tuple(sel.max(axis=0) + 1))
