@@ -185,33 +185,17 @@ def _stability_key() -> dict:
 def _job_config(weights, model, device, save_features, batch_size, report_dir, download):
     """Resolve the models once in the driver and record their identities (the network is not built here)."""
     from .classifier import load_classifier
-    from .weights import resolve_weights
+    from .weights import recorded_sha256, resolve_weights
 
     wpath = Path(resolve_weights(weights, download=download)).resolve()
     clf = load_classifier(model)
-    identity = {"software_version": __version__, "fcib_weights_sha256": weights_sha256(wpath),
+    identity = {"software_version": __version__, "fcib_weights_sha256": recorded_sha256(wpath),
                 "classifier_sha256": clf.sha256, "device": device}
     cfg = JobConfig(weights=str(wpath), model=None if model is None else str(Path(model).resolve()),
                     device=device, keep_features=4096 if save_features == 4096 else 9,
                     batch_size=max(1, int(batch_size)), report_dir=None if report_dir is None else str(report_dir),
                     weights_sha256=identity["fcib_weights_sha256"])
     return cfg, identity
-
-
-def weights_sha256(path) -> str:
-    """SHA-256 of the weights for the config hash: the weights module's record when it matches the
-    file's size and mtime (no 738 MB read per job), else hashed now and recorded. The encoder still
-    verifies the full hash where the network is built."""
-    from .weights import file_sha256, read_record, write_record
-
-    p = Path(path)
-    st = p.stat()
-    rec = read_record(p)
-    if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns and rec.get("sha256"):
-        return rec["sha256"]
-    sha = file_sha256(p)
-    write_record(p, sha, st)
-    return sha
 
 
 def _result_path(out: Path, case_id) -> Path:

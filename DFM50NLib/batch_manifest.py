@@ -155,11 +155,9 @@ def check_unique(cases) -> None:
 
 
 def _base_name(p: Path) -> str:
-    name = p.name
-    for ext in MASK_EXTENSIONS:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+    from .io import file_stem
+
+    return file_stem(p, MASK_EXTENSIONS)
 
 
 def _strip_mask_suffix(base: str) -> str:

@@ -256,11 +256,12 @@ def write_model_folder(out_dir, arrays: dict, *, threshold: float, is_demo: bool
     if geometry not in (None, "physical", "reference"):
         raise ModelError(f"geometry must be 'physical' or 'reference' (or unknown); got {geometry!r}.")
     if orientation is not None:
-        orientation = str(orientation).upper()
-        axes = sorted(next((k for k, pair in enumerate(("LR", "PA", "SI")) if c in pair), -1) for c in orientation)
-        if axes != [0, 1, 2]:
-            raise ModelError(f"orientation must be three letters, one of L/R, P/A, S/I each (e.g. LPS); "
-                             f"got {orientation!r}.")
+        from .orientation import normalise_code
+
+        try:
+            orientation = normalise_code(orientation)
+        except InputError as exc:
+            raise ModelError(f"The model's orientation: {exc}") from None
     Forest(arrays)
     forest_path = write_forest(out_dir / FOREST_FILE, arrays)
     atomic.write_text(out_dir / COLS_FILE, dumps({"feature_cols": names}))

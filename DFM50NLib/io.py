@@ -138,7 +138,7 @@ def _to_volume(img, path) -> Volume:
     m = np.eye(4)
     m[:3, :3] = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3) * np.asarray(img.GetSpacing())[None, :]
     m[:3, 3] = img.GetOrigin()
-    return Volume(array, RAS_TO_LPS @ m, name=_stem(path), meta={"path": str(path)})
+    return Volume(array, RAS_TO_LPS @ m, name=file_stem(path), meta={"path": str(path)})
 
 
 def _check_finite(array, path):
@@ -176,9 +176,10 @@ def _as_integer_labels(vol: Volume, path) -> Volume:
     return vol
 
 
-def _stem(path) -> str:
+def file_stem(path, extensions=(".seg.nrrd",) + IMAGE_SUFFIXES) -> str:
+    """File name without its (possibly double) image extension: ``ct01.nii.gz`` -> ``ct01``."""
     name = Path(str(path)).name
-    for ext in (".seg.nrrd",) + IMAGE_SUFFIXES:
+    for ext in extensions:
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name

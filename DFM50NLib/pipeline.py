@@ -330,10 +330,8 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, sta
 def _case_id_from(image) -> str:
     if isinstance(image, Volume):
         return image.name or "case"
-    name = Path(str(image)).name
-    for ext in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name or "case"
+    from .io import file_stem
+
+    return file_stem(image) or "case"
 
 

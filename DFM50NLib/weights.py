@@ -137,6 +137,18 @@ def _same_file(rec, st) -> bool:
     return bool(rec) and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns
 
 
+def recorded_sha256(path) -> str:
+    """SHA-256 without reading 738 MB when a record for the same (size, mtime) exists; else hash and
+    record now. For identities (e.g. batch config hashes); the encoder still verifies the full hash."""
+    st = Path(path).stat()
+    rec = read_record(path)
+    if _same_file(rec, st) and rec.get("sha256"):
+        return rec["sha256"]
+    sha = file_sha256(path)
+    write_record(path, sha, st)
+    return sha
+
+
 def check_against_record(path, st=None) -> str:
     """Full SHA-256 of `path`; WeightsError if a record for the same (size, mtime) says otherwise.
 

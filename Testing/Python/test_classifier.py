@@ -233,3 +233,14 @@ def test_forest_fitted_with_missing_values_and_chunked_rows():
     Xt[9_999, 3] = np.nan
     with pytest.raises(InputError, match="row 9999"):
         forest.predict_proba(Xt)
+
+
+def test_model_orientation_is_validated_and_normalised(tmp_path):
+    X, y = _data()
+    arrays = forest_io.forest_to_arrays(RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y),
+                                        DFM50N_FEATURE_INDICES)
+    with pytest.raises(ModelError, match="orientation"):
+        forest_io.write_model_folder(tmp_path / "bad", arrays, threshold=0.3, is_demo=False, name="m",
+                                     orientation="LLS")
+    forest_io.write_model_folder(tmp_path / "ok", arrays, threshold=0.3, is_demo=False, name="m", orientation="spl")
+    assert load_classifier(tmp_path / "ok").metadata["orientation"] == "SPL"
