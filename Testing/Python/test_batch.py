@@ -176,6 +176,12 @@ def test_cli_folders_unpaired_and_exit_code(cohort, random_weights, tmp_path, ca
     assert "2 scored" in capsys.readouterr().out
 
 
+def _finished_case_files(out):
+    """Per-case results that were renamed into place; the hidden ``.x.part.json`` temporaries are not results."""
+    cases = out / "cases"
+    return [p for p in cases.glob("*.json") if not p.name.startswith(".")] if cases.is_dir() else []
+
+
 def test_kill9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(cohort, random_weights, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "DFM50NLib", "batch", "--manifest", str(cohort / "cases.csv"), "--out", str(out),
@@ -184,7 +190,7 @@ def test_kill9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(cohort, 
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            if (out / "cases").is_dir() and any((out / "cases").glob("*.json")):
+            if _finished_case_files(out):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()
@@ -192,7 +198,7 @@ def test_kill9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(cohort, 
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    first = {p.name: p.read_bytes() for p in (out / "cases").glob("*.json")}
+    first = {p.name: p.read_bytes() for p in _finished_case_files(out)}
     assert 1 <= len(first) < 5
     summary = score_cohort(cohort / "cases.csv", out, weights=random_weights, batch_size=1)
     assert summary.n_skipped == len(first) and summary.n_done == 5 - len(first)
