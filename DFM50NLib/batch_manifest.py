@@ -142,14 +142,17 @@ def _resolve(p: str, base: Path) -> Path:
 
 
 def check_unique(cases) -> None:
-    """Two cases writing the same result file would overwrite each other: refuse up front."""
+    """Two cases writing the same result file would overwrite each other: refuse up front.
+
+    Names are compared ignoring case, because macOS and Windows file systems do.
+    """
     seen = {}
     for c in cases:
-        stem = safe_stem(c.case_id)
+        stem = safe_stem(c.case_id).casefold()
         if stem in seen:
             other = seen[stem]
             same = ("the same case_id" if other == c.case_id
-                    else f"case ids {other!r} and {c.case_id!r} map to the same file name")
+                    else f"case ids {other!r} and {c.case_id!r} map to the same file name (ignoring case)")
             raise InputError(f"Duplicate case {c.case_id!r}: {same}. Give every case a unique case_id.")
         seen[stem] = c.case_id
 

@@ -26,7 +26,6 @@ class Requirement:
 # torch is deliberately absent from pip specs: see `ensure`.
 TORCH = Requirement("torch", "torch>=2.2")
 PIP_REQUIREMENTS = (
-    Requirement("monai", "monai>=1.3"),
     Requirement("scipy", "scipy>=1.10"),
     Requirement("SimpleITK", "SimpleITK>=2.2"),
     Requirement("nibabel", "nibabel>=5"),

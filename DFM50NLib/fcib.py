@@ -1,10 +1,12 @@
-"""FCIB foundation-model encoder (SPEC §2.6-2.7): MONAI ResNet50 trunk -> 4096 features.
+"""FCIB foundation-model encoder (SPEC §2.6-2.7): MONAI's ResNet50 trunk -> 4096 features.
 
 Re-implements the ~20 lines of fmcib 1.0.0 (MIT) that build and load the model, because fmcib itself
 cannot be installed in Slicer's Python; Testing/Python/test_fcib_equality.py proves the features equal.
+The network itself is `resnet3d.FCIBTrunk`, a plain-torch copy of the MONAI ResNet50 fmcib builds
+(importing MONAI alone took 1.7 s of a 3 s load budget).
 Unlike fmcib's loader (strict=False: a wrong file silently gives random features), loading is strict.
 
-torch and monai are imported inside functions: importing this module is free.
+torch is imported inside functions: importing this module is free.
 """
 
 from __future__ import annotations
@@ -23,25 +25,19 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
 
 
 def build_trunk(device="cpu"):
-    """The exact FCIB v1.0.0 trunk (fmcib.models.fmcib_model), without weights.
+    """The exact FCIB v1.0.0 trunk (fmcib.models.fmcib_model's MONAI resnet50), without weights.
 
     device="meta" allocates nothing; weights are then attached with load_state_dict(assign=True).
     """
     import contextlib
 
     import torch
-    from monai.networks.nets import resnet50
+
+    from .resnet3d import FCIBTrunk
 
     skip = _skip_init() if torch.device(device).type == "meta" else contextlib.nullcontext()
     with torch.device(device), skip:
-        return resnet50(
-            pretrained=False,
-            n_input_channels=1,
-            widen_factor=2,
-            conv1_t_stride=2,
-            feed_forward=False,
-            bias_downsample=True,
-        )
+        return FCIBTrunk(in_channels=1)
 
 
 def _skip_init():
@@ -98,13 +94,11 @@ def _expected():
             spec = {k: (tuple(v.shape), v.dtype) for k, v in trunk.state_dict().items()}
             params = frozenset(k for k, _ in trunk.named_parameters())
             n_params = sum(int(np.prod(spec[k][0])) for k in params)
-            if len(spec) != FCIB_STATE_DICT_ENTRIES or n_params != FCIB_PARAMETER_COUNT:
-                import monai
-
-                raise WeightsError(
-                    f"MONAI {monai.__version__} builds a ResNet50 with {len(spec)} entries and {n_params:,} "
-                    f"parameters, not FCIB's {FCIB_STATE_DICT_ENTRIES} and {FCIB_PARAMETER_COUNT:,}: install a "
-                    "MONAI version with the FCIB architecture (tested: MONAI 1.6).")
+            if len(spec) != FCIB_STATE_DICT_ENTRIES or n_params != FCIB_PARAMETER_COUNT:  # a broken edit
+                raise DFM50NError(
+                    f"resnet3d.FCIBTrunk has {len(spec)} state-dict entries and {n_params:,} parameters, not "
+                    f"FCIB's {FCIB_STATE_DICT_ENTRIES} and {FCIB_PARAMETER_COUNT:,}: the network code was changed; "
+                    "restore DFM50NLib/resnet3d.py from the release.")
             _spec = (spec, params)
         return _spec
 
@@ -230,7 +224,7 @@ def normalize(cubes_hu) -> np.ndarray:
 
     Bit-equal to fmcib's NormalizeIntensityd(subtrahend=-1024, divisor=3072) on the float32 image its
     LoadImaged yields: cast to float32, subtract, then a true division (not a multiplication by 1/3072,
-    which rounds differently) -- all in float32, as monai does it in torch.
+    which rounds differently) -- all in float32, as MONAI does it in torch.
     """
     x = np.asarray(cubes_hu, dtype=np.float32)
     return (x - np.float32(HU_SUBTRAHEND)) / np.float32(HU_DIVISOR)

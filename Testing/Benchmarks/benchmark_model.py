@@ -47,9 +47,7 @@ def main():
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    import monai.networks.nets  # noqa: F401
-
-    print(f"import torch + monai: {time.perf_counter() - t:.2f} s; torch {torch.__version__}, "
+    print(f"import torch: {time.perf_counter() - t:.2f} s; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     from DFM50NLib import fcib
 

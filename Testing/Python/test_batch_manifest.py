@@ -47,6 +47,9 @@ def test_manifest_errors_name_the_row(tmp_path):
     m.write_text("case_id,image,mask\na/b,a,b\na_b,c,d\n")  # same file name once made safe
     with pytest.raises(InputError, match="same file name"):
         read_manifest(m)
+    m.write_text("case_id,image,mask\nPat1,a,b\npat1,c,d\n")  # one file on macOS and Windows
+    with pytest.raises(InputError, match="'Pat1' and 'pat1' map to the same file name"):
+        read_manifest(m)
     m.write_text("case_id,ct\np1,a\n")
     with pytest.raises(InputError, match="lacks column.*image, mask"):
         read_manifest(m)
