@@ -4,7 +4,8 @@
 
 Measures on one synthetic 512x512x600 int16 CT: physical cube extraction on the axis-aligned CT and on
 the same CT rotated 10 degrees about S (one lone axis: gantry tilt / in-plane rotation) and about
-(1, 1, 1) (doubly oblique: the generic path), reference cube extraction, cold model load (fresh
+(1, 1, 1) (doubly oblique: the generic path), reference cube extraction (on the whole CT, where it
+runs out of memory, and on a 120-slice slab, physical vs reference), cold model load (fresh
 process) and its peak RSS, forward time, warm re-score and its stages, peak RSS of a whole cold score.
 Targets (2-core machine): cube <= 50 ms, warm re-score <= 0.5 s, model load <= 3 s, peak RSS <= 2.5 GB.
 Without --weights a random-weight checkpoint of the real architecture is made (timings are the same).
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 SHAPE = (512, 512, 600)
 SPACING = (0.7, 0.7, 0.625)
+SLAB = slice(240, 360)  # 75 mm around the lesion (z = 300): small enough for reference mode
 REFERENCE_MEMORY_GB = 12.0  # address-space cap of the reference-mode child (this machine has 24 GB)
 
 
@@ -67,6 +69,17 @@ def rotated(vol, axis, degrees):
     m = vol.ijk_to_ras.copy()
     m[:3, :3] = (np.eye(3) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx) @ m[:3, :3]
     return Volume(vol.array, m, name=vol.name)
+
+
+def slab(vol, k_range):
+    """Slices k_range of a volume, with its origin moved so every voxel keeps its world position."""
+    import numpy as np
+
+    from DFM50NLib.volume import Volume
+
+    m = vol.ijk_to_ras.copy()
+    m[:3, 3] = (vol.ijk_to_ras @ np.array([0, 0, k_range.start, 1.0]))[:3]
+    return Volume(np.ascontiguousarray(vol.array[:, :, k_range]), m, name=vol.name)
 
 
 def median_time(fn, repeats):
@@ -198,6 +211,18 @@ def run(args, tmp):
             print(f"reference cube extraction (upstream arithmetic): MemoryError after "
                   f"{ref['memory_error_after_s']:.1f} s under a {REFERENCE_MEMORY_GB:g} GB address-space cap "
                   "(it zooms the whole CT to 731x731x960 float64 and more)")
+        # the same comparison on a slab that reference mode can hold in memory
+        slab_ct, slab_mask = slab(ct, SLAB), slab(mask, SLAB)
+        slab_pm = prepare_mask(slab_mask, slab_ct)
+        slab_center = find_center(slab_pm, "dt_peak")
+        phys_slab = median_time(lambda: extract_cube(slab_ct, slab_pm, slab_center, "LPS"), 20)
+        io.write_volume(slab_ct, tmp / "ct.nii.gz")
+        io.write_volume(slab_mask, tmp / "mask.nii.gz")
+        ref = run_child("reference", tmp)
+        if "reference_s" in ref:
+            print(f"on a {slab_ct.shape[0]}x{slab_ct.shape[1]}x{slab_ct.shape[2]} slab of that CT: physical "
+                  f"{phys_slab * 1e3:.1f} ms, reference {ref['reference_s']:.2f} s (incl. reading the files) = "
+                  f"{ref['reference_s'] / phys_slab:.0f} x physical; reference peak RSS {ref['peak_rss_gb']:.2f} GB")
 
     load = run_child("load", weights)
     print(f"model load (cold process): {load['load_s']:.2f} s (target <= 3 s); "

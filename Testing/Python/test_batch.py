@@ -1,6 +1,6 @@
 """Cohort scoring end to end: real pipeline, random-weight FCIB, bundled demo forest.
 
-One synthetic cohort of 8 cases, 3 of them broken (missing file, empty mask, NaN CT), scored in this
+One synthetic cohort of 30 cases, 3 of them broken (missing file, empty mask, NaN CT), scored in this
 process, through the CLI killed with SIGKILL and resumed, and on a Dask cluster that loses a worker.
 """
 
@@ -24,8 +24,10 @@ from DFM50NLib.cli import main
 from DFM50NLib.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
-GOOD = ["p0", "p1", "p2", "p4", "p6"]
-BROKEN = {"p3": "not found", "p5": "empty", "p7": "NaN"}
+N_CASES = 30
+BROKEN = {"p3": "not found", "p14": "empty", "p25": "NaN"}  # missing mask file, empty mask, NaN in the CT
+ALL = [f"p{n}" for n in range(N_CASES)]
+GOOD = [c for c in ALL if c not in BROKEN]
 COMPARED = ("score", "risk_label", "center_ras", "coverage", "mask_voxels", "cube_mask_voxels", "features",
             "combined_probability", "orientation", "geometry", "fcib_weights_sha256", "classifier_sha256")
 
@@ -59,9 +61,9 @@ def write_case(folder: Path, name: str, seed: int, *, empty=False, nan=False):
 def cohort(tmp_path_factory):
     d = tmp_path_factory.mktemp("cohort")
     rows = ["case_id,image,mask,smoking,spiculated,os_months"]
-    for n in range(8):
+    for n in range(N_CASES):
         name = f"p{n}"
-        write_case(d, name, seed=n, empty=name == "p5", nan=name == "p7")
+        write_case(d, name, seed=n, empty=name == "p14", nan=name == "p25")
         mask = "missing_mask.nii.gz" if name == "p3" else f"{name}_mask.nii.gz"
         clinical = "yes,no" if n == 1 else ","
         rows.append(f"{name},{name}.nrrd,{mask},{clinical},{10 + n}")
@@ -78,7 +80,7 @@ def _check_outputs(out: Path):
     """N-k results in manifest order, k errors with their specific messages, nothing twice."""
     rows = _csv(out / "results.csv")
     assert [r["case_id"] for r in rows] == GOOD
-    assert [r["os_months"] for r in rows] == [str(10 + int(c[1])) for c in GOOD]
+    assert [r["os_months"] for r in rows] == [str(10 + int(c[1:])) for c in GOOD]
     errors = {r["case_id"]: r for r in _csv(out / "errors.csv")}
     assert set(errors) == set(BROKEN)
     for cid, words in BROKEN.items():
@@ -106,10 +108,10 @@ def test_local_run_results_errors_and_equality_with_score_case(local_run, cohort
     from DFM50NLib.pipeline import score_case
 
     out, summary, calls = local_run
-    assert (summary.n_total, summary.n_done, summary.n_skipped, summary.n_failed) == (8, 5, 0, 3)
+    assert (summary.n_total, summary.n_done, summary.n_skipped, summary.n_failed) == (N_CASES, len(GOOD), 0, len(BROKEN))
     assert sorted(summary.failed) == sorted(BROKEN)
-    assert sorted(c for _, _, c in calls) == sorted(f"p{n}" for n in range(8))  # each case once
-    assert [d for d, _, _ in calls] == list(range(1, 9)) and {t for _, t, _ in calls} == {8}
+    assert sorted(c for _, _, c in calls) == sorted(ALL)  # each case once
+    assert [d for d, _, _ in calls] == list(range(1, N_CASES + 1)) and {t for _, t, _ in calls} == {N_CASES}
     _check_outputs(out)
     results = _results(out)
     assert results["p1"]["smoking"] is True and results["p1"]["combined_probability"] is not None
@@ -126,7 +128,7 @@ def test_rerun_skips_done_cases_retries_failed_and_follows_input_changes(local_r
     out, _, _ = local_run
     before = {c: (out / "cases" / f"{c}.json").read_bytes() for c in GOOD}
     summary = score_cohort(cohort / "cases.csv", out, weights=random_weights, batch_size=1)
-    assert (summary.n_done, summary.n_skipped, summary.n_failed) == (0, 5, 3)
+    assert (summary.n_done, summary.n_skipped, summary.n_failed) == (0, len(GOOD), len(BROKEN))
     assert {c: (out / "cases" / f"{c}.json").read_bytes() for c in GOOD} == before
     _check_outputs(out)
     # a rewritten CT (new mtime) is scored again; nothing else is
@@ -134,7 +136,7 @@ def test_rerun_skips_done_cases_retries_failed_and_follows_input_changes(local_r
     st = ct.stat()
     os.utime(ct, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     summary = score_cohort(cohort / "cases.csv", out, weights=random_weights, batch_size=1)
-    assert (summary.n_done, summary.n_skipped) == (1, 4)
+    assert (summary.n_done, summary.n_skipped) == (1, len(GOOD) - 1)
     after = json.loads((out / "cases" / "p2.json").read_text())
     assert after["score"] == json.loads(before["p2"])["score"]
     assert after["config_hash"] != json.loads(before["p2"])["config_hash"]
@@ -146,7 +148,7 @@ def test_batched_forward_and_feature_tables(local_run, cohort, random_weights, t
     out_local, _, _ = local_run
     summary = score_cohort(cohort / "cases.csv", tmp_path, weights=random_weights, batch_size=4,
                            save_features=4096)
-    assert (summary.n_done, summary.n_failed) == (5, 3)
+    assert (summary.n_done, summary.n_failed) == (len(GOOD), len(BROKEN))
     ref = _results(out_local)
     f9 = {r["case_id"]: r for r in _csv(tmp_path / "features_9.csv")}
     f4096 = {r["case_id"]: r for r in _csv(tmp_path / "features_4096.csv")}
@@ -159,7 +161,7 @@ def test_batched_forward_and_feature_tables(local_run, cohort, random_weights, t
             assert float(f4096[cid][name]) == got["features"][name]
     # results holding the 4096 vectors also serve a plain re-run (the reverse re-scores: see _is_done)
     again = score_cohort(cohort / "cases.csv", tmp_path, weights=random_weights, batch_size=4)
-    assert (again.n_done, again.n_skipped) == (0, 5)
+    assert (again.n_done, again.n_skipped) == (0, len(GOOD))
 
 
 def test_cli_folders_unpaired_and_exit_code(cohort, random_weights, tmp_path, capsys):
@@ -199,9 +201,9 @@ def test_kill9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(cohort, 
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     first = {p.name: p.read_bytes() for p in _finished_case_files(out)}
-    assert 1 <= len(first) < 5
+    assert 1 <= len(first) < len(GOOD)
     summary = score_cohort(cohort / "cases.csv", out, weights=random_weights, batch_size=1)
-    assert summary.n_skipped == len(first) and summary.n_done == 5 - len(first)
+    assert summary.n_skipped == len(first) and summary.n_done == len(GOOD) - len(first)
     assert {n: (out / "cases" / n).read_bytes() for n in first} == first  # untouched
     _check_outputs(out)
     assert not [p for p in out.rglob(".*") if ".part" in p.name]
@@ -231,8 +233,8 @@ def test_dask_cluster_losing_a_worker_scores_every_case_once(cohort, random_weig
     import psutil
 
     assert killed["keys"] and not psutil.pid_exists(killed["pid"])  # it died with work in flight
-    assert sorted(seen) == sorted(f"p{n}" for n in range(8))  # every case exactly once
-    assert (summary.n_done, summary.n_failed) == (5, 3)
+    assert sorted(seen) == sorted(ALL)  # every case exactly once
+    assert (summary.n_done, summary.n_failed) == (len(GOOD), len(BROKEN))
     _check_outputs(tmp_path)
     local, dask = _results(out_local), _results(tmp_path)
     for cid in GOOD:
