@@ -14,26 +14,48 @@ import hashlib
 from .batch_engine import JobConfig, error_outcome, run_chunk
 from .batch_pool import chunks
 
+RESUBMITS = 2  # fresh submissions of a chunk whose future failed, on top of Dask's own retry
+
 
 def run_dask(tasks, cfg: JobConfig, sink, scheduler) -> None:
+    """Submit chunks, write each chunk's outcomes as its future completes.
+
+    run_chunk turns every case's error into an outcome, so a future that *raises* failed in the
+    cluster, not in the case: a worker died twice (KilledWorker), its result could not be fetched, the
+    client lost the scheduler for a moment. Such a chunk is submitted again under a new key (up to
+    RESUBMITS times) before its cases are reported as failed; a case is still written once, because
+    only a future that returns is written.
+    """
     from distributed import Client, as_completed
 
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     try:
         futures = {}
-        for chunk in chunks(list(tasks), cfg.batch_size):
+
+        def submit(chunk, attempt):
             key = "dfm50n-" + hashlib.sha256("".join(t.config_hash for t in chunk).encode()).hexdigest()[:32]
-            futures[client.submit(run_chunk, chunk, cfg, key=key, retries=1)] = chunk
-        for fut in as_completed(list(futures)):
-            chunk = futures[fut]
+            fut = client.submit(run_chunk, chunk, cfg, key=f"{key}-{attempt}" if attempt else key, retries=1)
+            futures[fut] = (chunk, attempt)
+            return fut
+
+        for chunk in chunks(list(tasks), cfg.batch_size):
+            submit(chunk, 0)
+        pending = as_completed(list(futures))
+        for fut in pending:
+            chunk, attempt = futures.pop(fut)
             try:
                 outcomes = fut.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after repeated worker deaths
-                outcomes = [error_outcome(t, exc, "dask") for t in chunk]
+            except Exception as exc:  # noqa: BLE001 - a cluster failure, see the docstring
+                if attempt < RESUBMITS:
+                    pending.add(submit(chunk, attempt + 1))
+                    outcomes = []
+                else:
+                    outcomes = [error_outcome(t, exc, "dask") for t in chunk]
+            finally:
+                fut.release()
             for outcome in outcomes:
                 sink(outcome)
-            fut.release()
     finally:
         if own:
             client.close()
