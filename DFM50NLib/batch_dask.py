@@ -21,10 +21,10 @@ def run_dask(tasks, cfg: JobConfig, sink, scheduler) -> None:
     """Submit chunks, write each chunk's outcomes as its future completes.
 
     run_chunk turns every case's error into an outcome, so a future that *raises* failed in the
-    cluster, not in the case: a worker died twice (KilledWorker), its result could not be fetched, the
-    client lost the scheduler for a moment. Such a chunk is submitted again under a new key (up to
-    RESUBMITS times) before its cases are reported as failed; a case is still written once, because
-    only a future that returns is written.
+    cluster or the worker's environment, not in a case: a worker died twice (KilledWorker), its result
+    could not be fetched, the weights are not readable on that worker. Such a chunk is submitted again
+    under a new key (up to RESUBMITS times) before its cases are reported as failed, with the error's
+    message; a case is still written once, because only a future that returns is written.
     """
     from distributed import Client, as_completed
 
