@@ -142,6 +142,15 @@ def child_reference(folder):
                       "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
 
+def reference_run(ct, mask, tmp) -> dict:
+    """Write the CT and mask, time reference-mode extraction from those files in a capped child process."""
+    from DFM50NLib import io
+
+    io.write_volume(ct, tmp / "ct.nii.gz")
+    io.write_volume(mask, tmp / "mask.nii.gz")
+    return run_child("reference", tmp)
+
+
 def run_child(fn, arg) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", fn, "--weights", str(arg)],
                          capture_output=True, text=True)
@@ -172,7 +181,7 @@ def main():
 def run(args, tmp):
     import numpy as np
 
-    from DFM50NLib import fcib, io
+    from DFM50NLib import fcib
     from DFM50NLib.center import find_center
     from DFM50NLib.cube import extract_cube
     from DFM50NLib.mask import prepare_mask
@@ -200,9 +209,7 @@ def run(args, tmp):
           f"find_center dt_peak: median {t_center * 1e3:.1f} ms")
 
     if not args.skip_reference:
-        io.write_volume(ct, tmp / "ct.nii.gz")
-        io.write_volume(mask, tmp / "mask.nii.gz")
-        ref = run_child("reference", tmp)
+        ref = reference_run(ct, mask, tmp)
         if "reference_s" in ref:
             print(f"reference cube extraction (upstream arithmetic, incl. reading the files, fresh process): "
                   f"{ref['reference_s']:.2f} s = {ref['reference_s'] / phys:.0f} x physical; "
@@ -216,9 +223,7 @@ def run(args, tmp):
         slab_pm = prepare_mask(slab_mask, slab_ct)
         slab_center = find_center(slab_pm, "dt_peak")
         phys_slab = median_time(lambda: extract_cube(slab_ct, slab_pm, slab_center, "LPS"), 20)
-        io.write_volume(slab_ct, tmp / "ct.nii.gz")
-        io.write_volume(slab_mask, tmp / "mask.nii.gz")
-        ref = run_child("reference", tmp)
+        ref = reference_run(slab_ct, slab_mask, tmp)
         if "reference_s" in ref:
             print(f"on a {slab_ct.shape[0]}x{slab_ct.shape[1]}x{slab_ct.shape[2]} slab of that CT: physical "
                   f"{phys_slab * 1e3:.1f} ms, reference {ref['reference_s']:.2f} s (incl. reading the files) = "
