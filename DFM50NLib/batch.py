@@ -94,8 +94,7 @@ def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = N
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
         cfg, identity = _job_config(weights, model, device, save_features, batch_size,
-                                    out / "reports" if report else None, download)
-        cfg.stability = bool(stability)
+                                    out / "reports" if report else None, download, stability)
         tasks = [_task(c, base, identity, stability) for c in cases]
         atomic.write_text(out / "batch_config.json", json.dumps(
             {"software_version": __version__, "identity": identity, "options": base, "weights": cfg.weights,
@@ -182,7 +181,7 @@ def _stability_key() -> dict:
     return {"center_shift_mm": CENTER_SHIFT_MM, "mask_margin_mm": MASK_MARGIN_MM}
 
 
-def _job_config(weights, model, device, save_features, batch_size, report_dir, download):
+def _job_config(weights, model, device, save_features, batch_size, report_dir, download, stability):
     """Resolve the models once in the driver and record their identities (the network is not built here)."""
     from .classifier import load_classifier
     from .weights import recorded_sha256, resolve_weights
@@ -194,7 +193,7 @@ def _job_config(weights, model, device, save_features, batch_size, report_dir, d
     cfg = JobConfig(weights=str(wpath), model=None if model is None else str(Path(model).resolve()),
                     device=device, keep_features=4096 if save_features == 4096 else 9,
                     batch_size=max(1, int(batch_size)), report_dir=None if report_dir is None else str(report_dir),
-                    weights_sha256=identity["fcib_weights_sha256"])
+                    weights_sha256=identity["fcib_weights_sha256"], stability=bool(stability))
     return cfg, identity
 
 

@@ -44,8 +44,6 @@ def write_feature_tables(out: Path, results, save_features, features_format="csv
     if save_features not in (9, 4096):
         return paths
     fmt = check_format(features_format, save_features)
-    names = list(results[0].features) if results else []
-    rows9 = [(r.case_id, [r.features.get(n) for n in names]) for r in results]
     with4096 = [r for r in results if r.all_features]
     if fmt == "csv":
         from .result import rows_to_csv
@@ -58,9 +56,11 @@ def write_feature_tables(out: Path, results, save_features, features_format="csv
             paths["features_4096_csv"] = atomic.write_text(out / "features_4096.csv",
                                                            rows_to_csv(f4096) if f4096 else "case_id\n")
         return paths
+    names = list(results[0].features) if results else []
     paths["features_9_parquet"] = _write_parquet(
-        out / "features_9.parquet", [cid for cid, _ in rows9],
-        np.asarray([vals for _, vals in rows9], dtype=np.float64).reshape(len(rows9), len(names)), names)
+        out / "features_9.parquet", [r.case_id for r in results],
+        np.asarray([[r.features.get(n) for n in names] for r in results], dtype=np.float64).reshape(
+            len(results), len(names)), names)
     if save_features == 4096:
         # float32: the encoder's own precision, so the values are exact at half the size of float64
         paths["features_4096_parquet"] = _write_parquet(

@@ -305,9 +305,8 @@ class DFM50NLogic:
         except ImportError as exc:
             logging.warning("DFM50N: full report unavailable (%s); writing the short one", exc)
             from . import atomic
-            from .atomic import safe_stem
 
-            path = Path(outDir) / f"{safe_stem(result.case_id)}_report.html"
+            path = Path(outDir) / f"{atomic.safe_stem(result.case_id)}_report.html"
             return {"report_html": atomic.write_text(path, f"<html><body>{report_html(result)}</body></html>")}
 
 

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from . import __version__
+from .atomic import safe_stem
 from .constants import (
     CENTER_METHODS,
     DEFAULT_CENTER_METHOD,
@@ -25,7 +26,6 @@ from .constants import (
     RISK_HIGH,
     RISK_LOW,
 )
-from .atomic import safe_stem
 from .errors import DFM50NWarning, InputError
 from .volume import Volume, ras_to_lps
 
@@ -333,5 +333,3 @@ def _case_id_from(image) -> str:
     from .io import file_stem
 
     return file_stem(image) or "case"
-
-

@@ -218,4 +218,3 @@ def test_demo_case_is_small_and_deterministic(tmp_path):
     assert io.check_ct_intensities(ct) == []
     lesion = np.median(cube.ct[cube.mask > 0])  # +40 HU inside, a partial-volume rim at the edge
     assert 0 < lesion < 80 and np.median(cube.ct[cube.mask == 0]) < -600  # a lesion in the lung
-
