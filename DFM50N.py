@@ -20,6 +20,11 @@ from DFM50NLib.constants import DEMO_LABEL, DISCLAIMER
 from DFM50NLib.logic import MODEL_SETTING, WEIGHTS_SETTING, DFM50NLogic, ScoringCancelled
 
 README_URL = "https://github.com/DFM50N/SlicerDFM50N#readme"
+# The choices of each combo box: the parameter node's Choice and the items the widget adds are one list
+CENTER_CHOICES = ["dt_peak", "centroid"]
+ORIENTATION_CHOICES = ["LPS", "LAS", "RAS", "SPL"]
+GEOMETRY_CHOICES = ["physical", "reference"]
+YES_NO_CHOICES = ["unknown", "yes", "no"]
 
 
 class DFM50N(ScriptedLoadableModule):
@@ -47,12 +52,12 @@ class DFM50NParameterNode:
     segmentationNode: slicer.vtkMRMLSegmentationNode
     segmentId: str = ""
     allSegments: bool = False
-    centerMethod: Annotated[str, Choice(["dt_peak", "centroid"])] = "dt_peak"
-    orientation: Annotated[str, Choice(["LPS", "LAS", "RAS", "SPL"])] = "LPS"
-    geometry: Annotated[str, Choice(["physical", "reference"])] = "physical"
+    centerMethod: Annotated[str, Choice(CENTER_CHOICES)] = "dt_peak"
+    orientation: Annotated[str, Choice(ORIENTATION_CHOICES)] = "LPS"
+    geometry: Annotated[str, Choice(GEOMETRY_CHOICES)] = "physical"
     classifierFolder: str = ""
-    smoking: Annotated[str, Choice(["unknown", "yes", "no"])] = "unknown"
-    spiculation: Annotated[str, Choice(["unknown", "yes", "no"])] = "unknown"
+    smoking: Annotated[str, Choice(YES_NO_CHOICES)] = "unknown"
+    spiculation: Annotated[str, Choice(YES_NO_CHOICES)] = "unknown"
     shortAxisCm: float = 0.0  # 0 = measured on the segment
 
 
@@ -73,11 +78,11 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DFM50NLogic()
-        for combo, items in ((self.ui.centerMethodComboBox, ["dt_peak", "centroid"]),
-                             (self.ui.orientationComboBox, ["LPS", "LAS", "RAS", "SPL"]),
-                             (self.ui.geometryComboBox, ["physical", "reference"]),
-                             (self.ui.smokingComboBox, ["unknown", "yes", "no"]),
-                             (self.ui.spiculationComboBox, ["unknown", "yes", "no"])):
+        for combo, items in ((self.ui.centerMethodComboBox, CENTER_CHOICES),
+                             (self.ui.orientationComboBox, ORIENTATION_CHOICES),
+                             (self.ui.geometryComboBox, GEOMETRY_CHOICES),
+                             (self.ui.smokingComboBox, YES_NO_CHOICES),
+                             (self.ui.spiculationComboBox, YES_NO_CHOICES)):
             combo.addItems(items)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)

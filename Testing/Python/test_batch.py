@@ -111,7 +111,8 @@ def test_local_run_results_errors_and_equality_with_score_case(local_run, cohort
     assert (summary.n_total, summary.n_done, summary.n_skipped, summary.n_failed) == (N_CASES, len(GOOD), 0, len(BROKEN))
     assert sorted(summary.failed) == sorted(BROKEN)
     assert sorted(c for _, _, c in calls) == sorted(ALL)  # each case once
-    assert [d for d, _, _ in calls] == list(range(1, N_CASES + 1)) and {t for _, t, _ in calls} == {N_CASES}
+    assert [d for d, _, _ in calls] == list(range(1, N_CASES + 1))
+    assert {t for _, t, _ in calls} == {N_CASES}
     _check_outputs(out)
     results = _results(out)
     assert results["p1"]["smoking"] is True and results["p1"]["combined_probability"] is not None

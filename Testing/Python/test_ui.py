@@ -20,16 +20,30 @@ def ui_widgets() -> dict:
     return {w.get("name"): w for w in tree.iter("widget")}
 
 
+def module_lists() -> dict:
+    """DFM50N.py's module-level NAME = [literal list] assignments (the combo-box choices)."""
+    tree = ast.parse(MODULE.read_text())
+    return {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+            and isinstance(n.value, ast.List) for t in n.targets if isinstance(t, ast.Name)}
+
+
+def list_value(node_or_text, lists):
+    """A literal list, or the name of a module-level one, as the module would see it."""
+    node = ast.parse(node_or_text, mode="eval").body if isinstance(node_or_text, str) else node_or_text
+    return lists[node.id] if isinstance(node, ast.Name) else ast.literal_eval(node)
+
+
 def parameter_fields() -> dict:
     """DFM50NParameterNode's annotated fields -> Choice list (or None)."""
     tree = ast.parse(MODULE.read_text())
+    lists = module_lists()
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DFM50NParameterNode")
     fields = {}
     for stmt in cls.body:
         if isinstance(stmt, ast.AnnAssign):
             choice = [c for c in ast.walk(stmt.annotation) if isinstance(c, ast.Call)
                       and getattr(c.func, "id", "") == "Choice"]
-            fields[stmt.target.id] = ast.literal_eval(choice[0].args[0]) if choice else None
+            fields[stmt.target.id] = list_value(choice[0].args[0], lists) if choice else None
     return fields
 
 
@@ -71,7 +85,8 @@ def test_every_bound_parameter_exists_and_combo_items_match_the_choices():
     for field in set(fields) - set(bound):
         assert f"_parameterNode.{field}" in code or f"p.{field}" in code, field
     # the items the widget adds to each bound combo box are exactly the field's choices
-    added = dict(re.findall(r"\(self\.ui\.(\w+ComboBox), (\[[^\]]*\])\)", code))
+    added = dict(re.findall(r"\(self\.ui\.(\w+ComboBox), (\w+|\[[^\]]*\])\)", code))
+    lists = module_lists()
     for field, widget in bound.items():
         if fields[field] is not None:
-            assert ast.literal_eval(added[widget]) == fields[field], field
+            assert list_value(added[widget], lists) == fields[field], field
