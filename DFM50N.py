@@ -17,7 +17,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from DFM50NLib.constants import DEMO_LABEL, DISCLAIMER
-from DFM50NLib.logic import MODEL_SETTING, WEIGHTS_SETTING, DFM50NLogic, ScoringCancelled
+from DFM50NLib.scene.logic import MODEL_SETTING, WEIGHTS_SETTING, DFM50NLogic, ScoringCancelled
 
 README_URL = "https://github.com/DFM50N/SlicerDFM50N#readme"
 # The choices of each combo box: the parameter node's Choice and the items the widget adds are one list
@@ -173,7 +173,7 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from DFM50NLib.errors import DFM50NError
 
         try:
-            from DFM50NLib.weights import resolve_weights
+            from DFM50NLib.model.weights import resolve_weights
 
             path = resolve_weights(self.ui.weightsPathLineEdit.currentPath or None)
             self.ui.weightsStatusLabel.text, found = f"found: {path}", True
@@ -182,7 +182,7 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.weightsStatusLabel.toolTip = str(exc)
         self.ui.downloadWeightsButton.visible = not found
         try:
-            from DFM50NLib.classifier import load_classifier
+            from DFM50NLib.model.classifier import load_classifier
 
             clf = load_classifier(self.ui.classifierPathLineEdit.currentPath or None)
             demo = f' <b style="color:#b3261e">{DEMO_LABEL}</b>' if clf.is_demo else ""
@@ -192,7 +192,8 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDownloadWeights(self):
         with slicer.util.tryWithErrorDisplay("Download of the FCIB weights failed.", waitCursor=True):
-            from DFM50NLib import dependencies, weights
+            from DFM50NLib.scene import dependencies
+            from DFM50NLib.model import weights
 
             dependencies.ensure(self.confirm)
             self.ui.progressBar.visible = True
@@ -319,8 +320,11 @@ class DFM50NTest(ScriptedLoadableModuleTest):
 
         import numpy as np
 
-        from DFM50NLib import dependencies, fcib, mrml, scene_table
-        from DFM50NLib.synthetic import sphere_case
+        from DFM50NLib.scene import dependencies
+        from DFM50NLib.model import fcib
+        from DFM50NLib.scene import mrml
+        from DFM50NLib.scene import table as scene_table
+        from DFM50NLib.geometry.synthetic import sphere_case
 
         if dependencies.missing():
             self.delayDisplay(f"Skipped: missing packages {dependencies.describe(dependencies.missing())}")

@@ -1,4 +1,7 @@
-"""`python -m DFM50NLib <command>`: one sub-module per command group, each with `register(subparsers)`."""
+"""Command line: `python -m DFM50NLib <command>`, one sub-module per command group, each with `register(subparsers)`.
+
+A front end: may import every layer except `scene` (Slicer); heavy work is imported inside the command functions.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import argparse
 import importlib
 import sys
 
-from .. import __version__
-from ..constants import DISCLAIMER
+from DFM50NLib import __version__
+from DFM50NLib.constants import DISCLAIMER
 
 # score + features: pipeline; weights: FCIB weights; models: import-model/train/make-demo-model;
 # batch: cohorts; demo: the bundled phantom case.
@@ -29,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from ..errors import DFM50NError
+    from DFM50NLib.errors import DFM50NError
 
     parser = build_parser()
     args = parser.parse_args(argv)

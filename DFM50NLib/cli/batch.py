@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_geometry_arguments, add_model_arguments, geometry_kwargs
+from DFM50NLib.cli.common import add_geometry_arguments, add_model_arguments, geometry_kwargs
 
 EPILOG = """\
 manifest CSV: columns case_id,image,mask; optional label, segment, center (dt_peak | centroid | 'R A S'
@@ -58,8 +58,8 @@ def register(sub):
 
 
 def run_batch(args) -> int:
-    from ..batch import score_cohort
-    from ..errors import InputError
+    from DFM50NLib.batch.cohort import score_cohort
+    from DFM50NLib.errors import InputError
 
     if bool(args.manifest) == bool(args.images or args.masks):
         raise InputError("Give either --manifest CSV or both --images DIR and --masks DIR.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..constants import CENTER_METHODS, DEFAULT_CENTER_METHOD, DEFAULT_ORIENTATION, FCIB_WEIGHTS_ENV
+from DFM50NLib.constants import CENTER_METHODS, DEFAULT_CENTER_METHOD, DEFAULT_ORIENTATION, FCIB_WEIGHTS_ENV
 
 
 def add_geometry_arguments(p):

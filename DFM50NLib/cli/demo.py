@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_model_arguments
+from DFM50NLib.cli.common import add_model_arguments
 
 
 def register(sub):
@@ -20,9 +20,9 @@ def register(sub):
 
 
 def run_demo(args) -> int:
-    from ..pipeline import score_case
-    from ..synthetic import write_demo_case
-    from .score import format_result
+    from DFM50NLib.scoring.pipeline import score_case
+    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.cli.score import format_result
 
     out = Path(args.out)
     ct_path, mask_path = write_demo_case(out / "demo_case")

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from ..constants import THRESHOLD
+from DFM50NLib.constants import THRESHOLD
 
 _FOLDER = ("A model folder holds dfm50n_rf.forest.npz (the forest as plain arrays, no pickle), "
            "dfm50n_rf.cols.json, thresholds.json and metadata.json; score with it via --model FOLDER.")
@@ -89,7 +89,7 @@ def _command(args, positional=()) -> str:
 
 
 def _summary(folder) -> str:
-    from ..classifier import load_classifier
+    from DFM50NLib.model.classifier import load_classifier
 
     clf = load_classifier(folder)
     return (f"model folder {clf.path}: {clf.n_trees} trees, features {', '.join(clf.feature_names)}, "
@@ -97,7 +97,7 @@ def _summary(folder) -> str:
 
 
 def run_import(args) -> int:
-    from ..model_import import TRUST_WARNING, import_model
+    from DFM50NLib.model.model_import import TRUST_WARNING, import_model
 
     if args.trust:
         print(f"note: {TRUST_WARNING}", file=sys.stderr)
@@ -109,8 +109,8 @@ def run_import(args) -> int:
 
 
 def run_train(args) -> int:
-    from ..classifier import load_classifier
-    from ..train import train_model
+    from DFM50NLib.model.classifier import load_classifier
+    from DFM50NLib.model.train import train_model
 
     folder = train_model(args.features, args.out, label=args.label, threshold=args.threshold, seed=args.seed,
                          id_column=args.id_column, youden_on=args.youden_on, geometry=args.geometry,
@@ -125,8 +125,8 @@ def run_train(args) -> int:
 
 
 def run_demo(args) -> int:
-    from ..classifier import default_model_dir
-    from ..demo_model import make_demo_model
+    from DFM50NLib.model.classifier import default_model_dir
+    from DFM50NLib.model.demo_model import make_demo_model
 
     folder = make_demo_model(args.out or default_model_dir(), seed=args.seed)
     print("DEMO " + _summary(folder))

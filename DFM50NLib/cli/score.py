@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import add_geometry_arguments, add_model_arguments, geometry_kwargs
+from DFM50NLib.cli.common import add_geometry_arguments, add_model_arguments, geometry_kwargs
 
 
 def register(sub):
@@ -51,8 +51,8 @@ def _add_inputs(p):
 
 
 def run_score(args) -> int:
-    from ..clinical import parse_yes_no
-    from ..pipeline import score_case
+    from DFM50NLib.scoring.clinical import parse_yes_no
+    from DFM50NLib.scoring.pipeline import score_case
 
     clinical = {"smoking": parse_yes_no(args.smoking), "spiculated": parse_yes_no(args.spiculated),
                 "short_axis_cm": args.short_axis_cm}
@@ -84,9 +84,9 @@ def format_result(r) -> str:
 
 
 def run_features(args) -> int:
-    from .. import atomic
-    from ..constants import DFM50N_FEATURE_INDICES
-    from ..pipeline import load_encoder, prepare_case
+    from DFM50NLib import atomic
+    from DFM50NLib.constants import DFM50N_FEATURE_INDICES
+    from DFM50NLib.scoring.pipeline import load_encoder, prepare_case
 
     prep = prepare_case(args.image, args.mask, case_id=args.case_id, **geometry_kwargs(args))
     encoder = load_encoder(args.weights, args.device, download=args.download)

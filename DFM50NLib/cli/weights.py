@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..constants import FCIB_WEIGHTS_ENV, FCIB_WEIGHTS_SIZE, FCIB_WEIGHTS_URL
+from DFM50NLib.constants import FCIB_WEIGHTS_ENV, FCIB_WEIGHTS_SIZE, FCIB_WEIGHTS_URL
 
 _HELP = f"""\
 DFM50N needs the weights of the FCIB foundation model: model_weights.torch, {FCIB_WEIGHTS_SIZE:,} bytes
@@ -54,8 +54,8 @@ def register(subparsers):
 
 
 def _status(args):
-    from ..errors import WeightsError
-    from ..weights import read_record, resolve_weights, weight_locations
+    from DFM50NLib.errors import WeightsError
+    from DFM50NLib.model.weights import read_record, resolve_weights, weight_locations
 
     print("FCIB weights are looked for in this order (the first place that is set is used):")
     for source, p in weight_locations(args.weights):
@@ -81,8 +81,8 @@ def _status(args):
 
 
 def _download(args):
-    from .. import constants
-    from ..weights import cached_weights_path, download_weights, text_progress
+    from DFM50NLib import constants
+    from DFM50NLib.model.weights import cached_weights_path, download_weights, text_progress
 
     dest = cached_weights_path()
     had = dest.is_file()
@@ -93,7 +93,7 @@ def _download(args):
 
 
 def _verify(args):
-    from ..weights import resolve_weights, text_progress, verify_weights
+    from DFM50NLib.model.weights import resolve_weights, text_progress, verify_weights
 
     path = args.path or resolve_weights()
     info = verify_weights(path, progress=text_progress(label="SHA-256") if sys.stderr.isatty() else None)
@@ -111,8 +111,8 @@ def _verify(args):
 
 
 def _path(args):
-    from ..errors import WeightsError
-    from ..weights import resolve_weights
+    from DFM50NLib.errors import WeightsError
+    from DFM50NLib.model.weights import resolve_weights
 
     try:
         print(resolve_weights())

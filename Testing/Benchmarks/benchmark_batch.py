@@ -75,10 +75,10 @@ def main():
 
     import torch
 
-    from DFM50NLib import fcib
-    from DFM50NLib.batch import score_cohort
-    from DFM50NLib.batch_manifest import read_manifest
-    from DFM50NLib.pipeline import load_encoder, score_case
+    from DFM50NLib.model import fcib
+    from DFM50NLib.batch.cohort import score_cohort
+    from DFM50NLib.batch.manifest import read_manifest
+    from DFM50NLib.scoring.pipeline import load_encoder, score_case
 
     import warnings
 

@@ -49,7 +49,7 @@ def main():
         torch.set_num_threads(args.threads)
     print(f"import torch: {time.perf_counter() - t:.2f} s; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    from DFM50NLib import fcib
+    from DFM50NLib.model import fcib
 
     weights = args.weights
     if weights is None:

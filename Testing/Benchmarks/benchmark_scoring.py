@@ -38,7 +38,7 @@ def make_ct():
     """A 512x512x600 int16 CT (air, body, lung, one 12 mm lesion) and its lesion mask, built in place."""
     import numpy as np
 
-    from DFM50NLib.volume import Volume
+    from DFM50NLib.geometry.volume import Volume
 
     ct = np.full(SHAPE, -1000, dtype=np.int16)
     ct[60:452, 80:432, :] = 30
@@ -61,7 +61,7 @@ def rotated(vol, axis, degrees):
     """The same voxels on a grid whose direction matrix is rotated (Rodrigues) about `axis`."""
     import numpy as np
 
-    from DFM50NLib.volume import Volume
+    from DFM50NLib.geometry.volume import Volume
 
     k = np.asarray(axis, float) / np.linalg.norm(axis)
     t = np.deg2rad(degrees)
@@ -75,7 +75,7 @@ def slab(vol, k_range):
     """Slices k_range of a volume, with its origin moved so every voxel keeps its world position."""
     import numpy as np
 
-    from DFM50NLib.volume import Volume
+    from DFM50NLib.geometry.volume import Volume
 
     m = vol.ijk_to_ras.copy()
     m[:3, 3] = (vol.ijk_to_ras @ np.array([0, 0, k_range.start, 1.0]))[:3]
@@ -96,7 +96,7 @@ def child_load(weights):
     import resource
 
     t = time.perf_counter()
-    from DFM50NLib.fcib import get_encoder
+    from DFM50NLib.model.fcib import get_encoder
 
     enc = get_encoder(weights)
     load_s = time.perf_counter() - t
@@ -111,7 +111,7 @@ def child_score(weights):
     """Run in a fresh process: peak RSS of building the CT and scoring it once, cold."""
     import resource
 
-    from DFM50NLib.pipeline import score_volumes
+    from DFM50NLib.scoring.pipeline import score_volumes
 
     ct, mask = make_ct()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -128,7 +128,7 @@ def child_reference(folder):
     this CT needs far more than 24 GB; uncapped it got the whole process tree OOM-killed."""
     import resource
 
-    from DFM50NLib.reference import reference_cube_from_files
+    from DFM50NLib.geometry.reference import reference_cube_from_files
 
     cap = int(REFERENCE_MEMORY_GB * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -144,7 +144,7 @@ def child_reference(folder):
 
 def reference_run(ct, mask, tmp) -> dict:
     """Write the CT and mask, time reference-mode extraction from those files in a capped child process."""
-    from DFM50NLib import io
+    from DFM50NLib.geometry import io
 
     io.write_volume(ct, tmp / "ct.nii.gz")
     io.write_volume(mask, tmp / "mask.nii.gz")
@@ -181,11 +181,11 @@ def main():
 def run(args, tmp):
     import numpy as np
 
-    from DFM50NLib import fcib
-    from DFM50NLib.center import find_center
-    from DFM50NLib.cube import extract_cube
-    from DFM50NLib.mask import prepare_mask
-    from DFM50NLib.pipeline import score_volumes
+    from DFM50NLib.model import fcib
+    from DFM50NLib.geometry.center import find_center
+    from DFM50NLib.geometry.cube import extract_cube
+    from DFM50NLib.geometry.mask import prepare_mask
+    from DFM50NLib.scoring.pipeline import score_volumes
 
     weights = args.weights or fcib.save_random_checkpoint(tmp / "random.torch")
     print(f"CT {SHAPE} int16, spacing {SPACING} mm; weights {weights}; {os.cpu_count()} cores; "

@@ -37,7 +37,7 @@ def random_weights() -> Path:
 
     Cached across sessions (written atomically, so concurrent test runs never see half a file).
     """
-    from DFM50NLib import fcib
+    from DFM50NLib.model import fcib
 
     path = CACHE / "fcib_random_seed0.torch"
     if not path.exists():

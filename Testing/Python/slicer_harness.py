@@ -16,8 +16,8 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from DFM50NLib import mrml  # noqa: E402
-from DFM50NLib.volume import Volume  # noqa: E402
+from DFM50NLib.scene import mrml  # noqa: E402
+from DFM50NLib.geometry.volume import Volume  # noqa: E402
 
 
 def fresh_scene():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DFM50NLib.batch import score_cohort
+from DFM50NLib.batch.cohort import score_cohort
 from DFM50NLib.cli import main
 from DFM50NLib.errors import InputError
 
@@ -105,7 +105,7 @@ def local_run(cohort, random_weights, tmp_path_factory):
 
 
 def test_local_run_results_errors_and_equality_with_score_case(local_run, cohort, random_weights):
-    from DFM50NLib.pipeline import score_case
+    from DFM50NLib.scoring.pipeline import score_case
 
     out, summary, calls = local_run
     assert (summary.n_total, summary.n_done, summary.n_skipped, summary.n_failed) == (N_CASES, len(GOOD), 0, len(BROKEN))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from DFM50NLib import batch_dask
-from DFM50NLib.batch_engine import JobConfig, Task
+from DFM50NLib.batch import dask_cluster as batch_dask
+from DFM50NLib.batch.engine import JobConfig, Task
 
 
 def _tasks(n):

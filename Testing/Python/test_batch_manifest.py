@@ -7,7 +7,7 @@ import os
 import pytest
 
 from DFM50NLib.atomic import safe_stem
-from DFM50NLib.batch_manifest import config_hash, pair_folders, read_manifest
+from DFM50NLib.batch.manifest import config_hash, pair_folders, read_manifest
 from DFM50NLib.errors import InputError
 
 
@@ -119,8 +119,8 @@ def test_safe_stem():
 def test_resume_rule_config_hash_and_4096_vector(tmp_path):
     import json
 
-    from DFM50NLib.batch import _is_done
-    from DFM50NLib.batch_engine import Task
+    from DFM50NLib.batch.cohort import _is_done
+    from DFM50NLib.batch.engine import Task
 
     task = Task("p/1", "a", "b", {}, {}, "h" * 64)
     assert not _is_done(tmp_path, task, 9)  # nothing yet

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from DFM50NLib.batch import score_cohort
+from DFM50NLib.batch.cohort import score_cohort
 from DFM50NLib.cli import main
 from DFM50NLib.errors import InputError
 
@@ -36,7 +36,7 @@ def _case(out, cid):
 
 
 def test_stability_is_recorded_hashed_reported_and_resumed(two_cases, random_weights, tmp_path, capsys):
-    from DFM50NLib.pipeline import score_case
+    from DFM50NLib.scoring.pipeline import score_case
 
     manifest, out = two_cases / "cases.csv", tmp_path / "out"
     plain = score_cohort(manifest, out, weights=random_weights, batch_size=1)

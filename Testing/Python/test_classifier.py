@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DFM50NLib import forest_io
-from DFM50NLib.classifier import default_model_dir, load_classifier
+from DFM50NLib.model import forest_io
+from DFM50NLib.model.classifier import default_model_dir, load_classifier
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
-from DFM50NLib.demo_model import make_demo_model
+from DFM50NLib.model.demo_model import make_demo_model
 from DFM50NLib.errors import InputError, ModelError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_demo_model_is_reproducible(tmp_path):
 
 def test_scoring_needs_no_sklearn():
     code = ("import sys; sys.modules['sklearn'] = None\n"
-            "from DFM50NLib.classifier import load_classifier\n"
+            "from DFM50NLib.model.classifier import load_classifier\n"
             "print(load_classifier().predict_proba([[0.5] * 9])[0])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert float(out.stdout) == load_classifier().predict_proba([[0.5] * 9])[0]

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from DFM50NLib import io
+from DFM50NLib.geometry import io
 from DFM50NLib.cli import build_parser, main
-from DFM50NLib.synthetic import sphere_case
+from DFM50NLib.geometry.synthetic import sphere_case
 
 
 @pytest.fixture(scope="module")

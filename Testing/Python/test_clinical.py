@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from DFM50NLib.clinical import (
+from DFM50NLib.scoring.clinical import (
     apply_clinical,
     combined_positive,
     combined_probability,
@@ -119,7 +119,7 @@ def test_bad_input_through_apply_is_input_error():
 
 
 def test_with_real_result_dataclass():
-    from DFM50NLib.result import Result
+    from DFM50NLib.scoring.result import Result
 
     r = Result(case_id="c", score=0.41, threshold=0.25, risk_label="high OLM risk", high_risk=True,
                classifier_is_demo=True, classifier_name="demo", classifier_sha256="a", fcib_weights_sha256="b",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from DFM50NLib import io
-from DFM50NLib.center import find_center
-from DFM50NLib.cube import cube_stats, cube_to_ras_matrix, extract_cube
-from DFM50NLib.mask import prepare_mask
-from DFM50NLib.synthetic import ellipsoid_case, ellipsoid_volume, sphere_case
-from DFM50NLib.volume import Volume
+from DFM50NLib.geometry import io
+from DFM50NLib.geometry.center import find_center
+from DFM50NLib.geometry.cube import cube_stats, cube_to_ras_matrix, extract_cube
+from DFM50NLib.geometry.mask import prepare_mask
+from DFM50NLib.geometry.synthetic import ellipsoid_case, ellipsoid_volume, sphere_case
+from DFM50NLib.geometry.volume import Volume
 
 from test_mask_center import CENTER, GRIDS, LESIONS, case, rotation
 
@@ -164,7 +164,7 @@ def test_every_sampling_path_is_the_whole_image_spline(axis):
     paths the generic one to float noise."""
     from scipy import ndimage
 
-    from DFM50NLib import cube as cube_mod
+    from DFM50NLib.geometry import cube as cube_mod
 
     rng = np.random.default_rng(3)
     arr = np.where(rng.random((14, 14, 14)) < 0.5, -850.0, 40.0).repeat(8, 0).repeat(8, 1).repeat(8, 2)[:100, :96, :104]
@@ -185,7 +185,7 @@ def test_every_sampling_path_is_the_whole_image_spline(axis):
 
 def test_fast_paths_fill_outside_samples_with_air():
     """A lesion near a corner of a CT rotated about S: slab path, part of the cube outside on two axes."""
-    from DFM50NLib import cube as cube_mod
+    from DFM50NLib.geometry import cube as cube_mod
 
     rng = np.random.default_rng(5)
     ct = Volume.from_geometry(rng.normal(0, 200, (40, 50, 30)), (0.8, 0.8, 1.2), (0.0, 0.0, 0.0),

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from DFM50NLib import io
+from DFM50NLib.geometry import io
 from DFM50NLib.errors import InputError
-from DFM50NLib.synthetic import sphere_case
-from DFM50NLib.volume import RAS_TO_LPS, Volume
+from DFM50NLib.geometry.synthetic import sphere_case
+from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
 
 from test_mask_center import rotation
 
@@ -134,7 +134,7 @@ def test_segment_by_name_lands_at_the_source_world_positions(case):
 
 
 def test_segment_by_number_keeps_the_number_for_prepare_mask(case):
-    from DFM50NLib.mask import prepare_mask
+    from DFM50NLib.geometry.mask import prepare_mask
 
     _, ct, mask, other, path, _ = case
     vol = io.read_mask(path, label=2)
@@ -146,7 +146,7 @@ def test_segment_by_number_keeps_the_number_for_prepare_mask(case):
 
 def test_pipeline_with_dicom_ct_and_dicom_seg(case):
     """A DICOM CT folder + the SEG through prepare_case: the mask on the CT grid equals the source mask."""
-    from DFM50NLib.pipeline import prepare_case
+    from DFM50NLib.scoring.pipeline import prepare_case
 
     d, ct, mask, _, path, _ = case
     back = io.read_volume(d / "ct")  # the source series itself, same voxels at the same world positions

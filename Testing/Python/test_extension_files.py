@@ -101,7 +101,7 @@ def test_loading_the_module_libraries_does_not_import_torch():
     """What DFM50N.py imports at load, imported in a fresh interpreter: no torch/monai/sklearn appears."""
     pytest.importorskip("slicer")
     libs = sorted({n for n in loaded_imports(ast.parse((ROOT / "DFM50N.py").read_text()))
-                   if n.startswith("DFM50NLib")} | {"DFM50NLib.logic", "DFM50NLib.dependencies"})
+                   if n.startswith("DFM50NLib")} | {"DFM50NLib.scene.logic", "DFM50NLib.scene.dependencies"})
     code = ("import sys, importlib\n"
             f"for m in {libs!r}: importlib.import_module(m)\n"
             f"print(sorted(h for h in {HEAVY!r} if h in sys.modules))")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from DFM50NLib import fcib
+from DFM50NLib.model import fcib
 from DFM50NLib.constants import FCIB_PARAMETER_COUNT, FCIB_STATE_DICT_ENTRIES, N_FCIB_FEATURES
 from DFM50NLib.errors import DFM50NError, InputError, WeightsError
 

@@ -5,7 +5,7 @@ Python (it needs Python < 3.12 and pins scipy/numpy/pydantic versions). This tes
 `fmcib.models.fmcib_model()` -- in a folder holding the checkpoint as `model_weights.torch`, so it loads that
 file instead of downloading (wget.download is replaced by a function that fails the test) -- and fmcib's own
 pre-cropped preprocessing `fmcib.preprocessing.get_transforms(precropped=True)` on cubes written as NIfTI
-files, and compares with DFM50NLib.fcib.
+files, and compares with DFM50NLib.model.fcib.
 
 fmcib is installed with `pip install --no-deps foundation-cancer-image-biomarker==1.0.0` plus loguru and wget.
 Two of its imports are stood in for, for this test only, when the real packages are absent:
@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from DFM50NLib import fcib
+from DFM50NLib.model import fcib
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES, N_FCIB_FEATURES
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
 from DFM50NLib.errors import ModelError
-from DFM50NLib.featurenames import canonical_name, column_map, feature_index
+from DFM50NLib.model.featurenames import canonical_name, column_map, feature_index
 
 
 @pytest.mark.parametrize("name", ["pred_1105", "FCIB50N_F1105", "pred_F1105", "PRED_1105", "fcib50n_f1105",

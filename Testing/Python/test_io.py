@@ -7,10 +7,10 @@ import gzip
 import numpy as np
 import pytest
 
-from DFM50NLib import io
+from DFM50NLib.geometry import io
 from DFM50NLib.errors import InputError
-from DFM50NLib.synthetic import sphere_case, write_demo_case
-from DFM50NLib.volume import Volume
+from DFM50NLib.geometry.synthetic import sphere_case, write_demo_case
+from DFM50NLib.geometry.volume import Volume
 
 from test_mask_center import rotation
 
@@ -200,9 +200,9 @@ def test_seg_nrrd_by_segment_name_and_label(phantom, tmp_path):
 
 
 def test_demo_case_is_small_and_deterministic(tmp_path):
-    from DFM50NLib.center import find_center
-    from DFM50NLib.cube import cube_stats, extract_cube
-    from DFM50NLib.mask import prepare_mask
+    from DFM50NLib.geometry.center import find_center
+    from DFM50NLib.geometry.cube import cube_stats, extract_cube
+    from DFM50NLib.geometry.mask import prepare_mask
 
     ct_a, mask_a = write_demo_case(tmp_path / "a")
     ct_b, _ = write_demo_case(tmp_path / "b")

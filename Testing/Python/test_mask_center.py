@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from DFM50NLib.center import find_center
+from DFM50NLib.geometry.center import find_center
 from DFM50NLib.errors import DFM50NWarning, InputError
-from DFM50NLib.mask import prepare_mask
-from DFM50NLib.synthetic import ellipsoid_case, ellipsoid_volume, make_grid, sphere_case
-from DFM50NLib.volume import Volume
+from DFM50NLib.geometry.mask import prepare_mask
+from DFM50NLib.geometry.synthetic import ellipsoid_case, ellipsoid_volume, make_grid, sphere_case
+from DFM50NLib.geometry.volume import Volume
 
 
 def rotation(axis, degrees):
@@ -86,7 +86,7 @@ def test_mask_volume_and_voxels(grid):
 def test_mask_on_a_coarser_rotated_grid_is_resampled_in_world_space():
     import SimpleITK as sitk
 
-    from DFM50NLib.io import to_sitk
+    from DFM50NLib.geometry.io import to_sitk
 
     ct, _ = case("aniso", "sphere")
     # the same sphere drawn on a 1.5 mm grid rotated 30 degrees about an oblique axis, flipped on one axis
@@ -197,7 +197,7 @@ def test_make_grid_places_its_middle_on_the_requested_point():
 @pytest.mark.parametrize("label", [None, 3])
 def test_bounding_box_in_any_memory_order(label):
     """C-ordered, Fortran-ordered (Slicer's [k,j,i].T) and permuted views give the box of the voxels."""
-    from DFM50NLib.mask import _bounding_box
+    from DFM50NLib.geometry.mask import _bounding_box
 
     rng = np.random.default_rng(2)
     arr = np.zeros((70, 90, 60), np.int16)

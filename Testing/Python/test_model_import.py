@@ -7,11 +7,11 @@ import pickle
 import numpy as np
 import pytest
 
-from DFM50NLib.classifier import load_classifier
+from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.cli import models as models_cli
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
 from DFM50NLib.errors import ModelError
-from DFM50NLib.model_import import import_model
+from DFM50NLib.model.model_import import import_model
 
 sklearn = pytest.importorskip("sklearn")
 joblib = pytest.importorskip("joblib")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from DFM50NLib.errors import InputError
-from DFM50NLib.orientation import axis_matrix, canonical_order, normalise_code
+from DFM50NLib.geometry.orientation import axis_matrix, canonical_order, normalise_code
 
 
 def test_lps_rows_are_the_ras_directions_of_the_axes():

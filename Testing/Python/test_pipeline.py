@@ -8,16 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from DFM50NLib import io, pipeline
-from DFM50NLib.center import find_center
-from DFM50NLib.classifier import load_classifier
+from DFM50NLib.geometry import io
+from DFM50NLib.scoring import pipeline
+from DFM50NLib.geometry.center import find_center
+from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DISCLAIMER
-from DFM50NLib.cube import extract_cube
+from DFM50NLib.geometry.cube import extract_cube
 from DFM50NLib.errors import InputError
-from DFM50NLib.fcib import get_encoder
-from DFM50NLib.mask import prepare_mask
-from DFM50NLib.result import read_json
-from DFM50NLib.synthetic import sphere_case
+from DFM50NLib.model.fcib import get_encoder
+from DFM50NLib.geometry.mask import prepare_mask
+from DFM50NLib.scoring.result import read_json
+from DFM50NLib.geometry.synthetic import sphere_case
 
 RADIUS = 8.0
 CENTER = np.array([10.0, -20.0, 35.0])
@@ -79,7 +80,7 @@ def test_orientation_changes_the_cube_axes_and_is_recorded(case, random_weights)
 def test_files_in_two_orientations_give_the_same_score(case, tmp_path, random_weights):
     """The same lesion written as-is and with its voxel axes flipped and permuted: same world, same score."""
     ct, mask = case
-    from DFM50NLib.volume import Volume
+    from DFM50NLib.geometry.volume import Volume
 
     perm = (2, 0, 1)
     m = ct.ijk_to_ras.copy()
@@ -174,7 +175,7 @@ def test_report_and_stability_end_to_end(case, tmp_path, random_weights, encoder
     assert f"{r.score:.3f}" in html and "data:image/png;base64," in html
     assert (out / "rep1_report.pdf").read_bytes().startswith(b"%PDF")
     # stability: the +2 mm R shift scored independently
-    from DFM50NLib.cube import extract_cube
+    from DFM50NLib.geometry.cube import extract_cube
 
     pm = prepare_mask(mask, ct)
     shifted = np.array(r.center_ras) + [2.0, 0, 0]

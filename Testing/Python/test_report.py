@@ -12,11 +12,11 @@ import tempfile
 import numpy as np
 import pytest
 
-from DFM50NLib import report_views as rv
+from DFM50NLib.report import views as rv
 from DFM50NLib.errors import InputError
-from DFM50NLib.report import report_html_minimal, write_cohort_summary, write_report
-from DFM50NLib.result import Result
-from DFM50NLib.volume import Volume
+from DFM50NLib.report.writer import report_html_minimal, write_cohort_summary, write_report
+from DFM50NLib.scoring.result import Result
+from DFM50NLib.geometry.volume import Volume
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -86,12 +86,12 @@ def case():
 
 
 def build_case(**phantom):
-    from DFM50NLib.center import find_center
-    from DFM50NLib.clinical import apply_clinical
-    from DFM50NLib.cube import extract_cube
-    from DFM50NLib.diameters import axial_diameters
-    from DFM50NLib.mask import prepare_mask
-    from DFM50NLib.volume import ras_to_lps
+    from DFM50NLib.geometry.center import find_center
+    from DFM50NLib.scoring.clinical import apply_clinical
+    from DFM50NLib.geometry.cube import extract_cube
+    from DFM50NLib.geometry.diameters import axial_diameters
+    from DFM50NLib.geometry.mask import prepare_mask
+    from DFM50NLib.geometry.volume import ras_to_lps
 
     ct, mask, _ = chest_phantom(**phantom)
     pm = prepare_mask(mask, ct)
@@ -210,7 +210,7 @@ def test_cube_outline_and_lesion_in_planes(case):
 
 
 def test_cube_views_are_the_samples_shown_radiologically():
-    from DFM50NLib.cube import cube_to_ras_matrix
+    from DFM50NLib.geometry.cube import cube_to_ras_matrix
 
     for code in ("LPS", "RAS", "SPL", "LAS"):
         m = cube_to_ras_matrix([1.0, 2.0, 3.0], code)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from DFM50NLib.constants import FCIB_PARAMETER_COUNT, FCIB_STATE_DICT_ENTRIES, N_FCIB_FEATURES
-from DFM50NLib.resnet3d import FCIBTrunk
+from DFM50NLib.model.resnet3d import FCIBTrunk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_scoring_never_imports_monai(random_weights):
     code = (
         "import sys, numpy as np\n"
         "sys.modules['monai'] = None  # any 'import monai' now raises ImportError\n"
-        "from DFM50NLib import fcib\n"
+        "from DFM50NLib.model import fcib\n"
         f"enc = fcib.get_encoder({str(random_weights)!r})\n"
         "f = enc.features(np.full((50, 50, 50), -200.0, np.float32))\n"
         "print(f.shape, [m for m in sys.modules if m.startswith('monai.')])\n"

@@ -10,9 +10,9 @@ import pytest
 
 from slicer_harness import add_segmentation, add_volume, fresh_scene, slicer
 
-from DFM50NLib import scene_table as st
-from DFM50NLib.logic import DFM50NLogic
-from DFM50NLib.synthetic import make_grid, sphere_case
+from DFM50NLib.scene import table as st
+from DFM50NLib.scene.logic import DFM50NLogic
+from DFM50NLib.geometry.synthetic import make_grid, sphere_case
 
 CENTER = np.array([-20.0, 15.0, -30.0])
 VTK_TYPES = {"double": 11, "int": 6, "string": 13}  # VTK_DOUBLE, VTK_INT, VTK_STRING

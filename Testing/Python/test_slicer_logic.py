@@ -12,11 +12,11 @@ import pytest
 from slicer_harness import (add_segmentation, add_volume, fresh_scene, linear_transform, node_count,
                             rotation, slicer)
 
-from DFM50NLib import mrml
+from DFM50NLib.scene import mrml
 from DFM50NLib.errors import InputError
-from DFM50NLib.logic import DFM50NLogic, ScoringCancelled
-from DFM50NLib.synthetic import make_grid, sphere_case
-from DFM50NLib.volume import Volume
+from DFM50NLib.scene.logic import DFM50NLogic, ScoringCancelled
+from DFM50NLib.geometry.synthetic import make_grid, sphere_case
+from DFM50NLib.geometry.volume import Volume
 
 CENTER = np.array([12.0, -18.0, 40.0])
 RADIUS = 8.0
@@ -185,7 +185,7 @@ def test_wrong_selections_say_what_to_do(scene, ct):
 
 
 def test_coarse_rotated_segment_scores_as_the_same_sphere_given_on_the_ct_grid(scene, ct, random_weights):
-    from DFM50NLib.pipeline import score_volumes
+    from DFM50NLib.scoring.pipeline import score_volumes
 
     coarse = coarse_sphere()
     ct_node = add_volume(ct)
@@ -251,8 +251,8 @@ def test_all_segments_one_row_each_and_failures_reported_together(scene, ct, ran
 def readme_console_example(WEIGHTS, OUT_CSV):
     """Verbatim body of the README's "Slicer Python console" batch example (after loading the data)."""
     import slicer
-    from DFM50NLib.logic import DFM50NLogic
-    from DFM50NLib.result import write_csv
+    from DFM50NLib.scene.logic import DFM50NLogic
+    from DFM50NLib.scoring.result import write_csv
 
     logic = DFM50NLogic()
     ct = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")[0]
@@ -283,7 +283,7 @@ def test_readme_console_example_runs(scene, ct, random_weights, tmp_path, capsys
 def test_dependencies_are_installed_only_after_consent():
     import types
 
-    from DFM50NLib import dependencies as dep
+    from DFM50NLib.scene import dependencies as dep
 
     calls, asked = [], []
     fake = types.SimpleNamespace(util=types.SimpleNamespace(pip_install=calls.append))
@@ -311,7 +311,7 @@ def test_dependencies_are_installed_only_after_consent():
 def test_torch_comes_from_the_pytorch_extension_never_from_plain_pip(monkeypatch):
     import types
 
-    from DFM50NLib import dependencies as dep
+    from DFM50NLib.scene import dependencies as dep
 
     calls = []
     fake = types.SimpleNamespace(util=types.SimpleNamespace(pip_install=calls.append))
@@ -324,8 +324,8 @@ def test_torch_comes_from_the_pytorch_extension_never_from_plain_pip(monkeypatch
 
 def test_reference_geometry_scores_as_the_upstream_files_exported_from_slicer(scene, ct, random_weights, tmp_path):
     """Reference mode = the upstream scripts run on the CT and the segment exported to NIfTI on the CT grid."""
-    from DFM50NLib import io
-    from DFM50NLib.pipeline import score_case
+    from DFM50NLib.geometry import io
+    from DFM50NLib.scoring.pipeline import score_case
 
     coarse = coarse_sphere()
     ct_node = add_volume(ct)
@@ -351,7 +351,7 @@ def test_module_self_test_body_passes_under_slicer_core(scene, random_weights, m
     import unittest
     from pathlib import Path
 
-    from DFM50NLib import fcib
+    from DFM50NLib.model import fcib
 
     src = (Path(__file__).resolve().parents[2] / "DFM50N.py").read_text()
     cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == "DFM50NTest")

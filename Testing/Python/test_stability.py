@@ -9,8 +9,8 @@ import pytest
 
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES
 from DFM50NLib.errors import InputError
-from DFM50NLib.stability import perturb_mask, stability
-from DFM50NLib.volume import Volume
+from DFM50NLib.scoring.stability import perturb_mask, stability
+from DFM50NLib.geometry.volume import Volume
 
 SLOPE = np.array([10.0, 2.0, 0.5])  # HU per mm along R, A, S
 
@@ -55,9 +55,9 @@ def linear_ct_and_sphere(center=(5.0, -3.0, 12.0), radius=8.0, spacing=(0.7, 0.7
 
 @pytest.fixture(scope="module")
 def setup():
-    from DFM50NLib.center import find_center
-    from DFM50NLib.cube import extract_cube
-    from DFM50NLib.mask import prepare_mask
+    from DFM50NLib.geometry.center import find_center
+    from DFM50NLib.geometry.cube import extract_cube
+    from DFM50NLib.geometry.mask import prepare_mask
 
     ct, mask, c = linear_ct_and_sphere()
     pm = prepare_mask(mask, ct)
@@ -111,7 +111,7 @@ def test_point_centre_skips_mask_perturbations(setup):
 
 
 def sphere_pm(radius, spacing, box=40.0):
-    from DFM50NLib.mask import prepare_mask
+    from DFM50NLib.geometry.mask import prepare_mask
 
     ct, mask, _ = linear_ct_and_sphere(radius=radius, spacing=spacing, fov=box)
     return prepare_mask(mask, ct)

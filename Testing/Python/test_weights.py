@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from DFM50NLib import fcib, weights
+from DFM50NLib.model import fcib
+from DFM50NLib.model import weights
 from DFM50NLib.errors import WeightsError
 
 

@@ -1,0 +1,319 @@
+"""Cohort scoring: many cases, resumable, crash-proof, in this process, a local pool or a Dask cluster.
+
+    from DFM50NLib.batch.cohort import score_cohort
+    summary = score_cohort("cases.csv", "out/", progress=lambda done, total, case_id: print(done, total))
+
+Output folder layout (every file written atomically):
+    cases/<case_id>.json    one result per case, written the moment the case finishes
+    errors/<case_id>.json   one per failed case (removed when the case later succeeds)
+    results.csv             regenerated from cases/ in manifest order (plus the manifest's extra columns)
+    errors.csv              the failed and unpaired cases of this run, with their messages
+    features_9.csv / features_4096.csv   with save_features=9 / 4096 (.parquet with features_format="parquet")
+    batch_config.json       the job's options and model identities
+A re-run skips every case whose cases/<id>.json carries the same config hash (see
+`batch_manifest.config_hash`) and redoes the rest, so killing the job loses at most the cases in flight.
+The driver is the only writer of results; workers return them (Dask workers need no shared output folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from DFM50NLib import __version__, atomic
+from DFM50NLib.batch.engine import JobConfig, Task
+from DFM50NLib.atomic import safe_stem
+from DFM50NLib.batch.manifest import Case, config_hash, pair_folders, read_manifest
+from DFM50NLib.constants import DEFAULT_CENTER_METHOD, DEFAULT_ORIENTATION
+from DFM50NLib.errors import InputError
+
+__all__ = ["BatchSummary", "score_cohort", "Case", "read_manifest", "pair_folders"]
+
+
+@dataclass
+class BatchSummary:
+    n_total: int  # cases in the manifest (paired cases for folders)
+    n_done: int  # scored by this run
+    n_skipped: int  # already scored with the same configuration
+    n_failed: int  # in errors.csv (failed cases + unpaired files)
+    out_dir: Path
+    paths: dict = field(default_factory=dict)  # results_csv, errors_csv, features_csv, cases_dir, ...
+    failed: list = field(default_factory=list)  # case ids
+    unpaired: list = field(default_factory=list)  # problems found while pairing folders
+    elapsed_s: float = 0.0
+    stats: dict = field(default_factory=dict)  # forward / wait seconds (in-process runs)
+
+    def __str__(self):
+        return (f"{self.n_done} scored, {self.n_skipped} already done, {self.n_failed} failed "
+                f"of {self.n_total} cases in {self.elapsed_s:.1f} s -> {self.paths.get('results_csv')}")
+
+
+def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = None, workers: int = 1,
+                 scheduler=None, batch_size: int = 4, save_features: Optional[int] = None,
+                 weights=None, model=None, device: str = "cpu", center: str = DEFAULT_CENTER_METHOD,
+                 point_ras=None, orientation: str = DEFAULT_ORIENTATION, geometry: str = "physical",
+                 label=None, segment=None, report: bool = False, download: bool = False,
+                 stability: bool = False, features_format: str = "csv") -> BatchSummary:
+    """Score a cohort into `out_dir`; returns counts and paths. Safe to re-run (resumes).
+
+    manifest_or_cases: a manifest CSV path, an (images_dir, masks_dir) pair, or a list of `Case` /
+    dicts with case_id, image, mask (+ optional label, segment, center, smoking, spiculated,
+    short_axis_cm, and any outcome keys). progress(done, total, case_id) is called after each case
+    (done counts skipped cases too). workers > 1: a local process pool; scheduler: a Dask scheduler
+    address or a `distributed.Client`. stability: also run the stability panel per case (8 more cubes
+    each; recorded in result.stability and the reports; part of the config hash). features_format:
+    "csv" or "parquet" (needs pyarrow) for the save_features tables.
+    """
+    t0 = time.perf_counter()
+    cases, problems = _cases_from(manifest_or_cases)
+    if save_features not in (None, 0, 9, 4096):
+        raise InputError(f"save_features must be 9 or 4096, got {save_features!r}.")
+    from DFM50NLib.batch.features import check_format
+
+    features_format = check_format(features_format, save_features)
+    if stability and geometry == "reference":
+        raise InputError("The stability panel moves the centre in patient space (physical geometry); it is not "
+                         "available with --geometry reference. Drop --stability or use physical geometry.")
+    if report:
+        try:
+            from DFM50NLib.report import writer as _report  # noqa: F401
+        except ImportError:
+            raise InputError("Reports need DFM50NLib.report.writer, which this installation lacks; drop --report.") from None
+    from DFM50NLib.scoring.pipeline import normalise_options
+
+    base = dict(center=center, point_ras=point_ras, orientation=orientation, geometry=geometry, label=label,
+                segment=segment)
+    normalise_options(**base)  # a bad job-wide option fails now, not once per case
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        cfg, identity = _job_config(weights, model, device, save_features, batch_size,
+                                    out / "reports" if report else None, download, stability)
+        tasks = [_task(c, base, identity, stability) for c in cases]
+        atomic.write_text(out / "batch_config.json", json.dumps(
+            {"software_version": __version__, "identity": identity, "options": base, "weights": cfg.weights,
+             "model": cfg.model, "save_features": save_features, "features_format": features_format,
+             "stability": bool(stability), "n_cases": len(cases)}, indent=2) + "\n")
+        _clean_partials(out)
+        todo, n_skipped = [], 0
+        for t in tasks:
+            if _is_done(out, t, cfg.keep_features):
+                n_skipped += 1
+            else:
+                todo.append(t)
+        sink = _Sink(out, len(tasks), n_skipped, progress)
+        stats: dict = {}
+        try:
+            if todo:
+                _run(todo, cfg, sink, stats, workers, scheduler)
+        finally:  # also on Ctrl-C: the tables then show what is done and what is still to do
+            paths = write_tables(out, cases, tasks, problems, save_features, report=report,
+                                 features_format=features_format)
+    failed = [t.case_id for t in tasks if t.case_id in sink.failed or not _is_done(out, t, cfg.keep_features)]
+    return BatchSummary(len(tasks), sink.n_done, n_skipped, len(failed) + len(problems), out, paths, failed,
+                        problems, time.perf_counter() - t0, stats)
+
+
+def _run(todo, cfg, sink, stats, workers, scheduler):
+    if scheduler is not None:
+        from DFM50NLib.batch.dask_cluster import run_dask
+
+        run_dask(todo, cfg, sink, scheduler)
+    elif workers and int(workers) > 1:
+        from DFM50NLib.batch.pool import run_pool
+
+        run_pool(todo, cfg, sink, int(workers))
+    else:
+        from DFM50NLib.batch.engine import run_tasks
+
+        run_tasks(todo, cfg, sink, stats=stats)
+
+
+def _cases_from(src) -> tuple[list[Case], list[dict]]:
+    if isinstance(src, (str, os.PathLike)):
+        if Path(src).is_dir():
+            raise InputError(f"{src} is a folder: give a manifest CSV, or (images_dir, masks_dir).")
+        return read_manifest(src), []
+    if isinstance(src, tuple) and len(src) == 2 and all(isinstance(p, (str, os.PathLike)) for p in src):
+        return pair_folders(*src)
+    cases = []
+    for i, c in enumerate(src):
+        if isinstance(c, Case):
+            cases.append(Case(c.case_id, str(c.image), str(c.mask), dict(c.options), dict(c.clinical),
+                              dict(c.extra), i))
+        else:
+            from DFM50NLib.batch.manifest import _case_from_row
+
+            raw = {k: ("" if v is None else str(v)) for k, v in dict(c).items()}
+            cases.append(_case_from_row(raw, Path.cwd(), i))
+    from DFM50NLib.batch.manifest import check_unique
+
+    check_unique(cases)
+    return cases, []
+
+
+def _task(case: Case, base: dict, identity: dict, stability: bool = False) -> Task:
+    from DFM50NLib.scoring.pipeline import normalise_options
+
+    merged = dict(base)
+    merged.update(case.options)
+    try:
+        norm = normalise_options(**merged)
+    except InputError:
+        norm = merged  # a bad per-case option fails that case only (prepare_case raises it again)
+    key = {k: norm.get(k) for k in ("center", "point_ras", "orientation", "geometry", "label", "segment")}
+    if stability:  # only when on, so the hashes of jobs without the panel stay what they were
+        key["stability"] = _stability_key()
+    return Task(case.case_id, case.image, case.mask, merged, dict(case.clinical),
+                config_hash(case, key, identity), case.row)
+
+
+def _stability_key() -> dict:
+    """The panel's perturbation sizes: changing them changes result.stability, so they are hashed too."""
+    from DFM50NLib.scoring.stability import CENTER_SHIFT_MM, MASK_MARGIN_MM
+
+    return {"center_shift_mm": CENTER_SHIFT_MM, "mask_margin_mm": MASK_MARGIN_MM}
+
+
+def _job_config(weights, model, device, save_features, batch_size, report_dir, download, stability):
+    """Resolve the models once in the driver and record their identities (the network is not built here)."""
+    from DFM50NLib.model.classifier import load_classifier
+    from DFM50NLib.model.weights import recorded_sha256, resolve_weights
+
+    wpath = Path(resolve_weights(weights, download=download)).resolve()
+    clf = load_classifier(model)
+    identity = {"software_version": __version__, "fcib_weights_sha256": recorded_sha256(wpath),
+                "classifier_sha256": clf.sha256, "device": device}
+    cfg = JobConfig(weights=str(wpath), model=None if model is None else str(Path(model).resolve()),
+                    device=device, keep_features=4096 if save_features == 4096 else 9,
+                    batch_size=max(1, int(batch_size)), report_dir=None if report_dir is None else str(report_dir),
+                    weights_sha256=identity["fcib_weights_sha256"], stability=bool(stability))
+    return cfg, identity
+
+
+def _result_path(out: Path, case_id) -> Path:
+    return out / "cases" / f"{safe_stem(case_id)}.json"
+
+
+def _error_path(out: Path, case_id) -> Path:
+    return out / "errors" / f"{safe_stem(case_id)}.json"
+
+
+def _read(path: Path) -> Optional[dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None  # absent or unreadable: the case is simply redone
+
+
+def _is_done(out: Path, task: Task, keep_features: int) -> bool:
+    d = _read(_result_path(out, task.case_id))
+    return bool(d and d.get("config_hash") == task.config_hash
+                and (keep_features != 4096 or d.get("all_features")))
+
+
+class _Sink:
+    """Receives outcomes (in the driver), writes them atomically, reports progress."""
+
+    def __init__(self, out: Path, total: int, skipped: int, progress):
+        self.out, self.total, self.done, self.progress = out, total, skipped, progress
+        self.n_done, self.failed = 0, set()
+        if progress and skipped:
+            progress(skipped, total, None)
+
+    def __call__(self, outcome: dict):
+        cid = outcome["case_id"]
+        if outcome["ok"]:
+            from DFM50NLib.scoring.result import Result, write_json
+
+            res = Result.from_dict(outcome["result"])
+            write_json(res, _result_path(self.out, cid), include_all_features=res.all_features is not None)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_error_path(self.out, cid))
+            self.n_done += 1
+            self.failed.discard(cid)
+        else:
+            err = dict(outcome["error"], config_hash=outcome["config_hash"],
+                       time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            atomic.write_text(_error_path(self.out, cid), json.dumps(err, indent=2) + "\n")
+            self.failed.add(cid)
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total, cid)
+
+
+def _clean_partials(out: Path):
+    """Temporaries of atomic writes interrupted by a kill (only while we hold the lock)."""
+    for sub in ("cases", "errors"):
+        for p in glob.glob(str(out / sub / ".*.part*")):
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """One job per output folder: two writers would race on the same files. Released by the OS on kill."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; documented as one job per folder
+        yield
+        return
+    fd = os.open(out / ".dfm50n-batch.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"Another DFM50N batch job is writing to {out}; wait for it or use another "
+                             "--out folder.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_tables(out: Path, cases, tasks, problems, save_features=None, report=False,
+                 features_format="csv") -> dict:
+    """results.csv, errors.csv and feature tables, regenerated from the per-case files, manifest order.
+
+    With `report`, also the cohort summary (score histogram + table) beside results.csv.
+    """
+    from DFM50NLib.scoring.result import Result, rows_to_csv
+
+    rows, err_rows, results = [], [], []
+    for case, task in zip(cases, tasks):
+        d = _read(_result_path(out, case.case_id))
+        if d and d.get("config_hash") == task.config_hash:
+            res = Result.from_dict(d)
+            results.append(res)
+            row = res.flat_row()
+            for k, v in case.extra.items():
+                row[k if k not in row else f"manifest_{k}"] = v
+            rows.append(row)
+            continue
+        e = _read(_error_path(out, case.case_id)) or {
+            "case_id": case.case_id, "image": case.image, "mask": case.mask, "stage": "not run",
+            "error_type": "NotScored", "message": "not scored (the job was interrupted): re-run to finish"}
+        err_rows.append({k: e.get(k, "") for k in ("case_id", "image", "mask", "stage", "error_type", "message")}
+                        | dict(case.extra))
+    for p in problems:
+        err_rows.append({"case_id": p["case_id"], "image": p["image"], "mask": p["mask"], "stage": "pairing",
+                         "error_type": "Unpaired", "message": p["error"]})
+    err_cols = ["case_id", "image", "mask", "stage", "error_type", "message"]
+    paths = {"cases_dir": out / "cases", "errors_dir": out / "errors",
+             "results_csv": atomic.write_text(out / "results.csv", rows_to_csv(rows) if rows else "case_id\n"),
+             "errors_csv": atomic.write_text(out / "errors.csv", rows_to_csv(err_rows) if err_rows
+                                             else ",".join(err_cols) + "\n")}
+    from DFM50NLib.batch.features import write_feature_tables
+
+    paths.update(write_feature_tables(out, results, save_features, features_format))
+    if report and results:
+        from DFM50NLib.report.writer import write_cohort_summary
+
+        paths.update(write_cohort_summary(results, out))
+    return paths

@@ -1,0 +1,117 @@
+"""Upstream-parity cube (SPEC §3): the published scripts' arithmetic, bit for bit. Never the default.
+
+On the arrays as nibabel returns them (file axes i, j, k, float64 from ``get_fdata()``):
+``scipy.ndimage.zoom(data, (1/sx, 1/sy, 1/sz), order=3)`` for the CT, ``order=0`` for the mask (each file's
+own header zooms) — *not* 1 mm isotropic; mask > 0 (or == label, our extension); largest component by
+``scipy.ndimage.label`` (default structure: face connectivity); centre = first ``argmax`` of
+``distance_transform_edt`` (no spacing, no padding) or ``center_of_mass``; ``np.round`` (half to even)
+to integers c; cut ``[c - 25, c + 25)`` per axis, padding with 0. The CT cube handed to FCIB is the float32
+of those float64 values (FCIB's LoadImaged reads float32). Orientation recorded as ``"file-ijk"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from DFM50NLib.constants import CUBE_CENTER_INDEX, CUBE_SIZE, REFERENCE_PAD_VALUE
+from DFM50NLib.geometry.cube import Cube
+from DFM50NLib.errors import InputError
+
+ORIENTATION = "file-ijk"
+
+
+@dataclass
+class ReferenceCube:
+    cube: Cube  # geometry="reference", orientation="file-ijk", axes = the file's i, j, k
+    center_ijk: tuple  # rounded centre, index in the zoomed array
+    center_float: tuple  # centre before rounding (argmax index or centre of mass)
+    center_ras: np.ndarray  # world position of center_ijk (for audit and the result record)
+    mask_voxels: int  # voxels of the kept component, on the zoomed grid
+    components_dropped: int
+    zoomed_shape: tuple
+    stats: dict = field(default_factory=dict)  # mask_voxels, mask_volume_mm3, components_dropped, cube_*
+
+
+def reference_cube_from_files(image_path, mask_path, center_method="dt_peak", label=None) -> ReferenceCube:
+    """Read both NIfTI files with nibabel and cut the upstream cube (SPEC §3)."""
+    import nibabel as nib
+
+    try:
+        img, msk = nib.load(str(image_path)), nib.load(str(mask_path))
+    except FileNotFoundError as exc:
+        raise InputError(f"File not found: {exc.filename}.") from None
+    except Exception as exc:  # nibabel raises several types for files it cannot parse
+        raise InputError(f"Reference geometry reads NIfTI with nibabel, as the upstream scripts do; cannot read "
+                         f"{image_path} / {mask_path}: {exc}. Convert the images to NIfTI first.") from None
+    ct, mask = img.get_fdata(), msk.get_fdata()
+    if ct.ndim != 3 or mask.ndim != 3:
+        raise InputError(f"Reference geometry needs 3-D NIfTI files; got shapes {ct.shape} and {mask.shape}.")
+    if ct.shape != mask.shape:
+        raise InputError(f"Reference geometry needs the mask on the CT's voxel grid (the upstream scripts "
+                         f"assume it); CT shape {ct.shape}, mask shape {mask.shape}. Resample the mask onto "
+                         "the CT first, or use the default physical geometry.")
+    return reference_cube(ct, mask, img.header.get_zooms()[:3], msk.header.get_zooms()[:3], center_method,
+                          label, affine=img.affine)
+
+
+def reference_cube(ct, mask, ct_zooms, mask_zooms=None, center_method="dt_peak", label=None,
+                   affine=None) -> ReferenceCube:
+    """The upstream arithmetic on float64 arrays in file order; `affine` (nibabel RAS) only places the audit cube."""
+    from scipy import ndimage
+
+    if center_method not in ("dt_peak", "centroid"):
+        raise InputError(f"Reference geometry knows the centre methods 'dt_peak' and 'centroid' only, "
+                         f"not {center_method!r}.")
+    mask_zooms = ct_zooms if mask_zooms is None else mask_zooms
+    ct_z = ndimage.zoom(ct, zoom=tuple(1.0 / float(s) for s in ct_zooms), order=3)
+    mask_z = ndimage.zoom(mask, zoom=tuple(1.0 / float(s) for s in mask_zooms), order=0)
+    if ct_z.shape != mask_z.shape:
+        raise InputError(f"After the upstream resampling the CT ({ct_z.shape}) and the mask ({mask_z.shape}) "
+                         "differ in shape: their header voxel sizes disagree. Fix the mask's header.")
+    binary = (mask_z > 0) if label is None else (mask_z == label)
+    labels, n = ndimage.label(binary)
+    if n == 0:
+        what = "mask is empty after resampling" if label is None else f"mask has no voxel with label {label}"
+        raise InputError(f"Reference geometry: the {what}; check the mask file (and --label).")
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = labels == (int(np.argmax(sizes)) + 1)
+    if center_method == "dt_peak":
+        dt = ndimage.distance_transform_edt(keep)
+        center_float = tuple(float(v) for v in np.unravel_index(np.argmax(dt), dt.shape))
+    else:
+        center_float = tuple(float(v) for v in ndimage.center_of_mass(keep))
+    c = tuple(int(v) for v in np.round(center_float))
+    ct_cube = crop_pad(ct_z, c, REFERENCE_PAD_VALUE)
+    mask_cube = crop_pad(keep.astype(np.uint8), c, 0)
+
+    scale = np.array([(n_in - 1) / (n_out - 1) if n_out > 1 else 1.0 for n_in, n_out in zip(ct.shape, ct_z.shape)])
+    zoomed_to_ras = (np.eye(4) if affine is None else np.asarray(affine, float)) @ np.diag([*scale, 1.0])
+    start = np.eye(4)
+    start[:3, 3] = np.asarray(c) - CUBE_CENTER_INDEX
+    cube = Cube(ct_cube.astype(np.float32), mask_cube, zoomed_to_ras @ start, ORIENTATION, "reference")
+    voxel_mm3 = abs(float(np.linalg.det(zoomed_to_ras[:3, :3]))) if affine is not None else float("nan")
+    voxels = int(sizes.max())
+    faces = (mask_cube[0], mask_cube[-1], mask_cube[:, 0], mask_cube[:, -1], mask_cube[:, :, 0], mask_cube[:, :, -1])
+    cube_voxels = int(mask_cube.sum(dtype=np.int64))
+    stats = {"mask_voxels": voxels, "mask_volume_mm3": voxels * voxel_mm3, "components_dropped": int(n - 1),
+             "cube_mask_voxels": cube_voxels, "coverage": cube_voxels / voxels,
+             "touches_border": bool(any(f.any() for f in faces))}
+    center_ras = (zoomed_to_ras @ [*c, 1.0])[:3]
+    return ReferenceCube(cube, c, center_float, center_ras, voxels, int(n - 1), tuple(ct_z.shape), stats)
+
+
+def crop_pad(a, c, pad_value) -> np.ndarray:
+    """a[c0-25:c0+25, c1-25:c1+25, c2-25:c2+25] with `pad_value` wherever that runs off the array."""
+    out = np.full((CUBE_SIZE,) * 3, pad_value, dtype=a.dtype)
+    src, dst = [], []
+    for ci, n in zip(c, a.shape):
+        lo, hi = ci - CUBE_CENTER_INDEX, ci - CUBE_CENTER_INDEX + CUBE_SIZE
+        s0, s1 = max(lo, 0), min(hi, n)
+        if s1 <= s0:
+            return out
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - lo, s1 - lo))
+    out[tuple(dst)] = a[tuple(src)]
+    return out

@@ -1,0 +1,298 @@
+"""A4 PDF pages drawn with matplotlib (PdfPages): no extra dependency, prints as laid out."""
+
+from __future__ import annotations
+
+from DFM50NLib.report import figures as rf
+from DFM50NLib.report import text as rt
+from DFM50NLib.constants import COMBINED_THRESHOLD, DEMO_LABEL, DISCLAIMER
+
+A4 = (8.27, 11.69)  # inches, portrait
+MARGIN = 0.06  # figure fraction, left/right
+PT = 1.0 / (A4[1] * 72.0)  # one typographic point as a fraction of the page height
+
+
+def header(fig, result, title, subtitle):
+    fig.text(MARGIN, 0.962, title, fontsize=17, fontweight="bold", color=rf.INK, va="baseline")
+    fig.text(MARGIN, 0.946, subtitle, fontsize=8.5, color=rf.MUTED, va="baseline")
+    fig.text(1 - MARGIN, 0.962, f"Case  {result.case_id}", fontsize=10, fontweight="bold", ha="right",
+             va="baseline", color=rf.INK)
+    fig.text(1 - MARGIN, 0.946, rt.fmt_date(result.created), fontsize=8.5, ha="right", va="baseline",
+             color=rf.MUTED)
+    fig.add_artist(_hline(0.937))
+    if result.classifier_is_demo:
+        _banner(fig, 0.905, DEMO_LABEL + " — scores are not clinically meaningful")
+        return 0.89
+    return 0.925
+
+
+def footer(fig, result, page, pages):
+    fig.add_artist(_hline(0.045, color="#d1d1d6"))
+    fig.text(MARGIN, 0.030, DISCLAIMER, fontsize=7.5, color=rf.HIGH_COLOR, fontweight="bold")
+    fig.text(MARGIN, 0.017, f"DFM50N {result.software_version} · classifier {result.classifier_name} "
+             f"{rt.short_hash(result.classifier_sha256, 12)} · FCIB {rt.short_hash(result.fcib_weights_sha256, 12)}",
+             fontsize=6.5, color=rf.MUTED)
+    fig.text(1 - MARGIN, 0.030, f"page {page} / {pages}", fontsize=7, color=rf.MUTED, ha="right")
+
+
+def _hline(y, color="#8e8e93"):
+    from matplotlib.lines import Line2D
+
+    return Line2D([MARGIN, 1 - MARGIN], [y, y], color=color, lw=0.8)
+
+
+def _banner(fig, y, text, color=rf.HIGH_COLOR):
+    from matplotlib.patches import FancyBboxPatch
+
+    fig.add_artist(FancyBboxPatch((MARGIN, y - 0.008), 1 - 2 * MARGIN, 0.024, boxstyle="round,pad=0.002",
+                                  fc=color, ec="none", transform=fig.transFigure))
+    fig.text(0.5, y + 0.004, text, ha="center", va="center", fontsize=10, fontweight="bold", color="white")
+
+
+def section(fig, x, y, width, title, rows, fontsize=8.0, label_frac=0.5, mono_values=False):
+    """Key/value block; returns the y below it."""
+    line = fontsize * 1.55 * PT
+    fig.text(x, y, title.upper(), fontsize=fontsize - 0.5, fontweight="bold", color=rf.MUTED, va="top")
+    y -= line * 1.15
+    fig.add_artist(_seg(x, x + width, y + line * 0.2))
+    for label, value in rows:
+        fig.text(x, y - line * 0.2, label, fontsize=fontsize, color=rf.MUTED, va="top")
+        fig.text(x + width * label_frac, y - line * 0.2, value, fontsize=fontsize - (0.8 if mono_values else 0),
+                 color=rf.INK, va="top", family="monospace" if mono_values else None)
+        y -= line
+    return y - line * 0.6
+
+
+def _seg(x0, x1, y):
+    from matplotlib.lines import Line2D
+
+    return Line2D([x0, x1], [y, y], color="#d1d1d6", lw=0.6)
+
+
+def warnings_block(fig, x, y, width, notes, fontsize=8.0):
+    import textwrap
+
+    if not notes:
+        return y
+    line = fontsize * 1.5 * PT
+    fig.text(x, y, "WARNINGS", fontsize=fontsize - 0.5, fontweight="bold", color="#b25000", va="top")
+    y -= line * 1.2
+    chars = int(width * A4[0] * 72 / (fontsize * 0.55))
+    for note in notes:
+        for i, part in enumerate(textwrap.wrap(note, chars)):
+            fig.text(x, y, ("▲ " if i == 0 else "   ") + part, fontsize=fontsize, color="#7a3a00", va="top")
+            y -= line
+    return y - line * 0.5
+
+
+def page_one(result, ct_views, diam, pages):
+    fig = rf.new_figure(*A4)
+    y = header(fig, result, "DFM50N report", "Occult lymph-node metastasis risk · resectable early small-cell "
+                                             "lung cancer · chest CT")
+    # score block
+    color = rt.risk_color(result)
+    fig.text(MARGIN, y - 0.012, "DFM50N SCORE", fontsize=8, color=rf.MUTED, fontweight="bold", va="top")
+    fig.text(MARGIN, y - 0.062, f"{result.score:.3f}", fontsize=34, fontweight="bold", color=color, va="baseline")
+    fig.text(MARGIN + 0.2, y - 0.043, result.risk_label.upper(), fontsize=12, fontweight="bold", color=color,
+             va="baseline")
+    fig.text(MARGIN + 0.2, y - 0.060, f"score {'≥' if result.high_risk else '<'} threshold {result.threshold:g}",
+             fontsize=8.5, color=rf.MUTED, va="baseline")
+    rf.draw_score_bar(fig.add_axes([0.48, y - 0.068, 1 - MARGIN - 0.48, 0.05]), result.score, result.threshold,
+                      positive=result.high_risk)
+    y -= 0.095
+    if result.combined_probability is not None:
+        rf.draw_score_bar(fig.add_axes([0.48, y - 0.066, 1 - MARGIN - 0.48, 0.05]), result.combined_probability,
+                          COMBINED_THRESHOLD, positive=result.combined_positive)
+        verdict = "OLM POSITIVE" if result.combined_positive else "OLM negative"
+        ccol = rf.HIGH_COLOR if result.combined_positive else rf.LOW_COLOR
+        fig.text(MARGIN, y - 0.02, "COMBINED CLINICAL MODEL", fontsize=8, color=rf.MUTED, fontweight="bold",
+                 va="top")
+        fig.text(MARGIN, y - 0.048, f"p = {result.combined_probability:.3f}  ·  {verdict}", fontsize=12,
+                 fontweight="bold", color=ccol, va="baseline")
+        fig.text(MARGIN, y - 0.062, f"smoking {rt.fmt_bool(result.smoking)} · spiculated "
+                 f"{rt.fmt_bool(result.spiculated)} · short axis {result.short_axis_cm:.2f} cm "
+                 f"({result.short_axis_source})", fontsize=8, color=rf.MUTED, va="baseline")
+        y -= 0.08
+    else:
+        fig.text(MARGIN, y - 0.01, rt.combined_summary(result), fontsize=8.5, color=rf.MUTED, va="top")
+        y -= 0.03
+    fig.add_artist(_seg(MARGIN, 1 - MARGIN, y))
+    # orthogonal CT views
+    if ct_views:
+        fig.text(MARGIN, y - 0.012, "CT THROUGH THE CUBE CENTRE (120 mm field of view, lung window)",
+                 fontsize=8, color=rf.MUTED, fontweight="bold", va="top")
+        w = (1 - 2 * MARGIN - 0.02) / 3
+        h = w * A4[0] / A4[1]
+        top = y - 0.045
+        for i, view in enumerate(ct_views):
+            ax = fig.add_axes([MARGIN + i * (w + 0.01), top - h, w, h])
+            rf.draw_plane(ax, view)
+        fig.legend(handles=rf.legend_handles(), loc="upper center", bbox_to_anchor=(0.5, top - h - 0.002),
+                   ncol=3, fontsize=7.5, frameon=False)
+        y = top - h - 0.035
+    secs = dict(rt.sections(result, diam, full_paths=False))
+    col_w = (1 - 2 * MARGIN - 0.05) / 2
+    yl = section(fig, MARGIN, y, col_w, "Lesion and cube", secs["Lesion and cube"])
+    yl = section(fig, MARGIN, yl, col_w, "Clinical inputs", secs["Clinical inputs"])
+    yr = section(fig, MARGIN + col_w + 0.05, y, col_w, "Geometry", secs["Geometry"])
+    yr = section(fig, MARGIN + col_w + 0.05, yr, col_w, "Result", secs["Result"])
+    warnings_block(fig, MARGIN, min(yl, yr), 1 - 2 * MARGIN, rt.warnings_list(result))
+    footer(fig, result, 1, pages)
+    return fig
+
+
+def page_two(result, cube_views, measure_view, stab, diam, pages):
+    fig = rf.new_figure(*A4)
+    y = header(fig, result, "DFM50N report", "Model input, measurements and provenance")
+    if cube_views:
+        fig.text(MARGIN, y - 0.012, "WHAT THE MODEL SEES: THE 50 × 50 × 50 CUBE, MIDDLE SLICES "
+                 f"(orientation {result.orientation}, {result.geometry} geometry)", fontsize=8, color=rf.MUTED,
+                 fontweight="bold", va="top")
+        w = (1 - 2 * MARGIN - 0.02) / 3
+        h = w * A4[0] / A4[1]
+        top = y - 0.045
+        for i, view in enumerate(cube_views):
+            rf.draw_plane(fig.add_axes([MARGIN + i * (w + 0.01), top - h, w, h]), view, scale_bar_mm=10)
+        y = top - h - 0.02
+    if measure_view is not None or stab is not None:
+        top = y - 0.012
+        w = (1 - 2 * MARGIN - 0.02) / 3
+        h = w * A4[0] / A4[1]
+        if measure_view is not None:
+            fig.text(MARGIN, top, "AXIAL DIAMETERS (RECIST-STYLE)", fontsize=8, color=rf.MUTED,
+                     fontweight="bold", va="top")
+            rf.draw_plane(fig.add_axes([MARGIN, top - 0.033 - h, w, h]), measure_view, scale_bar_mm=10)
+        x2 = MARGIN + (w + 0.03 if measure_view is not None else 0)
+        if stab is not None:
+            fig.text(x2, top, "STABILITY UNDER SMALL PERTURBATIONS", fontsize=8, color=rf.MUTED,
+                     fontweight="bold", va="top")
+            ax = fig.add_axes([x2 + 0.16, top - 0.025 - h * 0.72, 1 - MARGIN - x2 - 0.17, h * 0.72])
+            rf.draw_stability(ax, stab, result.threshold)
+            import textwrap
+
+            wrapped = "\n".join(textwrap.fill(part, 78) for part in stability_summary(stab).split("\n"))
+            fig.text(x2, top - 0.07 - h * 0.75, wrapped, fontsize=7.5,
+                     color=rf.HIGH_COLOR if stab.n_flipped else rf.INK, va="top")
+        elif measure_view is not None and diam is not None:
+            rows = [("Long axis", f"{diam.long_mm:.1f} mm"), ("Short axis", f"{diam.short_mm:.1f} mm"),
+                    ("Axial slice S", f"{diam.slice_s_mm:.1f} mm"), ("Lesion volume", f"{diam.volume_mm3:.0f} mm³"),
+                    ("Pixel size", f"{diam.in_plane_spacing_mm:.2f} mm"),
+                    ("Resampled to axial", rt.fmt_bool(diam.resampled))]
+            section(fig, x2, top, 1 - MARGIN - x2, "Measurement", rows, label_frac=0.45)
+        y = top - 0.06 - h
+    secs = dict(rt.sections(result, diam))
+    y = section(fig, MARGIN, y, 1 - 2 * MARGIN, "Model provenance", secs["Model provenance"], label_frac=0.3,
+                mono_values=True)
+    if "Inputs" in secs:
+        y = section(fig, MARGIN, y, 1 - 2 * MARGIN, "Inputs", [(k, _ellipsize(v, 95)) for k, v in secs["Inputs"]],
+                    label_frac=0.3)
+    if "Timings" in secs:
+        y = section(fig, MARGIN, y, 0.45, "Timings", secs["Timings"], label_frac=0.5)
+    footer(fig, result, 2, pages)
+    return fig
+
+
+def stability_summary(stab) -> str:
+    text = (f"{len(stab.perturbations)} perturbations: min {stab.min:.3f} · median {stab.median:.3f} · "
+            f"max {stab.max:.3f}; {stab.n_flipped} cross the threshold.")
+    return text + ("\n" + stab.warning if stab.warning else "")
+
+
+def _truncate(text, n):
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def _ellipsize(text, n):
+    return text if len(text) <= n else "…" + text[-(n - 1):]
+
+
+def write_case_pdf(path, result, ct_views, cube_views, measure_view, stab, diam):
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from DFM50NLib.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with PdfPages(tmp, metadata={"Title": f"DFM50N report {result.case_id}", "Creator": "DFM50N",
+                                     "Subject": DISCLAIMER}) as pdf:
+            pdf.savefig(page_one(result, ct_views, diam, 2))
+            pdf.savefig(page_two(result, cube_views, measure_view, stab, diam, 2))
+    return path
+
+
+def write_cohort_pdf(path, results, rows, threshold):
+    """Histogram page + as many table pages as needed (38 rows each)."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from DFM50NLib.atomic import atomic_path
+
+    per_page = 38
+    chunks = [rows[i:i + per_page] for i in range(0, max(1, len(rows)), per_page)] or [[]]
+    pages = len(chunks)
+    with atomic_path(path) as tmp:
+        with PdfPages(tmp, metadata={"Title": "DFM50N cohort summary", "Creator": "DFM50N",
+                                     "Subject": DISCLAIMER}) as pdf:
+            for n, chunk in enumerate(chunks, 1):
+                fig = rf.new_figure(*A4)
+                y = _cohort_header(fig, results, threshold)
+                if n == 1:
+                    ax = fig.add_axes([MARGIN + 0.05, y - 0.25, 1 - 2 * MARGIN - 0.05, 0.22])
+                    rf.draw_histogram(ax, [r.score for r in results], threshold)
+                    y -= 0.3
+                _table(fig, y, chunk)
+                _cohort_footer(fig, results, n, pages)
+                pdf.savefig(fig)
+    return path
+
+
+def _cohort_header(fig, results, threshold):
+    import statistics
+
+    fig.text(MARGIN, 0.962, "DFM50N cohort summary", fontsize=17, fontweight="bold", color=rf.INK)
+    scores = [r.score for r in results]
+    high = sum(r.high_risk for r in results)
+    stats = (f"{len(results)} cases · {high} high risk (score ≥ {threshold:g}) · median score "
+             f"{statistics.median(scores):.3f}" if scores else "no cases")
+    fig.text(MARGIN, 0.946, stats, fontsize=8.5, color=rf.MUTED)
+    fig.add_artist(_hline(0.937))
+    demo = sum(r.classifier_is_demo for r in results)
+    if demo:
+        _banner(fig, 0.905, f"{DEMO_LABEL} ({demo} of {len(results)} cases)")
+        return 0.88
+    return 0.92
+
+
+def _cohort_footer(fig, results, page, pages):
+    fig.add_artist(_hline(0.045, color="#d1d1d6"))
+    fig.text(MARGIN, 0.030, DISCLAIMER, fontsize=7.5, color=rf.HIGH_COLOR, fontweight="bold")
+    versions = sorted({r.software_version for r in results})
+    fig.text(MARGIN, 0.017, "DFM50N " + ", ".join(versions), fontsize=6.5, color=rf.MUTED)
+    fig.text(1 - MARGIN, 0.030, f"page {page} / {pages}", fontsize=7, color=rf.MUTED, ha="right")
+
+
+COHORT_COLUMNS = (("Case", 0.0, "left"), ("Score", 0.30, "right"), ("Risk", 0.32, "left"),
+                  ("Combined p", 0.53, "right"), ("Coverage", 0.63, "right"), ("Model", 0.65, "left"),
+                  ("Warnings", 0.72, "left"))
+
+
+def _table(fig, y, rows, fontsize=7.5):
+    width = 1 - 2 * MARGIN
+    line = fontsize * 1.75 * PT
+    for name, x, ha in COHORT_COLUMNS:
+        fig.text(MARGIN + x * width, y, name, fontsize=fontsize, fontweight="bold", color=rf.MUTED, ha=ha,
+                 va="top")
+    y -= line
+    fig.add_artist(_seg(MARGIN, 1 - MARGIN, y + line * 0.25))
+    for i, row in enumerate(rows):
+        if i % 2:
+            from matplotlib.patches import Rectangle
+
+            fig.add_artist(Rectangle((MARGIN, y - line * 0.8), width, line, fc="#f2f2f7", ec="none",
+                                     transform=fig.transFigure, zorder=0))
+        color = rt.HIGH_COLOR if row["high_risk"] else rt.LOW_COLOR
+        values = (_truncate(row["case_id"], 30), row["score"], row["risk"], row["combined"], row["coverage"],
+                  "DEMO" if row["demo"] else "", _truncate(row["warnings"] or "—", 36))
+        for (name, x, ha), value in zip(COHORT_COLUMNS, values):
+            fig.text(MARGIN + x * width, y - line * 0.1, value, fontsize=fontsize, ha=ha, va="top",
+                     color=color if name in ("Score", "Risk") else (rf.HIGH_COLOR if name == "Model" else rf.INK),
+                     fontweight="bold" if name == "Score" else None)
+        y -= line
+    return y

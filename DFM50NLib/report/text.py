@@ -1,0 +1,137 @@
+"""The words and numbers of a report, once, for both the HTML and the PDF renderer."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+
+from DFM50NLib.constants import COMBINED_THRESHOLD, DEMO_LABEL, FCIB_VERSION
+
+HIGH_COLOR = "#b3261e"
+LOW_COLOR = "#1e6b34"
+NOT_REPORTED = "not reported"
+
+
+def fmt_num(value, digits=3, unit=""):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}f}{(' ' + unit) if unit else ''}"
+
+
+def fmt_bool(value, yes="yes", no="no", none="not given"):
+    return none if value is None else (yes if value else no)
+
+
+def fmt_seconds(sec) -> str:
+    sec = float(sec)
+    return f"{sec * 1000:.0f} ms" if sec < 1 else f"{sec:.2f} s"
+
+
+def fmt_vec(values, digits=1):
+    if not values:
+        return "—"
+    return "(" + ", ".join(f"{float(v):.{digits}f}" for v in values) + ")"
+
+
+def fmt_date(iso: str) -> str:
+    if not iso:
+        return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        t = _dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def short_hash(h: str, n=16) -> str:
+    return (h[:n] + "…") if h and len(h) > n else (h or "—")
+
+
+def risk_color(result) -> str:
+    return HIGH_COLOR if result.high_risk else LOW_COLOR
+
+
+def score_line(result) -> str:
+    return f"DFM50N score {result.score:.3f}"
+
+
+def combined_summary(result) -> str:
+    if result.combined_probability is None:
+        return (f"Combined clinical model: {NOT_REPORTED} (needs smoking history, spiculation and the "
+                "short-axis diameter)")
+    verdict = "OLM positive" if result.combined_positive else "OLM negative"
+    return (f"Combined clinical model: p = {result.combined_probability:.3f} "
+            f"(cut-off {COMBINED_THRESHOLD:.3f}) — {verdict}")
+
+
+def sections(result, diameters=None, full_paths=True) -> list:
+    """[(title, [(label, value), ...]), ...] in reading order; values are plain strings."""
+    short = "not available"
+    if result.short_axis_cm is not None:
+        short = f"{result.short_axis_cm:.2f} cm ({result.short_axis_source or 'given'})"
+    long_mm = result.long_axis_mm if result.long_axis_mm is not None else getattr(diameters, "long_mm", None)
+    measured_short = getattr(diameters, "short_mm", None)
+    out = [
+        ("Result", [
+            ("DFM50N score", f"{result.score:.3f}"),
+            ("Threshold", f"{result.threshold:.2f}"),
+            ("Risk", result.risk_label),
+            ("Combined probability",
+             NOT_REPORTED if result.combined_probability is None else f"{result.combined_probability:.3f}"),
+            ("Combined verdict", NOT_REPORTED if result.combined_positive is None else
+             (f"OLM positive (p ≥ {COMBINED_THRESHOLD})" if result.combined_positive
+              else f"OLM negative (p < {COMBINED_THRESHOLD})")),
+        ]),
+        ("Clinical inputs", [
+            ("Smoking history", fmt_bool(result.smoking)),
+            ("Spiculation", fmt_bool(result.spiculated)),
+            ("Short axis (model input)", short),
+            ("Measured long / short axis", f"{fmt_num(long_mm, 1, 'mm')} / {fmt_num(measured_short, 1, 'mm')}"),
+        ]),
+        ("Lesion and cube", [
+            ("Lesion volume", f"{result.mask_volume_mm3:.0f} mm³ ({result.mask_volume_mm3 / 1000:.2f} mL)"),
+            ("Mask voxels", f"{result.mask_voxels:,}"),
+            ("Lesion samples in cube", f"{result.cube_mask_voxels:,}"),
+            ("Coverage (inside cube)", f"{100 * result.coverage:.1f} %"),
+            ("Touches cube border", fmt_bool(result.touches_border)),
+            ("Mask components dropped", str(result.components_dropped)),
+        ]),
+        ("Geometry", [
+            ("Centre method", result.center_method),
+            ("Centre RAS (mm)", fmt_vec(result.center_ras)),
+            ("Centre LPS (mm)", fmt_vec(result.center_lps)),
+            ("Orientation code", result.orientation),
+            ("Geometry mode", result.geometry),
+        ]),
+        ("Model provenance", [
+            ("Classifier", result.classifier_name + (" (DEMO)" if result.classifier_is_demo else "")),
+            ("Classifier SHA-256", result.classifier_sha256 or "—"),
+            (f"FCIB v{FCIB_VERSION} weights SHA-256", result.fcib_weights_sha256 or "—"),
+            ("Software version", f"DFM50N {result.software_version}"),
+            ("Configuration hash", result.config_hash or "—"),
+            ("Device", result.device),
+        ]),
+    ]
+    inputs = []
+    if result.image_path:
+        inputs.append(("CT image", result.image_path if full_paths else _basename(result.image_path)))
+    if result.mask_path:
+        inputs.append(("Lesion mask", result.mask_path if full_paths else _basename(result.mask_path)))
+    if result.label is not None:
+        inputs.append(("Label / segment", str(result.label)))
+    if inputs:
+        out.append(("Inputs", inputs))
+    if result.timings:
+        out.append(("Timings", [(stage, fmt_seconds(sec)) for stage, sec in result.timings.items()]))
+    return out
+
+
+def warnings_list(result) -> list:
+    """Warnings to show, the DEMO label excluded (it has its own banner)."""
+    return [w for w in (result.warnings or []) if w != DEMO_LABEL]
+
+
+def _basename(path: str) -> str:
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]

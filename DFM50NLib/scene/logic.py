@@ -1,0 +1,359 @@
+"""`DFM50NLogic`: score a segment from Slicer's scene - Qt-free, so the widget, the Python console,
+the self-test and pytest (slicer-core) all run the same code.
+
+The pipeline does the maths (`DFM50NLib.scoring.pipeline.score_volumes`); this class only turns nodes into
+`Volume`s (mrml.py), reports progress between stages, and writes the results back into the scene
+(scene_table.py, a text node with the report, optionally the cube as ROI + volume). It never
+modifies the user's CT or segmentation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import slicer
+import vtk
+
+from DFM50NLib.scene import mrml
+from DFM50NLib.scene import table as st
+from DFM50NLib.errors import DFM50NError
+from DFM50NLib.model.weights import SETTING_NAME as WEIGHTS_SETTING  # QSettings key the widget reads and writes
+
+MODEL_SETTING = "DFM50N/ClassifierFolder"
+REPORT_ATTRIBUTE = "DFM50N.Report"
+
+# score_volumes keyword arguments the Logic passes through unchanged
+PIPELINE_OPTIONS = ("center", "point_ras", "orientation", "geometry", "weights", "model", "device", "clinical",
+                    "keep_features", "download", "out_dir", "report", "write_cubes")
+
+
+class ScoringCancelled(DFM50NError):
+    """The user pressed Cancel; nothing was written to the scene."""
+
+
+class DFM50NLogic:
+    """Console use::
+
+        logic = DFM50NLogic()
+        result = logic.scoreSegment(ctNode, segNode, segNode.GetSegmentation().GetSegmentIdBySegmentName("Tumor"),
+                                    weights="/path/model_weights.torch")
+        print(result.score, result.risk_label)
+    """
+
+    def __init__(self, scene=None):
+        self.scene = scene if scene is not None else slicer.mrmlScene
+        self._cancel = False
+        self._observations = []  # (vtkSegmentation, tag)
+        self._labelmapMTimes = {}  # (segmentation id, segment id) -> MTime of the labelmap last hashed
+        self.lastResults = {}  # (volume id, segmentation id, segment id) -> Result
+
+    # ------------------------------------------------------------------ scoring
+
+    def requestCancel(self):
+        """Ask a running scoring to stop at the next stage boundary (the widget's Cancel button)."""
+        self._cancel = True
+
+    def scoreSegment(self, volumeNode, segmentationNode, segmentId, tableNode=None, *, progress=None,
+                     confirm=None, checkDependencies=True, addToTable=True, reportNode=True, **options):
+        """Score one segment on `volumeNode`; returns the `Result` and updates the table.
+
+        options: center ("dt_peak" | "centroid" | "point"), point_ras, orientation ("LPS"), geometry,
+        weights (path of model_weights.torch), model (classifier folder; None = bundled DEMO), device,
+        clinical (dict smoking/spiculated/short_axis_cm), download, out_dir + report=True (report files).
+        progress(fraction, message) is called between stages; confirm(message) -> bool before any install.
+        """
+        self._cancel = False
+        return self._scoreSegment(volumeNode, segmentationNode, segmentId, tableNode, progress=progress,
+                                  confirm=confirm, checkDependencies=checkDependencies, addToTable=addToTable,
+                                  reportNode=reportNode, **options)
+
+    def _scoreSegment(self, volumeNode, segmentationNode, segmentId, tableNode, *, progress, confirm,
+                      checkDependencies, addToTable, reportNode, **options):
+        self._check_inputs(volumeNode, segmentationNode, segmentId)
+        unknown = set(options) - set(PIPELINE_OPTIONS) - {"encoder", "classifier"}
+        if unknown:
+            raise TypeError(f"Unknown option(s) {sorted(unknown)}; known: {', '.join(PIPELINE_OPTIONS)}")
+        t0 = time.perf_counter()
+        if checkDependencies:
+            self._step(progress, 0.02, "Checking Python packages")
+            from DFM50NLib.scene import dependencies
+
+            dependencies.ensure(confirm)
+        self._step(progress, 0.05, "Reading the segment on the CT grid")
+        ct = mrml.volume_from_node(volumeNode)
+        mask = mrml.segment_mask(volumeNode, segmentationNode, segmentId)
+        mask_sha = mrml.mask_hash(mask)
+        from DFM50NLib.scoring import pipeline
+
+        if options.get("encoder") is None or options.get("classifier") is None:
+            self._step(progress, 0.15, "Loading the FCIB model and the classifier")
+            options["encoder"], options["classifier"] = pipeline.load_models(
+                options.get("weights"), options.get("model"), options.get("device", "cpu"),
+                encoder=options.get("encoder"), classifier=options.get("classifier"),
+                download=options.get("download", False))
+        self._step(progress, 0.5, "Computing the DFM50N score")
+        case_id = f"{volumeNode.GetName()}_{mask.name}"
+        if options.get("geometry") == "reference":
+            result = _score_reference(ct, mask, case_id, options)
+        else:
+            result = pipeline.score_volumes(ct, mask, case_id=case_id, **options)
+        self._step(progress, 0.9, "Writing results into the scene")
+        key = (volumeNode.GetID(), segmentationNode.GetID(), segmentId)
+        self.lastResults[key] = result
+        if addToTable:
+            tableNode = tableNode or self.getTableNode()
+            st.set_row(tableNode, st.row_values(
+                result, volume_name=volumeNode.GetName(), segment_name=mask.name, volume_node_id=key[0],
+                segmentation_node_id=key[1], segment_id=segmentId, mask_sha256=mask_sha))
+            self.observeSegmentation(segmentationNode, tableNode)
+            self._labelmapMTimes[key[1:]] = _labelmapMTime(segmentationNode, segmentId)
+        if reportNode:
+            self.reportTextNode(result, volumeNode, segmentationNode, segmentId)
+        if progress:
+            progress(1.0, f"Done in {time.perf_counter() - t0:.1f} s")
+        return result
+
+    def scoreAllSegments(self, volumeNode, segmentationNode, tableNode=None, *, progress=None, **options):
+        """Score every segment; returns {segment id: Result}. A failing segment does not stop the others:
+        the failures are raised together at the end (the table already holds the successful rows)."""
+        ids = vtk.vtkStringArray()
+        segmentationNode.GetSegmentation().GetSegmentIDs(ids)
+        ids = [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]
+        if not ids:
+            raise DFM50NError(f"'{segmentationNode.GetName()}' has no segment: draw the lesion first.")
+        results, errors = {}, []
+        self._cancel = False
+        kw = dict(confirm=None, checkDependencies=True, addToTable=True, reportNode=True)
+        kw.update({k: options.pop(k) for k in list(kw) if k in options})
+        for n, sid in enumerate(ids):
+            def sub(f, msg, n=n):
+                if progress:
+                    return progress((n + f) / len(ids), f"Segment {n + 1}/{len(ids)}: {msg}")
+            try:
+                results[sid] = self._scoreSegment(volumeNode, segmentationNode, sid, tableNode, progress=sub,
+                                                  **kw, **options)
+            except ScoringCancelled:
+                raise
+            except DFM50NError as exc:
+                name = segmentationNode.GetSegmentation().GetSegment(sid).GetName()
+                errors.append(f"{name}: {exc}")
+            # the FCIB encoder is cached per process (fcib.get_encoder): later segments reuse it
+        if errors:
+            raise DFM50NError(f"{len(errors)} of {len(ids)} segments could not be scored:\n" + "\n".join(errors))
+        return results
+
+    def segmentMask(self, volumeNode, segmentationNode, segmentId):
+        """The mask `Volume` handed to the pipeline (segment's own grid, CT node's frame)."""
+        return mrml.segment_mask(volumeNode, segmentationNode, segmentId)
+
+    def maskOnCTGrid(self, volumeNode, segmentationNode, segmentId):
+        """The segment as the pipeline sees it on the CT grid (`PreparedMask`, cropped to the lesion)."""
+        from DFM50NLib.geometry.mask import prepare_mask
+
+        return prepare_mask(self.segmentMask(volumeNode, segmentationNode, segmentId),
+                            mrml.volume_from_node(volumeNode))
+
+    def measureShortAxis(self, volumeNode, segmentationNode, segmentId):
+        """(short axis cm, long axis mm) of the segment on the axial slice where it is longest."""
+        from DFM50NLib.geometry.diameters import axial_diameters
+
+        d = axial_diameters(self.maskOnCTGrid(volumeNode, segmentationNode, segmentId))
+        return d.short_cm, d.long_mm
+
+    def _check_inputs(self, volumeNode, segmentationNode, segmentId):
+        if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA(
+                "vtkMRMLLabelMapVolumeNode"):
+            raise DFM50NError("Select the CT volume (a scalar volume in Hounsfield units).")
+        if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
+            raise DFM50NError("Select the segmentation that holds the lesion.")
+        if not segmentId or segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+            raise DFM50NError("Select the lesion segment.")
+
+    def _step(self, progress, fraction, message):
+        logging.info("DFM50N: %s", message)
+        if progress:
+            progress(fraction, message)
+        if self._cancel:
+            self._cancel = False
+            raise ScoringCancelled("Scoring cancelled.")
+
+    # ------------------------------------------------------------------ table and staleness
+
+    def getTableNode(self, create=True):
+        return st.get_table(self.scene, create=create)
+
+    def observeSegmentation(self, segmentationNode, tableNode=None):
+        """Mark this segmentation's rows stale when one of its segments is edited after scoring."""
+        segmentation = segmentationNode.GetSegmentation()
+        if any(s is segmentation for s, _ in self._observations):
+            return
+        segNodeId = segmentationNode.GetID()
+
+        @vtk.calldata_type(vtk.VTK_STRING)
+        def onModified(caller, event, segmentId=None):
+            table = tableNode if tableNode is not None and tableNode.GetScene() else self.getTableNode(False)
+            if table is not None:
+                self._markIfChanged(table, segmentationNode, segNodeId, segmentId)
+
+        for ev in (slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.RepresentationModified,
+                   slicer.vtkSegmentation.SegmentRemoved):
+            self._observations.append((segmentation, segmentation.AddObserver(ev, onModified)))
+
+    def _markIfChanged(self, table, segmentationNode, segNodeId, segmentId):
+        """Stale = the segment's voxels or geometry differ from what was scored. A colour or name change
+        leaves the labelmap's MTime alone (no work); otherwise the mask hash decides, once per row."""
+        t = table.GetTable()
+        for r in range(t.GetNumberOfRows()):
+            row = st.get_row(table, r)
+            if row["segmentation_node_id"] != segNodeId or row["stale"]:
+                continue
+            if segmentId and row["segment_id"] != segmentId:
+                continue
+            key = (segNodeId, row["segment_id"])
+            mtime = _labelmapMTime(segmentationNode, row["segment_id"])
+            if mtime is not None and self._labelmapMTimes.get(key) == mtime:
+                continue
+            if self._currentHash(row) != row["mask_sha256"]:
+                st.set_stale(table, r, True)
+            else:
+                self._labelmapMTimes[key] = mtime
+
+    def removeObservers(self):
+        for segmentation, tag in self._observations:
+            segmentation.RemoveObserver(tag)
+        self._observations = []
+
+    def _currentHash(self, row):
+        vol = self.scene.GetNodeByID(row["volume_node_id"])
+        seg = self.scene.GetNodeByID(row["segmentation_node_id"])
+        if vol is None or seg is None or seg.GetSegmentation().GetSegment(row["segment_id"]) is None:
+            return None
+        try:
+            return mrml.mask_hash(mrml.segment_mask(vol, seg, row["segment_id"]))
+        except DFM50NError:
+            return None
+
+    def refreshStale(self, tableNode=None):
+        """Recheck every row against its segment now (e.g. after loading a scene); returns stale rows."""
+        tableNode = tableNode or self.getTableNode(create=False)
+        if tableNode is None:
+            return []
+        for r in range(tableNode.GetTable().GetNumberOfRows()):  # keep watching after a reload
+            seg = self.scene.GetNodeByID(st.get_row(tableNode, r)["segmentation_node_id"])
+            if seg is not None and seg.IsA("vtkMRMLSegmentationNode"):
+                self.observeSegmentation(seg, tableNode)
+        return st.refresh_stale(tableNode, self._currentHash)
+
+    # ------------------------------------------------------------------ outputs in the scene
+
+    def reportTextNode(self, result, volumeNode, segmentationNode, segmentId):
+        """The short HTML report as a text node (one per volume + segment, replaced on re-scoring)."""
+        key = f"{volumeNode.GetID()}|{segmentationNode.GetID()}|{segmentId}"
+        node = None
+        nodes = self.scene.GetNodesByClass("vtkMRMLTextNode")
+        for i in range(nodes.GetNumberOfItems()):
+            n = nodes.GetItemAsObject(i)
+            if n.GetAttribute(REPORT_ATTRIBUTE) == key:
+                node = n
+        if node is None:
+            name = f"DFM50N report - {volumeNode.GetName()} - {result.case_id[len(volumeNode.GetName()) + 1:]}"
+            node = self.scene.AddNewNodeByClass("vtkMRMLTextNode", name)
+            node.SetAttribute(REPORT_ATTRIBUTE, key)
+        node.SetText(report_html(result))
+        return node
+
+    def showCube(self, result, volumeNode, segmentationNode=None, segmentId=None, cubeVolume=True):
+        """ROI of the 50 mm cube (and, with cubeVolume, the sampled cube as a volume) in the CT's frame."""
+        if result.geometry != "physical":
+            raise DFM50NError("Show cube needs physical geometry: a reference-geometry cube is cut on the file's "
+                              "voxel grid (not 1 mm, not patient-aligned) and cannot be drawn as a 50 mm box.")
+        parent = volumeNode.GetParentTransformNode()
+        roi = mrml.cube_roi(result.cube_to_ras, f"DFM50N cube - {result.case_id}", self.scene, parent)
+        cube_node = None
+        if cubeVolume and segmentationNode is not None:
+            from DFM50NLib.scoring.pipeline import prepare_case
+
+            prep = prepare_case(mrml.volume_from_node(volumeNode),
+                                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
+                                center=result.center_method,
+                                point_ras=result.center_ras if result.center_method == "point" else None,
+                                orientation=result.orientation, geometry=result.geometry)
+            cube_node = mrml.add_volume_node(prep.cube.ct_volume(), f"DFM50N cube CT - {result.case_id}",
+                                             self.scene, parent_transform=parent)
+        return roi, cube_node
+
+    def writeReport(self, result, volumeNode, segmentationNode, segmentId, outDir, formats=("html",)):
+        """Write the full report (pictures of the CT, lesion and cube) into outDir; returns {kind: path}.
+
+        Falls back to the short HTML when the report module (or matplotlib) is not available."""
+        from pathlib import Path
+
+        try:
+            from DFM50NLib.scoring.pipeline import prepare_case
+            from DFM50NLib.report.writer import write_report
+
+            if result.geometry != "physical":  # the report draws what it has: numbers only
+                return write_report(result, outDir, formats=formats)
+            prep = prepare_case(mrml.volume_from_node(volumeNode),
+                                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
+                                center=result.center_method,
+                                point_ras=result.center_ras if result.center_method == "point" else None,
+                                orientation=result.orientation, geometry=result.geometry)
+            return write_report(result, outDir, ct=prep.ct, prepared_mask=prep.prepared_mask, cube=prep.cube,
+                                diameters=prep.diameters, formats=formats)
+        except ImportError as exc:
+            logging.warning("DFM50N: full report unavailable (%s); writing the short one", exc)
+            from DFM50NLib import atomic
+
+            path = Path(outDir) / f"{atomic.safe_stem(result.case_id)}_report.html"
+            return {"report_html": atomic.write_text(path, f"<html><body>{report_html(result)}</body></html>")}
+
+
+def _score_reference(ct, mask, case_id, options):
+    """Upstream-parity geometry (SPEC 3) works on NIfTI files, as the upstream scripts do: write the CT and
+    the segment on the CT grid to a temporary folder exactly as Slicer would export them, score, delete."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from DFM50NLib.geometry import io
+    from DFM50NLib.scoring import pipeline
+    from DFM50NLib.geometry.mask import prepare_mask
+
+    pm = prepare_mask(mask, ct)
+    full = np.zeros(ct.shape[:3], np.uint8)
+    o, n = pm.offset_ijk, pm.volume.shape
+    full[o[0]:o[0] + n[0], o[1]:o[1] + n[1], o[2]:o[2] + n[2]] = pm.volume.array
+    folder = Path(tempfile.mkdtemp(prefix="dfm50n-reference-"))
+    try:
+        ct_path = io.write_volume(ct, folder / "ct.nii")
+        mask_path = io.write_volume(ct.with_array(full, name=mask.name), folder / "mask.nii")
+        result = pipeline.score_case(ct_path, mask_path, case_id=case_id, **options)
+        result.image_path = result.mask_path = ""  # the temporary files are gone
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _labelmapMTime(segmentationNode, segmentId):
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    rep = segment.GetRepresentation(mrml.BINARY_LABELMAP) if segment is not None else None
+    return None if rep is None else rep.GetMTime()
+
+
+def report_html(result) -> str:
+    """The report module's short HTML when available, else a minimal one (never empty)."""
+    try:
+        from DFM50NLib.report.writer import report_html_minimal
+
+        return report_html_minimal(result)
+    except ImportError:
+        import html
+
+        demo = "<p><b>DEMO — not the published DFM50N classifier</b></p>" if result.classifier_is_demo else ""
+        notes = "".join(f"<p>{html.escape(w)}</p>" for w in result.warnings)
+        return (f"{demo}<p>DFM50N score <b>{result.score:.3f}</b> ({html.escape(result.risk_label)}, threshold "
+                f"{result.threshold:g})</p>{notes}<p><i>{html.escape(result.disclaimer)}</i></p>")
