@@ -16,15 +16,9 @@ from DFM50NLib.model import forest_io
 from DFM50NLib.constants import N_FCIB_FEATURES
 from DFM50NLib.errors import InputError, ModelError
 from DFM50NLib.model.featurenames import canonical_name
+from DFM50NLib.model.paths import bundled_model_dir as default_model_dir  # noqa: F401  (public name)
 
 N_MODEL_FEATURES = 9  # SPEC §2.8
-
-
-def default_model_dir() -> Path:
-    """The bundled DEMO model: models/ beside the DFM50NLib package."""
-    from DFM50NLib import __file__ as package_file
-
-    return Path(package_file).resolve().parent.parent / "models"
 
 
 class Classifier:

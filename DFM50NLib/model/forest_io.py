@@ -24,6 +24,7 @@ import numpy as np
 
 from DFM50NLib import atomic
 from DFM50NLib.errors import InputError, ModelError
+from DFM50NLib.model.paths import bundled_model_dir
 
 FORMAT_VERSION = 1
 _KEYS = ("format_version", "classes", "feature_indices", "tree_offsets", "children_left", "children_right",
@@ -244,9 +245,7 @@ def write_model_folder(out_dir, arrays: dict, *, threshold: float, is_demo: bool
     from DFM50NLib.model.featurenames import canonical_name
 
     out_dir = Path(out_dir)
-    from DFM50NLib.model.classifier import default_model_dir
-
-    if not is_demo and out_dir.resolve() == default_model_dir().resolve():
+    if not is_demo and out_dir.resolve() == bundled_model_dir().resolve():
         raise ModelError(f"{out_dir} is the bundled DEMO model folder; write your model to another folder "
                          "(e.g. --out models/mine) and pass that folder with --model.")
     names = [canonical_name(int(i)) for i in arrays["feature_indices"]]

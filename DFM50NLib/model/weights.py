@@ -28,37 +28,20 @@ from pathlib import Path
 
 from DFM50NLib import constants as C
 from DFM50NLib.errors import WeightsError
+from DFM50NLib.model.checkpoint import load_trunk_state
+from DFM50NLib.model.paths import (  # noqa: F401  (re-exported: weights.cache_dir, ...)
+    CACHE_ENV,
+    DOWNLOAD_COMMAND,
+    cache_dir,
+    cached_weights_path,
+    how_to_provide,
+)
 
-CACHE_ENV = "DFM50N_CACHE_DIR"  # overrides the per-user cache folder (weights go to <it>/fcib)
 SETTING_NAME = "DFM50N/FCIBWeightsPath"  # the Slicer module's QSettings key (for messages)
-DOWNLOAD_COMMAND = "python -m DFM50NLib weights download"
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # places
-
-def cache_dir() -> Path:
-    """Per-user folder for the downloaded weights and hash records: outside the project and Slicer."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser() / "fcib"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("DFM50N", appauthor=False)) / "fcib"
-
-
-def cached_weights_path() -> Path:
-    return cache_dir() / C.FCIB_WEIGHTS_FILENAME
-
-
-def how_to_provide() -> str:
-    """The three ways to give the weights, for every 'not found' message."""
-    return (f"Provide the FCIB weights ({C.FCIB_WEIGHTS_FILENAME}, {C.FCIB_WEIGHTS_SIZE:,} bytes) in one of 3 ways: "
-            f"(1) --weights PATH (in Slicer: the module's 'FCIB weights' setting); "
-            f"(2) environment variable {C.FCIB_WEIGHTS_ENV}=PATH; "
-            f"(3) download them once into the cache ({cached_weights_path()}): `{DOWNLOAD_COMMAND}` "
-            f"(or add --download; in Slicer: the Download button).")
-
 
 def weight_locations(path=None, settings_path=None) -> list:
     """[(source, Path or None)] in the order resolve_weights looks; for `weights status`."""
@@ -186,8 +169,6 @@ def verify_weights(path, progress=None) -> dict:
 
     Returns {"path", "size", "sha256", "previous_record", "record_matched"}; (re)writes the record.
     """
-    from DFM50NLib.model.fcib import load_trunk_state
-
     path = Path(path).expanduser()
     load_trunk_state(path)  # existence + structure, with clear messages
     st = path.stat()
@@ -223,8 +204,6 @@ def download_weights(url=C.FCIB_WEIGHTS_URL, dest=None, *, expected_size=C.FCIB_
     (size == expected_size unless None, strict structure, published hash if known) and renamed into place.
     progress(done_bytes, total_bytes) is called as bytes arrive.
     """
-    from DFM50NLib.model.fcib import load_trunk_state
-
     dest = Path(dest).expanduser() if dest else cached_weights_path()
     if dest.is_file() and not force:
         return dest

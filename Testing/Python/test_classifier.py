@@ -18,6 +18,7 @@ from DFM50NLib.model.demo_model import make_demo_model
 from DFM50NLib.errors import InputError, ModelError
 
 ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = ROOT / "DFM50NLib" / "model" / "bundled"
 sklearn = pytest.importorskip("sklearn")
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 
@@ -76,14 +77,14 @@ def test_non_finite_features_and_bad_shapes_refused():
 
 def test_shipped_demo_model():
     clf = load_classifier()
-    assert clf.path == ROOT / "models" == default_model_dir()
+    assert clf.path == BUNDLED == default_model_dir()
     assert clf.is_demo is True and "demo" in clf.name.lower()
     assert clf.feature_names == DFM50N_FEATURE_NAMES and clf.feature_indices == DFM50N_FEATURE_INDICES
     assert clf.threshold == 0.25 and clf.n_trees == 100
-    forest_file = ROOT / "models" / forest_io.FOREST_FILE
+    forest_file = BUNDLED / forest_io.FOREST_FILE
     assert clf.sha256 == hashlib.sha256(forest_file.read_bytes()).hexdigest()
     assert forest_file.stat().st_size < 2_000_000
-    cols = json.loads((ROOT / "models" / forest_io.COLS_FILE).read_text())
+    cols = json.loads((BUNDLED / forest_io.COLS_FILE).read_text())
     assert cols == {"feature_cols": list(DFM50N_FEATURE_NAMES)}
     F = np.random.default_rng(0).gamma(2.0, 0.25, size=(5, 4096))
     p = clf.predict_from_4096(F)
@@ -95,16 +96,16 @@ def test_shipped_demo_model():
 def test_demo_model_is_reproducible(tmp_path):
     a, b = make_demo_model(tmp_path / "a"), make_demo_model(tmp_path / "b", seed=0)
     names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in (ROOT / "models").iterdir() if p.is_file())
+    assert names == sorted(p.name for p in (BUNDLED).iterdir() if p.is_file())
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    shipped = json.loads((ROOT / "models" / forest_io.METADATA_FILE).read_text())
+    shipped = json.loads((BUNDLED / forest_io.METADATA_FILE).read_text())
     if shipped["provenance"]["sklearn_version"] != sklearn.__version__:
         pytest.skip(f"shipped demo was fitted with scikit-learn {shipped['provenance']['sklearn_version']}, "
-                    f"this is {sklearn.__version__}: forests may differ; regenerate models/ to compare")
+                    f"this is {sklearn.__version__}: forests may differ; regenerate the bundled model to compare")
     for name in names:
         if name != forest_io.METADATA_FILE:
-            assert (a / name).read_bytes() == (ROOT / "models" / name).read_bytes(), name
+            assert (a / name).read_bytes() == (BUNDLED / name).read_bytes(), name
     regenerated = json.loads((a / forest_io.METADATA_FILE).read_text())
     shipped.pop("dfm50n_version"), regenerated.pop("dfm50n_version")  # a release bump alone changes nothing
     assert regenerated == shipped
@@ -121,7 +122,7 @@ def test_scoring_needs_no_sklearn():
 @pytest.fixture
 def model_copy(tmp_path):
     dst = tmp_path / "model"
-    shutil.copytree(ROOT / "models", dst)
+    shutil.copytree(BUNDLED, dst)
     return dst
 
 
@@ -195,7 +196,7 @@ def test_bundled_folder_protected_from_user_models():
     X, y = _data()
     rf = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y)
     with pytest.raises(ModelError, match="bundled DEMO"):
-        forest_io.write_model_folder(ROOT / "models", forest_io.forest_to_arrays(rf, DFM50N_FEATURE_INDICES),
+        forest_io.write_model_folder(BUNDLED, forest_io.forest_to_arrays(rf, DFM50N_FEATURE_INDICES),
                                      threshold=0.3, is_demo=False, name="mine")
 
 
