@@ -12,8 +12,11 @@ import qt
 import slicer
 import vtk
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
-                                           ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 from DFM50NLib.constants import DEMO_LABEL, DISCLAIMER
@@ -38,16 +41,19 @@ class DFM50N(ScriptedLoadableModule):
             "DFM50N score: probability of occult lymph-node metastasis in resectable early small-cell lung cancer, "
             "from a chest CT and the primary lesion segment (50 mm cube -> FCIB foundation model -> 9 features -> "
             "random forest; score >= 0.25 = high OLM risk). " + DISCLAIMER + " The bundled classifier is a DEMO. "
-            f'See the <a href="{README_URL}">README</a>.')
+            f'See the <a href="{README_URL}">README</a>.'
+        )
         parent.acknowledgementText = (
             "DFM50N-score workflow: Xu Jiang et al., Peking Union Medical College (2025). FCIB foundation model: "
             "Pai S, Bontempi D, Hadzic I, et al. Foundation model for cancer imaging biomarkers. Nature Machine "
-            "Intelligence 6, 354-367 (2024), https://doi.org/10.1038/s42256-024-00807-9 (weights: Zenodo 10528450).")
+            "Intelligence 6, 354-367 (2024), https://doi.org/10.1038/s42256-024-00807-9 (weights: Zenodo 10528450)."
+        )
 
 
 @parameterNodeWrapper
 class DFM50NParameterNode:
     """Every panel setting, saved with the scene (the weights path is a machine setting: QSettings)."""
+
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     segmentationNode: slicer.vtkMRMLSegmentationNode
     segmentId: str = ""
@@ -78,11 +84,13 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DFM50NLogic()
-        for combo, items in ((self.ui.centerMethodComboBox, CENTER_CHOICES),
-                             (self.ui.orientationComboBox, ORIENTATION_CHOICES),
-                             (self.ui.geometryComboBox, GEOMETRY_CHOICES),
-                             (self.ui.smokingComboBox, YES_NO_CHOICES),
-                             (self.ui.spiculationComboBox, YES_NO_CHOICES)):
+        for combo, items in (
+            (self.ui.centerMethodComboBox, CENTER_CHOICES),
+            (self.ui.orientationComboBox, ORIENTATION_CHOICES),
+            (self.ui.geometryComboBox, GEOMETRY_CHOICES),
+            (self.ui.smokingComboBox, YES_NO_CHOICES),
+            (self.ui.spiculationComboBox, YES_NO_CHOICES),
+        ):
             combo.addItems(items)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -152,8 +160,9 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentSelector.setCurrentNode(node.segmentationNode)
             if node.segmentId:
                 self.ui.segmentSelector.setCurrentSegmentID(node.segmentId)
-            self.ui.classifierPathLineEdit.currentPath = node.classifierFolder or \
-                self.ui.classifierPathLineEdit.currentPath
+            self.ui.classifierPathLineEdit.currentPath = (
+                node.classifierFolder or self.ui.classifierPathLineEdit.currentPath
+            )
 
     def onSegmentSelection(self, *args):
         if self._parameterNode:
@@ -192,8 +201,8 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDownloadWeights(self):
         with slicer.util.tryWithErrorDisplay("Download of the FCIB weights failed.", waitCursor=True):
-            from DFM50NLib.scene import dependencies
             from DFM50NLib.model import weights
+            from DFM50NLib.scene import dependencies
 
             dependencies.ensure(self.confirm)
             self.ui.progressBar.visible = True
@@ -223,11 +232,14 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def options(self):
         p = self._parameterNode
-        return dict(center=p.centerMethod, orientation=p.orientation, geometry=p.geometry,
-                    weights=self.ui.weightsPathLineEdit.currentPath or None,
-                    model=self.ui.classifierPathLineEdit.currentPath or None,
-                    clinical={"smoking": p.smoking, "spiculated": p.spiculation,
-                              "short_axis_cm": p.shortAxisCm or None})
+        return dict(
+            center=p.centerMethod,
+            orientation=p.orientation,
+            geometry=p.geometry,
+            weights=self.ui.weightsPathLineEdit.currentPath or None,
+            model=self.ui.classifierPathLineEdit.currentPath or None,
+            clinical={"smoking": p.smoking, "spiculated": p.spiculation, "short_axis_cm": p.shortAxisCm or None},
+        )
 
     def progress(self, fraction, message):
         self.ui.progressBar.value = int(100 * fraction)
@@ -263,13 +275,20 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showResult(self, r):
         color = "#b3261e" if r.high_risk else "#1e6b34"
-        self.ui.demoLabel.text = f'<b style="color:white;background:#b3261e">&nbsp;{DEMO_LABEL}&nbsp;</b>' \
-            if r.classifier_is_demo else ""
-        combined = "" if r.combined_probability is None else \
-            f"<br>Combined model: {r.combined_probability:.3f} ({'positive' if r.combined_positive else 'negative'})"
-        self.ui.resultLabel.text = (f'DFM50N score <b style="color:{color}">{r.score:.3f}</b> '
-                                    f'(threshold {r.threshold:g}): <b style="color:{color}">{r.risk_label}</b>'
-                                    f"{combined}")
+        self.ui.demoLabel.text = (
+            f'<b style="color:white;background:#b3261e">&nbsp;{DEMO_LABEL}&nbsp;</b>' if r.classifier_is_demo else ""
+        )
+        combined = (
+            ""
+            if r.combined_probability is None
+            else f"<br>Combined model: {r.combined_probability:.3f} "
+            f"({'positive' if r.combined_positive else 'negative'})"
+        )
+        self.ui.resultLabel.text = (
+            f'DFM50N score <b style="color:{color}">{r.score:.3f}</b> '
+            f'(threshold {r.threshold:g}): <b style="color:{color}">{r.risk_label}</b>'
+            f"{combined}"
+        )
         self.ui.warningsLabel.text = "\n".join(w for w in r.warnings if w != DEMO_LABEL)
         table = self.logic.getTableNode()
         slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
@@ -320,11 +339,10 @@ class DFM50NTest(ScriptedLoadableModuleTest):
 
         import numpy as np
 
-        from DFM50NLib.scene import dependencies
-        from DFM50NLib.model import fcib
-        from DFM50NLib.scene import mrml
-        from DFM50NLib.scene import table as scene_table
         from DFM50NLib.geometry.synthetic import sphere_case
+        from DFM50NLib.model import fcib
+        from DFM50NLib.scene import dependencies, mrml
+        from DFM50NLib.scene import table as scene_table
 
         if dependencies.missing():
             self.delayDisplay(f"Skipped: missing packages {dependencies.describe(dependencies.missing())}")

@@ -1,32 +1,32 @@
-"""Every number of the DFM50N method, in one place (see ../shared/SPEC.md).
+"""Every number of the DFM50N method, in one place (docs/METHOD.md explains each).
 
 Kept free of imports so that Slicer can read it at module-load time for nothing.
 """
 
-CUBE_SIZE = 50  # samples per axis (SPEC §2.3)
-CUBE_SPACING_MM = 1.0  # distance between samples (SPEC §2.3)
-CUBE_CENTER_INDEX = 25  # sample index that sits exactly on the centre (SPEC §2.3)
-OUTSIDE_HU = -1024.0  # CT value of samples outside the image: air (SPEC §2.4)
-REFERENCE_PAD_VALUE = 0.0  # the upstream scripts pad with 0, not air (SPEC §3)
+CUBE_SIZE = 50  # samples per axis (METHOD.md §2.3)
+CUBE_SPACING_MM = 1.0  # distance between samples (METHOD.md §2.3)
+CUBE_CENTER_INDEX = 25  # sample index that sits exactly on the centre (METHOD.md §2.3)
+OUTSIDE_HU = -1024.0  # CT value of samples outside the image: air (METHOD.md §2.4)
+REFERENCE_PAD_VALUE = 0.0  # the upstream scripts pad with 0, not air (METHOD.md §3)
 
-HU_SUBTRAHEND = -1024.0  # FCIB input x = (HU - HU_SUBTRAHEND) / HU_DIVISOR (SPEC §2.6)
+HU_SUBTRAHEND = -1024.0  # FCIB input x = (HU - HU_SUBTRAHEND) / HU_DIVISOR (METHOD.md §2.6)
 HU_DIVISOR = 3072.0
 
-DEFAULT_ORIENTATION = "LPS"  # array-axis order of the cube (SPEC §2.5)
-DEFAULT_CENTER_METHOD = "dt_peak"  # upstream CLI default (SPEC §2.2)
+DEFAULT_ORIENTATION = "LPS"  # array-axis order of the cube (METHOD.md §2.5)
+DEFAULT_CENTER_METHOD = "dt_peak"  # upstream CLI default (METHOD.md §2.2)
 CENTER_METHODS = ("dt_peak", "centroid", "point")
-GEOMETRY_MODES = ("physical", "reference")  # reference = upstream scripts, bugs included (SPEC §3)
+GEOMETRY_MODES = ("physical", "reference")  # reference = upstream scripts, bugs included (METHOD.md §3)
 
 N_FCIB_FEATURES = 4096
-# The 9 FCIB features of the DFM50N forest, in the classifier's input order (SPEC §2.8).
+# The 9 FCIB features of the DFM50N forest, in the classifier's input order (METHOD.md §2.8).
 DFM50N_FEATURE_INDICES = (1105, 2550, 2857, 3792, 3248, 3580, 2165, 93, 1790)
 DFM50N_FEATURE_NAMES = tuple(f"pred_{i}" for i in DFM50N_FEATURE_INDICES)
 
-THRESHOLD = 0.25  # Youden cut-off, fixed on the training cohort (SPEC §1)
+THRESHOLD = 0.25  # Youden cut-off, fixed on the training cohort (METHOD.md §1)
 RISK_HIGH = "high OLM risk"
 RISK_LOW = "low OLM risk"
 
-# Published SCLC OLM calculator (logistic regression, SPEC §2.10).
+# Published SCLC OLM calculator (logistic regression, METHOD.md §2.10).
 COMBINED_INTERCEPT = -1.34614
 COMBINED_COEF_SMOKING = -0.60818
 COMBINED_COEF_SHORT_AXIS_CM = -0.33883
@@ -34,7 +34,7 @@ COMBINED_COEF_SPICULATED = -0.19792
 COMBINED_COEF_DFM50N = 6.22427
 COMBINED_THRESHOLD = 0.254
 
-# FCIB foundation model v1.0.0 (SPEC §2.7).
+# FCIB foundation model v1.0.0 (METHOD.md §2.7).
 FCIB_VERSION = "1.0.0"
 FCIB_WEIGHTS_URL = "https://zenodo.org/records/10528450/files/model_weights.torch?download=1"
 FCIB_WEIGHTS_FILENAME = "model_weights.torch"

@@ -3,6 +3,6 @@
 The Logic lives in `DFM50NLib.scene.logic` (it imports `slicer`); this module only re-exports it.
 """
 
-from DFM50NLib.scene.logic import DFM50NLogic  # noqa: F401
+from DFM50NLib.scene.logic import DFM50NLogic
 
 __all__ = ["DFM50NLogic"]

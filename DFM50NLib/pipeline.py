@@ -3,7 +3,7 @@
 The scoring flow lives in `DFM50NLib.scoring.pipeline`; this module only re-exports its public names.
 """
 
-from DFM50NLib.scoring.pipeline import (  # noqa: F401
+from DFM50NLib.scoring.pipeline import (
     PreparedCase,
     finish_case,
     load_encoder,

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from DFM50NLib import __version__, atomic
-from DFM50NLib.batch.engine import JobConfig, Task
 from DFM50NLib.atomic import safe_stem
+from DFM50NLib.batch.engine import JobConfig, Task
 from DFM50NLib.batch.manifest import Case, config_hash, pair_folders, read_manifest
 from DFM50NLib.constants import DEFAULT_CENTER_METHOD, DEFAULT_ORIENTATION
 from DFM50NLib.errors import InputError
 
-__all__ = ["BatchSummary", "score_cohort", "Case", "read_manifest", "pair_folders"]
+__all__ = ["BatchSummary", "Case", "pair_folders", "read_manifest", "score_cohort"]
 
 
 @dataclass
@@ -50,16 +50,35 @@ class BatchSummary:
     stats: dict = field(default_factory=dict)  # forward / wait seconds (in-process runs)
 
     def __str__(self):
-        return (f"{self.n_done} scored, {self.n_skipped} already done, {self.n_failed} failed "
-                f"of {self.n_total} cases in {self.elapsed_s:.1f} s -> {self.paths.get('results_csv')}")
+        return (
+            f"{self.n_done} scored, {self.n_skipped} already done, {self.n_failed} failed "
+            f"of {self.n_total} cases in {self.elapsed_s:.1f} s -> {self.paths.get('results_csv')}"
+        )
 
 
-def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = None, workers: int = 1,
-                 scheduler=None, batch_size: int = 4, save_features: Optional[int] = None,
-                 weights=None, model=None, device: str = "cpu", center: str = DEFAULT_CENTER_METHOD,
-                 point_ras=None, orientation: str = DEFAULT_ORIENTATION, geometry: str = "physical",
-                 label=None, segment=None, report: bool = False, download: bool = False,
-                 stability: bool = False, features_format: str = "csv") -> BatchSummary:
+def score_cohort(
+    manifest_or_cases,
+    out_dir,
+    *,
+    progress: Optional[Callable] = None,
+    workers: int = 1,
+    scheduler=None,
+    batch_size: int = 4,
+    save_features: Optional[int] = None,
+    weights=None,
+    model=None,
+    device: str = "cpu",
+    center: str = DEFAULT_CENTER_METHOD,
+    point_ras=None,
+    orientation: str = DEFAULT_ORIENTATION,
+    geometry: str = "physical",
+    label=None,
+    segment=None,
+    report: bool = False,
+    download: bool = False,
+    stability: bool = False,
+    features_format: str = "csv",
+) -> BatchSummary:
     """Score a cohort into `out_dir`; returns counts and paths. Safe to re-run (resumes).
 
     manifest_or_cases: a manifest CSV path, an (images_dir, masks_dir) pair, or a list of `Case` /
@@ -78,28 +97,48 @@ def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = N
 
     features_format = check_format(features_format, save_features)
     if stability and geometry == "reference":
-        raise InputError("The stability panel moves the centre in patient space (physical geometry); it is not "
-                         "available with --geometry reference. Drop --stability or use physical geometry.")
+        raise InputError(
+            "The stability panel moves the centre in patient space (physical geometry); it is not "
+            "available with --geometry reference. Drop --stability or use physical geometry."
+        )
     if report:
         try:
             from DFM50NLib.report import writer as _report  # noqa: F401
         except ImportError:
-            raise InputError("Reports need DFM50NLib.report.writer, which this installation lacks; drop --report.") from None
+            raise InputError(
+                "Reports need DFM50NLib.report.writer, which this installation lacks; drop --report."
+            ) from None
     from DFM50NLib.scoring.pipeline import normalise_options
 
-    base = dict(center=center, point_ras=point_ras, orientation=orientation, geometry=geometry, label=label,
-                segment=segment)
+    base = dict(
+        center=center, point_ras=point_ras, orientation=orientation, geometry=geometry, label=label, segment=segment
+    )
     normalise_options(**base)  # a bad job-wide option fails now, not once per case
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
-        cfg, identity = _job_config(weights, model, device, save_features, batch_size,
-                                    out / "reports" if report else None, download, stability)
+        cfg, identity = _job_config(
+            weights, model, device, save_features, batch_size, out / "reports" if report else None, download, stability
+        )
         tasks = [_task(c, base, identity, stability) for c in cases]
-        atomic.write_text(out / "batch_config.json", json.dumps(
-            {"software_version": __version__, "identity": identity, "options": base, "weights": cfg.weights,
-             "model": cfg.model, "save_features": save_features, "features_format": features_format,
-             "stability": bool(stability), "n_cases": len(cases)}, indent=2) + "\n")
+        atomic.write_text(
+            out / "batch_config.json",
+            json.dumps(
+                {
+                    "software_version": __version__,
+                    "identity": identity,
+                    "options": base,
+                    "weights": cfg.weights,
+                    "model": cfg.model,
+                    "save_features": save_features,
+                    "features_format": features_format,
+                    "stability": bool(stability),
+                    "n_cases": len(cases),
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         _clean_partials(out)
         todo, n_skipped = [], 0
         for t in tasks:
@@ -113,11 +152,22 @@ def score_cohort(manifest_or_cases, out_dir, *, progress: Optional[Callable] = N
             if todo:
                 _run(todo, cfg, sink, stats, workers, scheduler)
         finally:  # also on Ctrl-C: the tables then show what is done and what is still to do
-            paths = write_tables(out, cases, tasks, problems, save_features, report=report,
-                                 features_format=features_format)
+            paths = write_tables(
+                out, cases, tasks, problems, save_features, report=report, features_format=features_format
+            )
     failed = [t.case_id for t in tasks if t.case_id in sink.failed or not _is_done(out, t, cfg.keep_features)]
-    return BatchSummary(len(tasks), sink.n_done, n_skipped, len(failed) + len(problems), out, paths, failed,
-                        problems, time.perf_counter() - t0, stats)
+    return BatchSummary(
+        len(tasks),
+        sink.n_done,
+        n_skipped,
+        len(failed) + len(problems),
+        out,
+        paths,
+        failed,
+        problems,
+        time.perf_counter() - t0,
+        stats,
+    )
 
 
 def _run(todo, cfg, sink, stats, workers, scheduler):
@@ -145,8 +195,9 @@ def _cases_from(src) -> tuple[list[Case], list[dict]]:
     cases = []
     for i, c in enumerate(src):
         if isinstance(c, Case):
-            cases.append(Case(c.case_id, str(c.image), str(c.mask), dict(c.options), dict(c.clinical),
-                              dict(c.extra), i))
+            cases.append(
+                Case(c.case_id, str(c.image), str(c.mask), dict(c.options), dict(c.clinical), dict(c.extra), i)
+            )
         else:
             from DFM50NLib.batch.manifest import _case_from_row
 
@@ -170,8 +221,9 @@ def _task(case: Case, base: dict, identity: dict, stability: bool = False) -> Ta
     key = {k: norm.get(k) for k in ("center", "point_ras", "orientation", "geometry", "label", "segment")}
     if stability:  # only when on, so the hashes of jobs without the panel stay what they were
         key["stability"] = _stability_key()
-    return Task(case.case_id, case.image, case.mask, merged, dict(case.clinical),
-                config_hash(case, key, identity), case.row)
+    return Task(
+        case.case_id, case.image, case.mask, merged, dict(case.clinical), config_hash(case, key, identity), case.row
+    )
 
 
 def _stability_key() -> dict:
@@ -188,12 +240,22 @@ def _job_config(weights, model, device, save_features, batch_size, report_dir, d
 
     wpath = Path(resolve_weights(weights, download=download)).resolve()
     clf = load_classifier(model)
-    identity = {"software_version": __version__, "fcib_weights_sha256": recorded_sha256(wpath),
-                "classifier_sha256": clf.sha256, "device": device}
-    cfg = JobConfig(weights=str(wpath), model=None if model is None else str(Path(model).resolve()),
-                    device=device, keep_features=4096 if save_features == 4096 else 9,
-                    batch_size=max(1, int(batch_size)), report_dir=None if report_dir is None else str(report_dir),
-                    weights_sha256=identity["fcib_weights_sha256"], stability=bool(stability))
+    identity = {
+        "software_version": __version__,
+        "fcib_weights_sha256": recorded_sha256(wpath),
+        "classifier_sha256": clf.sha256,
+        "device": device,
+    }
+    cfg = JobConfig(
+        weights=str(wpath),
+        model=None if model is None else str(Path(model).resolve()),
+        device=device,
+        keep_features=4096 if save_features == 4096 else 9,
+        batch_size=max(1, int(batch_size)),
+        report_dir=None if report_dir is None else str(report_dir),
+        weights_sha256=identity["fcib_weights_sha256"],
+        stability=bool(stability),
+    )
     return cfg, identity
 
 
@@ -215,8 +277,7 @@ def _read(path: Path) -> Optional[dict]:
 
 def _is_done(out: Path, task: Task, keep_features: int) -> bool:
     d = _read(_result_path(out, task.case_id))
-    return bool(d and d.get("config_hash") == task.config_hash
-                and (keep_features != 4096 or d.get("all_features")))
+    return bool(d and d.get("config_hash") == task.config_hash and (keep_features != 4096 or d.get("all_features")))
 
 
 class _Sink:
@@ -240,8 +301,11 @@ class _Sink:
             self.n_done += 1
             self.failed.discard(cid)
         else:
-            err = dict(outcome["error"], config_hash=outcome["config_hash"],
-                       time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            err = dict(
+                outcome["error"],
+                config_hash=outcome["config_hash"],
+                time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
             atomic.write_text(_error_path(self.out, cid), json.dumps(err, indent=2) + "\n")
             self.failed.add(cid)
         self.done += 1
@@ -270,15 +334,15 @@ def _lock(out: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InputError(f"Another DFM50N batch job is writing to {out}; wait for it or use another "
-                             "--out folder.") from None
+            raise InputError(
+                f"Another DFM50N batch job is writing to {out}; wait for it or use another --out folder."
+            ) from None
         yield
     finally:
         os.close(fd)
 
 
-def write_tables(out: Path, cases, tasks, problems, save_features=None, report=False,
-                 features_format="csv") -> dict:
+def write_tables(out: Path, cases, tasks, problems, save_features=None, report=False, features_format="csv") -> dict:
     """results.csv, errors.csv and feature tables, regenerated from the per-case files, manifest order.
 
     With `report`, also the cohort summary (score histogram + table) beside results.csv.
@@ -297,18 +361,36 @@ def write_tables(out: Path, cases, tasks, problems, save_features=None, report=F
             rows.append(row)
             continue
         e = _read(_error_path(out, case.case_id)) or {
-            "case_id": case.case_id, "image": case.image, "mask": case.mask, "stage": "not run",
-            "error_type": "NotScored", "message": "not scored (the job was interrupted): re-run to finish"}
-        err_rows.append({k: e.get(k, "") for k in ("case_id", "image", "mask", "stage", "error_type", "message")}
-                        | dict(case.extra))
+            "case_id": case.case_id,
+            "image": case.image,
+            "mask": case.mask,
+            "stage": "not run",
+            "error_type": "NotScored",
+            "message": "not scored (the job was interrupted): re-run to finish",
+        }
+        err_rows.append(
+            {k: e.get(k, "") for k in ("case_id", "image", "mask", "stage", "error_type", "message")} | dict(case.extra)
+        )
     for p in problems:
-        err_rows.append({"case_id": p["case_id"], "image": p["image"], "mask": p["mask"], "stage": "pairing",
-                         "error_type": "Unpaired", "message": p["error"]})
+        err_rows.append(
+            {
+                "case_id": p["case_id"],
+                "image": p["image"],
+                "mask": p["mask"],
+                "stage": "pairing",
+                "error_type": "Unpaired",
+                "message": p["error"],
+            }
+        )
     err_cols = ["case_id", "image", "mask", "stage", "error_type", "message"]
-    paths = {"cases_dir": out / "cases", "errors_dir": out / "errors",
-             "results_csv": atomic.write_text(out / "results.csv", rows_to_csv(rows) if rows else "case_id\n"),
-             "errors_csv": atomic.write_text(out / "errors.csv", rows_to_csv(err_rows) if err_rows
-                                             else ",".join(err_cols) + "\n")}
+    paths = {
+        "cases_dir": out / "cases",
+        "errors_dir": out / "errors",
+        "results_csv": atomic.write_text(out / "results.csv", rows_to_csv(rows) if rows else "case_id\n"),
+        "errors_csv": atomic.write_text(
+            out / "errors.csv", rows_to_csv(err_rows) if err_rows else ",".join(err_cols) + "\n"
+        ),
+    }
     from DFM50NLib.batch.features import write_feature_tables
 
     paths.update(write_feature_tables(out, results, save_features, features_format))

@@ -46,7 +46,7 @@ def run_dask(tasks, cfg: JobConfig, sink, scheduler) -> None:
             chunk, attempt = futures.pop(fut)
             try:
                 outcomes = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a cluster failure, see the docstring
+            except Exception as exc:
                 if attempt < RESUBMITS:
                     pending.add(submit(chunk, attempt + 1))
                     outcomes = []

@@ -69,8 +69,10 @@ def models(cfg: JobConfig):
 
     encoder = load_encoder(None, cfg.device)
     if cfg.weights_sha256 and encoder.weights_sha256 != cfg.weights_sha256:
-        raise WeightsError(f"This worker's FCIB weights ({encoder.weights_path}) differ from the driver's "
-                           f"{cfg.weights} (SHA-256 {cfg.weights_sha256[:12]}...): give every worker the same file.")
+        raise WeightsError(
+            f"This worker's FCIB weights ({encoder.weights_path}) differ from the driver's "
+            f"{cfg.weights} (SHA-256 {cfg.weights_sha256[:12]}...): give every worker the same file."
+        )
     return encoder, _classifiers[key]
 
 
@@ -78,10 +80,21 @@ def error_outcome(task: Task, exc: BaseException, stage: str) -> dict:
     """An error as data: user-fixable errors keep their message; others add the type and traceback."""
     user = isinstance(exc, DFM50NError)
     message = str(exc) if user else f"{type(exc).__name__}: {exc}"
-    return {"case_id": task.case_id, "row": task.row, "ok": False, "config_hash": task.config_hash,
-            "error": {"case_id": task.case_id, "image": task.image, "mask": task.mask, "stage": stage,
-                      "error_type": type(exc).__name__, "message": message or type(exc).__name__,
-                      "traceback": "" if user else traceback.format_exc(limit=8)}}
+    return {
+        "case_id": task.case_id,
+        "row": task.row,
+        "ok": False,
+        "config_hash": task.config_hash,
+        "error": {
+            "case_id": task.case_id,
+            "image": task.image,
+            "mask": task.mask,
+            "stage": stage,
+            "error_type": type(exc).__name__,
+            "message": message or type(exc).__name__,
+            "traceback": "" if user else traceback.format_exc(limit=8),
+        },
+    }
 
 
 def prepare(task: Task, keep_volumes=False):
@@ -90,14 +103,18 @@ def prepare(task: Task, keep_volumes=False):
 
     for what, p in (("CT", task.image), ("mask", task.mask)):
         if not Path(p).exists():
-            raise InputError(f"{what} not found: {p}. Fix the path in the manifest (relative paths are "
-                             "relative to the manifest's folder).")
+            raise InputError(
+                f"{what} not found: {p}. Fix the path in the manifest (relative paths are "
+                "relative to the manifest's folder)."
+            )
     prep = prepare_case(task.image, task.mask, case_id=task.case_id, **task.options)
     cube = np.asarray(prep.cube.ct)
     if not np.isfinite(cube).all():
         bad = int(np.size(cube) - np.isfinite(cube).sum())
-        raise InputError(f"The CT has {bad} NaN/infinite values in the 50 mm cube around the lesion: the "
-                         "score would be meaningless. Re-export the CT (check the DICOM conversion).")
+        raise InputError(
+            f"The CT has {bad} NaN/infinite values in the 50 mm cube around the lesion: the "
+            "score would be meaningless. Re-export the CT (check the DICOM conversion)."
+        )
     if not keep_volumes:  # the full CT is only needed for reports: do not queue hundreds of MB per case
         prep.ct = None
         prep.prepared_mask = None
@@ -113,7 +130,7 @@ def _reader(tasks, out: queue.Queue, stop: threading.Event, keep_volumes: bool):
             t = time.perf_counter()
             try:
                 item = (task, prepare(task, keep_volumes), None, time.perf_counter() - t)
-            except Exception as exc:  # noqa: BLE001 - any failure of one case is that case's error
+            except Exception as exc:
                 item = (task, None, error_outcome(task, exc, "prepare"), 0.0)
             if not _put(out, item, stop):
                 break
@@ -132,8 +149,14 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
                 return False
 
 
-def run_tasks(tasks, cfg: JobConfig, on_outcome: Callable[[dict], None], *, stats: Optional[dict] = None,
-              stop: Optional[threading.Event] = None) -> None:
+def run_tasks(
+    tasks,
+    cfg: JobConfig,
+    on_outcome: Callable[[dict], None],
+    *,
+    stats: Optional[dict] = None,
+    stop: Optional[threading.Event] = None,
+) -> None:
     """Score `tasks` here: prefetch thread + batched forwards; `on_outcome(outcome)` per case, in order done.
 
     `stats` (optional dict) receives wall seconds spent in the forward, in waiting for the reader, total.
@@ -149,8 +172,7 @@ def run_tasks(tasks, cfg: JobConfig, on_outcome: Callable[[dict], None], *, stat
     q: queue.Queue = queue.Queue(maxsize=bs + 1)
     stop = stop or threading.Event()
     keep_volumes = cfg.report_dir is not None or cfg.stability  # both re-read the CT around the lesion
-    reader = threading.Thread(target=_reader, args=(tasks, q, stop, keep_volumes),
-                              name="dfm50n-prefetch", daemon=True)
+    reader = threading.Thread(target=_reader, args=(tasks, q, stop, keep_volumes), name="dfm50n-prefetch", daemon=True)
     reader.start()
     done = False
     try:
@@ -186,7 +208,7 @@ def _score_batch(batch, encoder, classifier, cfg, on_outcome, stats):
     try:
         feats = _forward(encoder, np.stack([np.asarray(p.cube.ct, dtype=np.float32) for _, p, _, _ in batch]))
         per_case = (time.perf_counter() - t) / len(batch)
-    except Exception:  # noqa: BLE001 - e.g. out of memory: retry one by one so only a bad case fails
+    except Exception:
         if len(batch) == 1:
             on_outcome(error_outcome(batch[0][0], _current_exc(), "forward"))
             stats["forward_s"] += time.perf_counter() - t
@@ -201,7 +223,7 @@ def _score_batch(batch, encoder, classifier, cfg, on_outcome, stats):
         prep.timings["forward"] = per_case
         try:
             on_outcome(finish(task, prep, f, encoder, classifier, cfg, prep_s + per_case))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             on_outcome(error_outcome(task, exc, "finish"))
         stats["cases"] += 1
     stats["finish_s"] += time.perf_counter() - t
@@ -229,24 +251,37 @@ def finish(task: Task, prep, features, encoder, classifier, cfg: JobConfig, elap
     feats = np.asarray(features, dtype=np.float32)
     if not np.isfinite(feats).all():
         raise InputError("The network returned NaN/infinite features for this cube; check the CT values.")
-    result = pipeline.finish_case(prep, feats, classifier, encoder, clinical=task.clinical,
-                                  keep_features=cfg.keep_features, device=cfg.device)
+    result = pipeline.finish_case(
+        prep, feats, classifier, encoder, clinical=task.clinical, keep_features=cfg.keep_features, device=cfg.device
+    )
     result.image_path, result.mask_path = str(task.image), str(task.mask)
     stab = None
     if cfg.stability:
         try:
             stab = pipeline.add_stability(result, prep, encoder, classifier)
-        except Exception as exc:  # noqa: BLE001 - the case was asked with the panel: no result without it
+        except Exception as exc:
             return error_outcome(task, exc, "stability")
     result.timings["total"] = elapsed + (time.perf_counter() - t)
     result.config_hash = task.config_hash
     if cfg.report_dir:
         from DFM50NLib.report.writer import write_report
 
-        write_report(result, Path(cfg.report_dir), ct=prep.ct, prepared_mask=prep.prepared_mask,
-                     cube=prep.cube, diameters=prep.diameters, stability=stab)
-    return {"case_id": task.case_id, "row": task.row, "ok": True, "config_hash": task.config_hash,
-            "result": result.to_dict(include_all_features=cfg.keep_features == 4096)}
+        write_report(
+            result,
+            Path(cfg.report_dir),
+            ct=prep.ct,
+            prepared_mask=prep.prepared_mask,
+            cube=prep.cube,
+            diameters=prep.diameters,
+            stability=stab,
+        )
+    return {
+        "case_id": task.case_id,
+        "row": task.row,
+        "ok": True,
+        "config_hash": task.config_hash,
+        "result": result.to_dict(include_all_features=cfg.keep_features == 4096),
+    }
 
 
 def run_chunk(tasks, cfg: JobConfig) -> list:

@@ -24,14 +24,16 @@ def check_format(features_format: str, save_features) -> str:
         raise InputError(f"features_format must be one of {', '.join(FORMATS)}, got {features_format!r}.")
     if fmt == "parquet":
         if save_features not in (9, 4096):
-            raise InputError("--features-format parquet only applies to feature tables: add --save-features 9 "
-                             "(or 4096).")
+            raise InputError(
+                "--features-format parquet only applies to feature tables: add --save-features 9 (or 4096)."
+            )
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow
             import pyarrow.parquet  # noqa: F401
         except ImportError:
-            raise InputError("Parquet feature tables need pyarrow: pip install pyarrow (or use "
-                             "--features-format csv).") from None
+            raise InputError(
+                "Parquet feature tables need pyarrow: pip install pyarrow (or use --features-format csv)."
+            ) from None
     return fmt
 
 
@@ -51,22 +53,28 @@ def write_feature_tables(out: Path, results, save_features, features_format="csv
         f9 = [{"case_id": r.case_id, **r.features} for r in results]
         paths["features_9_csv"] = atomic.write_text(out / "features_9.csv", rows_to_csv(f9) if f9 else "case_id\n")
         if save_features == 4096:
-            f4096 = [{"case_id": r.case_id, **{f"pred_{i}": v for i, v in enumerate(r.all_features)}}
-                     for r in with4096]
-            paths["features_4096_csv"] = atomic.write_text(out / "features_4096.csv",
-                                                           rows_to_csv(f4096) if f4096 else "case_id\n")
+            f4096 = [{"case_id": r.case_id, **{f"pred_{i}": v for i, v in enumerate(r.all_features)}} for r in with4096]
+            paths["features_4096_csv"] = atomic.write_text(
+                out / "features_4096.csv", rows_to_csv(f4096) if f4096 else "case_id\n"
+            )
         return paths
     names = list(results[0].features) if results else []
     paths["features_9_parquet"] = _write_parquet(
-        out / "features_9.parquet", [r.case_id for r in results],
+        out / "features_9.parquet",
+        [r.case_id for r in results],
         np.asarray([[r.features.get(n) for n in names] for r in results], dtype=np.float64).reshape(
-            len(results), len(names)), names)
+            len(results), len(names)
+        ),
+        names,
+    )
     if save_features == 4096:
         # float32: the encoder's own precision, so the values are exact at half the size of float64
         paths["features_4096_parquet"] = _write_parquet(
-            out / "features_4096.parquet", [r.case_id for r in with4096],
+            out / "features_4096.parquet",
+            [r.case_id for r in with4096],
             np.asarray([r.all_features for r in with4096], dtype=np.float32).reshape(len(with4096), 4096),
-            [f"pred_{i}" for i in range(4096)])
+            [f"pred_{i}" for i in range(4096)],
+        )
     return paths
 
 

@@ -19,15 +19,26 @@ from DFM50NLib.constants import CENTER_METHODS
 from DFM50NLib.errors import InputError
 
 # Columns the job understands; every other manifest column is an outcome column passed through as is.
-KNOWN_COLUMNS = ("case_id", "image", "mask", "label", "segment", "center", "smoking", "spiculated",
-                 "short_axis_cm")
+KNOWN_COLUMNS = ("case_id", "image", "mask", "label", "segment", "center", "smoking", "spiculated", "short_axis_cm")
 CLINICAL_COLUMNS = ("smoking", "spiculated", "short_axis_cm")
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
 # A mask may also be one DICOM-SEG file; loose .dcm files are never images (a CT series is a folder)
 MASK_EXTENSIONS = IMAGE_EXTENSIONS + (".dcm",)
 # A mask named like its image plus one of these (case-insensitive) still pairs: ct01.nii.gz <-> ct01_seg.nrrd
-MASK_SUFFIXES = ("_mask", "-mask", ".mask", "_seg", "-seg", "_segmentation", "-segmentation", "_label",
-                 "-label", "_labels", "_lesion", "-lesion")
+MASK_SUFFIXES = (
+    "_mask",
+    "-mask",
+    ".mask",
+    "_seg",
+    "-seg",
+    "_segmentation",
+    "-segmentation",
+    "_label",
+    "-label",
+    "_labels",
+    "_lesion",
+    "-lesion",
+)
 
 
 @dataclass
@@ -72,8 +83,10 @@ def _parse_center(value):
     except ValueError:
         point = []
     if len(point) != 3:
-        raise InputError(f"center: {value!r} is neither a method ({', '.join(CENTER_METHODS[:2])}) nor a "
-                         "point 'R A S' in RAS millimetres.")
+        raise InputError(
+            f"center: {value!r} is neither a method ({', '.join(CENTER_METHODS[:2])}) nor a "
+            "point 'R A S' in RAS millimetres."
+        )
     return {"center": "point", "point_ras": point}
 
 
@@ -98,8 +111,10 @@ def read_manifest(path) -> list[Case]:
         reader.fieldnames = columns
         missing = [c for c in ("image", "mask") if c not in columns]
         if missing:
-            raise InputError(f"Manifest {path} lacks column(s) {', '.join(missing)}; it needs at least "
-                             f"image,mask (and usually case_id). Columns found: {', '.join(columns) or 'none'}.")
+            raise InputError(
+                f"Manifest {path} lacks column(s) {', '.join(missing)}; it needs at least "
+                f"image,mask (and usually case_id). Columns found: {', '.join(columns) or 'none'}."
+            )
         base = path.resolve().parent
         cases = []
         for n, raw in enumerate(reader):
@@ -114,7 +129,7 @@ def read_manifest(path) -> list[Case]:
 
 
 def _case_from_row(raw: dict, base: Path, row: int) -> Case:
-    get = lambda k: (raw.get(k) or "").strip()  # noqa: E731
+    get = lambda k: (raw.get(k) or "").strip()
     image, mask = get("image"), get("mask")
     if not image or not mask:
         raise InputError("image and mask are both required.")
@@ -129,9 +144,11 @@ def _case_from_row(raw: dict, base: Path, row: int) -> Case:
     if get("segment"):
         options["segment"] = get("segment")
     options.update(_parse_center(get("center")))
-    clinical = {"smoking": parse_yes_no(get("smoking"), "smoking"),
-                "spiculated": parse_yes_no(get("spiculated"), "spiculated"),
-                "short_axis_cm": _parse_float(get("short_axis_cm"), "short_axis_cm")}
+    clinical = {
+        "smoking": parse_yes_no(get("smoking"), "smoking"),
+        "spiculated": parse_yes_no(get("spiculated"), "spiculated"),
+        "short_axis_cm": _parse_float(get("short_axis_cm"), "short_axis_cm"),
+    }
     extra = {k: v for k, v in raw.items() if k and k not in KNOWN_COLUMNS}
     return Case(case_id, image, mask, options, clinical, extra, row)
 
@@ -151,8 +168,11 @@ def check_unique(cases) -> None:
         stem = safe_stem(c.case_id).casefold()
         if stem in seen:
             other = seen[stem]
-            same = ("the same case_id" if other == c.case_id
-                    else f"case ids {other!r} and {c.case_id!r} map to the same file name (ignoring case)")
+            same = (
+                "the same case_id"
+                if other == c.case_id
+                else f"case ids {other!r} and {c.case_id!r} map to the same file name (ignoring case)"
+            )
             raise InputError(f"Duplicate case {c.case_id!r}: {same}. Give every case a unique case_id.")
         seen[stem] = c.case_id
 
@@ -202,7 +222,7 @@ def pair_folders(images, masks) -> tuple[list[Case], list[dict]]:
     img_files = _candidates(images, allow_dirs=True)
     mask_files = _candidates(masks, allow_dirs=False, extensions=MASK_EXTENSIONS)
     if same:
-        suffixed = lambda p: _strip_mask_suffix(_base_name(p)) != _base_name(p)  # noqa: E731
+        suffixed = lambda p: _strip_mask_suffix(_base_name(p)) != _base_name(p)
         mask_files = [p for p in sorted(set(img_files) | set(mask_files)) if suffixed(p)]
         img_files = [p for p in img_files if not suffixed(p)]
     by_key: dict[str, list[Path]] = {}
@@ -216,20 +236,38 @@ def pair_folders(images, masks) -> tuple[list[Case], list[dict]]:
         base = _base_name(img)
         found = by_key.get(base, [])
         if not found:
-            problems.append({"case_id": base, "image": str(img), "mask": "",
-                             "error": "unpaired image: no mask named like it (see the pairing rule)"})
+            problems.append(
+                {
+                    "case_id": base,
+                    "image": str(img),
+                    "mask": "",
+                    "error": "unpaired image: no mask named like it (see the pairing rule)",
+                }
+            )
             continue
         if len(found) > 1:
-            problems.append({"case_id": base, "image": str(img), "mask": "; ".join(map(str, found)),
-                             "error": "ambiguous: several masks match this image; use a manifest"})
+            problems.append(
+                {
+                    "case_id": base,
+                    "image": str(img),
+                    "mask": "; ".join(map(str, found)),
+                    "error": "ambiguous: several masks match this image; use a manifest",
+                }
+            )
             used.update(found)
             continue
         used.add(found[0])
         cases.append(Case(base, str(img.resolve()), str(found[0].resolve()), row=len(cases)))
     for m in mask_files:
         if m not in used:
-            problems.append({"case_id": _strip_mask_suffix(_base_name(m)), "image": "", "mask": str(m),
-                             "error": "unpaired mask: no image named like it"})
+            problems.append(
+                {
+                    "case_id": _strip_mask_suffix(_base_name(m)),
+                    "image": "",
+                    "mask": str(m),
+                    "error": "unpaired mask: no image named like it",
+                }
+            )
     if not cases and not problems:
         raise InputError(f"No images found in {images} (NIfTI, NRRD, MHA/MHD files or DICOM series folders).")
     check_unique(cases)
@@ -267,6 +305,11 @@ def config_hash(case: Case, options: dict, identity: dict) -> str:
     files' identities and the clinical inputs. Outcome columns are not in it: editing them re-scores
     nothing (they are joined again when results.csv is regenerated).
     """
-    payload = {"identity": identity, "options": options, "clinical": case.clinical,
-               "image": file_identity(case.image), "mask": file_identity(case.mask)}
+    payload = {
+        "identity": identity,
+        "options": options,
+        "clinical": case.clinical,
+        "image": file_identity(case.image),
+        "mask": file_identity(case.mask),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

@@ -15,7 +15,7 @@ from DFM50NLib.batch.engine import JobConfig, error_outcome, pool_init, run_chun
 
 def chunks(tasks, size):
     size = max(1, int(size))
-    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
 def run_pool(tasks, cfg: JobConfig, sink, workers: int, attempts: int = 2) -> None:
@@ -28,8 +28,9 @@ def run_pool(tasks, cfg: JobConfig, sink, workers: int, attempts: int = 2) -> No
     for attempt in range(attempts):
         failed = []
         # spawn: a fork of a process that already runs torch threads can deadlock
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=pool_init, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=mp.get_context("spawn"), initializer=pool_init, initargs=(threads,)
+        ) as pool:
             futures = {pool.submit(run_chunk, chunk, cfg): chunk for chunk in pending}
             try:
                 for fut in as_completed(futures):
@@ -48,6 +49,13 @@ def run_pool(tasks, cfg: JobConfig, sink, workers: int, attempts: int = 2) -> No
         pending = failed
     for chunk in pending:
         for task in chunk:
-            sink(error_outcome(task, RuntimeError(
-                f"a worker process died while scoring this chunk, {attempts} times; score the case alone "
-                "(python -m DFM50NLib score) to see why"), "worker"))
+            sink(
+                error_outcome(
+                    task,
+                    RuntimeError(
+                        f"a worker process died while scoring this chunk, {attempts} times; score the case alone "
+                        "(python -m DFM50NLib score) to see why"
+                    ),
+                    "worker",
+                )
+            )

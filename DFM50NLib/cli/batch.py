@@ -26,11 +26,14 @@ cases/<id>.json, errors/<id>.json, results.csv, errors.csv, features_*.csv (or .
 
 def register(sub):
     p = sub.add_parser(
-        "batch", help="score a cohort (manifest or folders), resumable",
+        "batch",
+        help="score a cohort (manifest or folders), resumable",
         description="Score many cases: one JSON per case as it finishes, results.csv / errors.csv regenerated "
-                    "at the end; a re-run resumes. Local (in-process or --workers N) or on a Dask cluster "
-                    "(--scheduler).",
-        epilog=EPILOG, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+        "at the end; a re-run resumes. Local (in-process or --workers N) or on a Dask cluster "
+        "(--scheduler).",
+        epilog=EPILOG,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
     src = p.add_argument_group("cases")
     src.add_argument("--manifest", default=None, help="CSV with case_id,image,mask[,...] (see below)")
     src.add_argument("--images", default=None, help="folder of CTs (with --masks), paired by file name")
@@ -40,19 +43,36 @@ def register(sub):
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="output folder (re-use it to resume)")
     r.add_argument("--batch-size", type=int, default=4, help="cubes per network forward (default 4)")
-    r.add_argument("--workers", type=int, default=1,
-                   help="local worker processes, each loading the network once (~1 GB each; default 1 = "
-                        "in this process with a prefetch thread)")
-    r.add_argument("--scheduler", default=None,
-                   help="Dask scheduler address (tcp://host:8786): run on that cluster instead")
-    r.add_argument("--save-features", type=int, choices=(9, 4096), default=None,
-                   help="also write features_9.csv (and features_4096.csv with 4096)")
-    r.add_argument("--features-format", choices=("csv", "parquet"), default="csv",
-                   help="format of the --save-features tables (parquet needs pyarrow; default csv)")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local worker processes, each loading the network once (~1 GB each; default 1 = "
+        "in this process with a prefetch thread)",
+    )
+    r.add_argument(
+        "--scheduler", default=None, help="Dask scheduler address (tcp://host:8786): run on that cluster instead"
+    )
+    r.add_argument(
+        "--save-features",
+        type=int,
+        choices=(9, 4096),
+        default=None,
+        help="also write features_9.csv (and features_4096.csv with 4096)",
+    )
+    r.add_argument(
+        "--features-format",
+        choices=("csv", "parquet"),
+        default="csv",
+        help="format of the --save-features tables (parquet needs pyarrow; default csv)",
+    )
     r.add_argument("--report", action="store_true", help="also write a report per case in OUT/reports")
-    r.add_argument("--stability", action="store_true",
-                   help="also run the stability panel per case (centre moved ±2 mm, mask ±1 mm: 8 more cubes "
-                        "through FCIB); min/median/max/n_flipped go to results.csv and the reports")
+    r.add_argument(
+        "--stability",
+        action="store_true",
+        help="also run the stability panel per case (centre moved ±2 mm, mask ±1 mm: 8 more cubes "
+        "through FCIB); min/median/max/n_flipped go to results.csv and the reports",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_batch)
 
@@ -63,16 +83,28 @@ def run_batch(args) -> int:
 
     if bool(args.manifest) == bool(args.images or args.masks):
         raise InputError("Give either --manifest CSV or both --images DIR and --masks DIR.")
-    if args.images and not args.masks or args.masks and not args.images:
+    if (args.images and not args.masks) or (args.masks and not args.images):
         raise InputError("--images and --masks go together (they may name the same folder).")
     source = args.manifest or (args.images, args.masks)
     bar = None if args.no_progress else _Bar()
     try:
-        summary = score_cohort(source, args.out, progress=bar, workers=args.workers, scheduler=args.scheduler,
-                               batch_size=args.batch_size, save_features=args.save_features,
-                               weights=args.weights, model=args.model, device=args.device,
-                               report=args.report, download=args.download, stability=args.stability,
-                               features_format=args.features_format, **geometry_kwargs(args))
+        summary = score_cohort(
+            source,
+            args.out,
+            progress=bar,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            batch_size=args.batch_size,
+            save_features=args.save_features,
+            weights=args.weights,
+            model=args.model,
+            device=args.device,
+            report=args.report,
+            download=args.download,
+            stability=args.stability,
+            features_format=args.features_format,
+            **geometry_kwargs(args),
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -92,8 +124,7 @@ class _Bar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=done, unit="case", file=sys.stderr, dynamic_ncols=True,
-                            smoothing=0.1)
+            self.bar = tqdm(total=total, initial=done, unit="case", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
         else:
             self.bar.update(done - self.bar.n)
         if case_id:

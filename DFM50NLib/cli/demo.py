@@ -9,10 +9,12 @@ from DFM50NLib.cli.common import add_model_arguments
 
 def register(sub):
     p = sub.add_parser(
-        "demo", help="score the bundled demo phantom (first run)",
+        "demo",
+        help="score the bundled demo phantom (first run)",
         description="Write a small synthetic chest-CT phantom with one lesion, score it with FCIB + the bundled "
-                    "DEMO forest, and write the result, the audit cubes and a report. Needs the FCIB weights: "
-                    "add --download on first use (738 MB, cached) or give --weights PATH.")
+        "DEMO forest, and write the result, the audit cubes and a report. Needs the FCIB weights: "
+        "add --download on first use (738 MB, cached) or give --weights PATH.",
+    )
     add_model_arguments(p)
     p.add_argument("--out", default="demo-output", help="output folder (default ./demo-output)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/PDF report")
@@ -20,16 +22,25 @@ def register(sub):
 
 
 def run_demo(args) -> int:
-    from DFM50NLib.scoring.pipeline import score_case
-    from DFM50NLib.geometry.synthetic import write_demo_case
     from DFM50NLib.cli.score import format_result
+    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.scoring.pipeline import score_case
 
     out = Path(args.out)
     ct_path, mask_path = write_demo_case(out / "demo_case")
     print(f"demo phantom written to {ct_path.parent}")
-    result = score_case(ct_path, mask_path, case_id="demo_phantom", weights=args.weights, model=args.model,
-                        device=args.device, download=args.download, out_dir=out, write_cubes=True,
-                        report=not args.no_report)
+    result = score_case(
+        ct_path,
+        mask_path,
+        case_id="demo_phantom",
+        weights=args.weights,
+        model=args.model,
+        device=args.device,
+        download=args.download,
+        out_dir=out,
+        write_cubes=True,
+        report=not args.no_report,
+    )
     print(format_result(result))
     print(f"results written to {out.resolve()}")
     return 0

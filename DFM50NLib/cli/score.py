@@ -10,32 +10,43 @@ from DFM50NLib.cli.common import add_geometry_arguments, add_model_arguments, ge
 
 def register(sub):
     p = sub.add_parser(
-        "score", help="score one CT + lesion mask",
+        "score",
+        help="score one CT + lesion mask",
         description="Compute the DFM50N score of one lesion: CT + mask -> 50 mm cube -> FCIB -> 9 features "
-                    "-> random forest. Writes <case>.dfm50n.json and .csv to --out.")
+        "-> random forest. Writes <case>.dfm50n.json and .csv to --out.",
+    )
     _add_inputs(p)
     add_geometry_arguments(p)
     add_model_arguments(p)
-    c = p.add_argument_group("combined clinical model (SPEC §2.10; reported only when all inputs are known)")
+    c = p.add_argument_group("combined clinical model (METHOD.md §2.10; reported only when all inputs are known)")
     c.add_argument("--smoking", default=None, help="smoking history: yes/no")
     c.add_argument("--spiculated", default=None, help="spiculated margin: yes/no")
-    c.add_argument("--short-axis-cm", type=float, default=None,
-                   help="short-axis diameter in cm (default: measured from the mask)")
+    c.add_argument(
+        "--short-axis-cm", type=float, default=None, help="short-axis diameter in cm (default: measured from the mask)"
+    )
     o = p.add_argument_group("outputs")
     o.add_argument("--out", default="dfm50n-output", help="output folder (default ./dfm50n-output)")
-    o.add_argument("--save-cubes", action="store_true",
-                   help="also write the 50 mm CT and mask cubes (NIfTI, overlay on the CT in Slicer/ITK-SNAP)")
+    o.add_argument(
+        "--save-cubes",
+        action="store_true",
+        help="also write the 50 mm CT and mask cubes (NIfTI, overlay on the CT in Slicer/ITK-SNAP)",
+    )
     o.add_argument("--report", action="store_true", help="also write an HTML + PDF report")
-    o.add_argument("--stability", action="store_true",
-                   help="also score under +-2 mm centre shifts and 1 mm mask erosion/dilation (8 more forwards) "
-                        "and warn if the risk label flips; shown in the report")
+    o.add_argument(
+        "--stability",
+        action="store_true",
+        help="also score under +-2 mm centre shifts and 1 mm mask erosion/dilation (8 more forwards) "
+        "and warn if the risk label flips; shown in the report",
+    )
     o.add_argument("--all-features", action="store_true", help="keep all 4096 FCIB features in the JSON")
     p.set_defaults(func=run_score)
 
     f = sub.add_parser(
-        "features", help="FCIB features of one case to CSV",
+        "features",
+        help="FCIB features of one case to CSV",
         description="Extract FCIB features of one lesion cube (the 9 DFM50N features, or all 4096) to CSV, "
-                    "for training your own classifier.")
+        "for training your own classifier.",
+    )
     _add_inputs(f)
     add_geometry_arguments(f)
     add_model_arguments(f)
@@ -54,12 +65,27 @@ def run_score(args) -> int:
     from DFM50NLib.scoring.clinical import parse_yes_no
     from DFM50NLib.scoring.pipeline import score_case
 
-    clinical = {"smoking": parse_yes_no(args.smoking), "spiculated": parse_yes_no(args.spiculated),
-                "short_axis_cm": args.short_axis_cm}
-    result = score_case(args.image, args.mask, case_id=args.case_id, weights=args.weights, model=args.model,
-                        device=args.device, download=args.download, clinical=clinical,
-                        keep_features=4096 if args.all_features else 9, out_dir=args.out,
-                        write_cubes=args.save_cubes, report=args.report, stability=args.stability, **geometry_kwargs(args))
+    clinical = {
+        "smoking": parse_yes_no(args.smoking),
+        "spiculated": parse_yes_no(args.spiculated),
+        "short_axis_cm": args.short_axis_cm,
+    }
+    result = score_case(
+        args.image,
+        args.mask,
+        case_id=args.case_id,
+        weights=args.weights,
+        model=args.model,
+        device=args.device,
+        download=args.download,
+        clinical=clinical,
+        keep_features=4096 if args.all_features else 9,
+        out_dir=args.out,
+        write_cubes=args.save_cubes,
+        report=args.report,
+        stability=args.stability,
+        **geometry_kwargs(args),
+    )
     print(format_result(result))
     print(f"results written to {Path(args.out).resolve()}")
     return 0
@@ -71,13 +97,19 @@ def format_result(r) -> str:
         lines.append(f"*** {r.demo_banner} ***")
     lines.append(f"case {r.case_id}: DFM50N = {r.score:.4f} (threshold {r.threshold:g}) -> {r.risk_label}")
     if r.combined_probability is not None:
-        lines.append(f"combined clinical model: p = {r.combined_probability:.4f} -> "
-                     f"{'OLM positive' if r.combined_positive else 'OLM negative'} (threshold 0.254)")
+        lines.append(
+            f"combined clinical model: p = {r.combined_probability:.4f} -> "
+            f"{'OLM positive' if r.combined_positive else 'OLM negative'} (threshold 0.254)"
+        )
     c = r.center_ras
-    lines.append(f"centre ({r.center_method}) RAS = ({c[0]:.1f}, {c[1]:.1f}, {c[2]:.1f}) mm; "
-                 f"orientation {r.orientation}; geometry {r.geometry}")
-    lines.append(f"lesion {r.mask_volume_mm3:.0f} mm3, coverage {r.coverage:.1%}"
-                 + ("; touches cube border" if r.touches_border else ""))
+    lines.append(
+        f"centre ({r.center_method}) RAS = ({c[0]:.1f}, {c[1]:.1f}, {c[2]:.1f}) mm; "
+        f"orientation {r.orientation}; geometry {r.geometry}"
+    )
+    lines.append(
+        f"lesion {r.mask_volume_mm3:.0f} mm3, coverage {r.coverage:.1%}"
+        + ("; touches cube border" if r.touches_border else "")
+    )
     lines += [f"warning: {w}" for w in r.warnings if w != r.demo_banner]
     lines.append(r.disclaimer)
     return "\n".join(lines)

@@ -19,36 +19,56 @@ way 1 or 2; `weights verify PATH` checks the copy."""
 
 
 def register(subparsers):
-    p = subparsers.add_parser("weights", help="find, download and check the FCIB model weights (738 MB)",
-                              description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "weights",
+        help="find, download and check the FCIB model weights (738 MB)",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    s = sub.add_parser("status", help="where the weights are looked for, and what is there",
-                       description="Show each place the weights are looked for, in order, whether a file is "
-                                   "there, its size and its recorded SHA-256. Never uses the network.")
+    s = sub.add_parser(
+        "status",
+        help="where the weights are looked for, and what is there",
+        description="Show each place the weights are looked for, in order, whether a file is "
+        "there, its size and its recorded SHA-256. Never uses the network.",
+    )
     s.add_argument("--weights", default=None, help="also check this path (as --weights would be used)")
     s.set_defaults(func=_status)
 
-    d = sub.add_parser("download", help="download the weights into the per-user cache (738 MB, resumable)",
-                       description="Download model_weights.torch into the per-user cache folder. An interrupted "
-                                   "download resumes where it stopped when you run the command again. The file "
-                                   "is checked (size, structure, SHA-256 recorded) before it is put in place.")
+    d = sub.add_parser(
+        "download",
+        help="download the weights into the per-user cache (738 MB, resumable)",
+        description="Download model_weights.torch into the per-user cache folder. An interrupted "
+        "download resumes where it stopped when you run the command again. The file "
+        "is checked (size, structure, SHA-256 recorded) before it is put in place.",
+    )
     d.add_argument("--url", default=FCIB_WEIGHTS_URL, help="where to download from (default: Zenodo)")
     d.add_argument("--force", action="store_true", help="download again even if the cache already has the file")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_download)
 
-    v = sub.add_parser("verify", help="fully check a weights file (structure + SHA-256)",
-                       description="Load the file strictly (every tensor of the FCIB model, right shapes, nothing "
-                                   "else), compute its SHA-256 and compare it with the hash recorded when it was "
-                                   "first used. Exit 0 if good, 2 with the reason if not.")
-    v.add_argument("path", nargs="?", default=None,
-                   help=f"file to check (default: the one scoring would use: ${FCIB_WEIGHTS_ENV}, else the cache)")
+    v = sub.add_parser(
+        "verify",
+        help="fully check a weights file (structure + SHA-256)",
+        description="Load the file strictly (every tensor of the FCIB model, right shapes, nothing "
+        "else), compute its SHA-256 and compare it with the hash recorded when it was "
+        "first used. Exit 0 if good, 2 with the reason if not.",
+    )
+    v.add_argument(
+        "path",
+        nargs="?",
+        default=None,
+        help=f"file to check (default: the one scoring would use: ${FCIB_WEIGHTS_ENV}, else the cache)",
+    )
     v.set_defaults(func=_verify)
 
-    q = sub.add_parser("path", help="print the path of the weights scoring would use (exit 1 if none)",
-                       description="Print the weights file scoring would use, for scripts: "
-                                   "`--weights \"$(python -m DFM50NLib weights path)\"`. Exit 1 if there is none.")
+    q = sub.add_parser(
+        "path",
+        help="print the path of the weights scoring would use (exit 1 if none)",
+        description="Print the weights file scoring would use, for scripts: "
+        '`--weights "$(python -m DFM50NLib weights path)"`. Exit 1 if there is none.',
+    )
     q.set_defaults(func=_path)
     return p
 
@@ -86,8 +106,12 @@ def _download(args):
 
     dest = cached_weights_path()
     had = dest.is_file()
-    path = download_weights(args.url, force=args.force, expected_size=constants.FCIB_WEIGHTS_SIZE,
-                            progress=None if args.quiet else text_progress())
+    path = download_weights(
+        args.url,
+        force=args.force,
+        expected_size=constants.FCIB_WEIGHTS_SIZE,
+        progress=None if args.quiet else text_progress(),
+    )
     print(f"{'already downloaded' if had and not args.force else 'downloaded and checked'}: {path}")
     return 0
 
@@ -99,8 +123,10 @@ def _verify(args):
     info = verify_weights(path, progress=text_progress(label="SHA-256") if sys.stderr.isatty() else None)
     print(f"OK: {info['path']}")
     print("  structure: the FCIB v1.0.0 trunk (322 entries, 184,477,824 parameters)")
-    print(f"  size:      {info['size']:,} bytes" +
-          ("" if info["published_size"] else f" (NOT the published {FCIB_WEIGHTS_SIZE:,}: a different checkpoint)"))
+    print(
+        f"  size:      {info['size']:,} bytes"
+        + ("" if info["published_size"] else f" (NOT the published {FCIB_WEIGHTS_SIZE:,}: a different checkpoint)")
+    )
     print(f"  sha256:    {info['sha256']}")
     prev = info["previous_record"]
     if info["record_matched"]:

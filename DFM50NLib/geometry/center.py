@@ -1,4 +1,4 @@
-"""Lesion centre in RAS mm (SPEC §2.2): distance-transform peak, physical centroid, or a given point.
+"""Lesion centre in RAS mm (METHOD.md §2.2): distance-transform peak, physical centroid, or a given point.
 
 dt_peak tie-break (documented, deterministic, independent of how the file orders its voxels): among the
 voxels whose distance to the background equals the maximum (to 1e-9 relative, so that summation order
@@ -61,13 +61,18 @@ def _check_point(pm, point_ras) -> np.ndarray:
     cheb = np.abs(world - p).max(axis=1).min()
     half = CUBE_CENTER_INDEX * CUBE_SPACING_MM
     if cheb > half:
-        raise InputError(f"The given centre point {p.round(2).tolist()} (RAS mm) is {cheb:.1f} mm from the nearest "
-                         f"lesion voxel along some axis: the {2 * half:.0f} mm cube around it would not contain the "
-                         "lesion. Check the point's coordinates (RAS, not LPS?).")
+        raise InputError(
+            f"The given centre point {p.round(2).tolist()} (RAS mm) is {cheb:.1f} mm from the nearest "
+            f"lesion voxel along some axis: the {2 * half:.0f} mm cube around it would not contain the "
+            "lesion. Check the point's coordinates (RAS, not LPS?)."
+        )
     inside = np.round(pm.volume.world_to_ijk(p)).astype(int)
     a = pm.volume.array
     if not (np.all(inside >= 0) and np.all(inside < a.shape) and a[tuple(inside)]):
         dist = float(np.linalg.norm(world - p, axis=1).min())
-        warnings.warn(f"The given centre point lies outside the lesion mask ({dist:.1f} mm from the nearest "
-                      "lesion voxel).", DFM50NWarning, stacklevel=3)
+        warnings.warn(
+            f"The given centre point lies outside the lesion mask ({dist:.1f} mm from the nearest lesion voxel).",
+            DFM50NWarning,
+            stacklevel=3,
+        )
     return p

@@ -1,4 +1,4 @@
-"""The 50 mm cube (SPEC §2.3-2.4): 50^3 samples 1 mm apart around the centre, along orientation-code axes.
+"""The 50 mm cube (METHOD.md §2.3-2.4): 50^3 samples 1 mm apart around the centre, along orientation-code axes.
 
 CT: cubic B-spline on a sub-block of the CT (the cube's footprint plus `SPLINE_MARGIN` voxels, so the
 spline prefilter sees enough context: its influence decays as |z1|^n, z1 = sqrt(3) - 2, 0.268^10 ~ 2e-6).
@@ -70,8 +70,13 @@ def extract_cube(ct: Volume, pm, center_ras, orientation="LPS") -> Cube:
     shape = (CUBE_SIZE,) * 3
     ct_cube = ct_vals.reshape(shape).transpose(to_code).astype(np.float32)
     mask_cube = mask_vals.reshape(shape).transpose(to_code).astype(np.uint8)
-    return Cube(np.ascontiguousarray(ct_cube), np.ascontiguousarray(mask_cube), cube_to_ras_matrix(center, code),
-                code, "physical")
+    return Cube(
+        np.ascontiguousarray(ct_cube),
+        np.ascontiguousarray(mask_cube),
+        cube_to_ras_matrix(center, code),
+        code,
+        "physical",
+    )
 
 
 def _sample_ct(ct: Volume, cube_to_ras) -> np.ndarray:
@@ -94,8 +99,7 @@ def _sample_ct(ct: Volume, cube_to_ras) -> np.ndarray:
 def _lone_axes(m, tol=1e-6):
     """Pairs (CT axis r, cube axis s) where CT index r depends on cube index s alone, and s moves only r."""
     big = np.abs(m[:, :3]) > tol * np.abs(m[:, :3]).max()
-    return [(r, s) for r in range(3) for s in range(3)
-            if big[r, s] and big[r].sum() == 1 and big[:, s].sum() == 1]
+    return [(r, s) for r in range(3) for s in range(3) if big[r, s] and big[r].sum() == 1 and big[:, s].sum() == 1]
 
 
 def _within(p, n):
@@ -199,7 +203,7 @@ def _block(ct: Volume, pmin, pmax):
     want_lo = np.floor(np.asarray(pmin)).astype(int) - SPLINE_MARGIN
     want_hi = np.floor(np.asarray(pmax)).astype(int) + SPLINE_MARGIN + 2
     lo, hi = np.maximum(want_lo, 0), np.minimum(want_hi, shape)
-    block = np.asarray(ct.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=float)
+    block = np.asarray(ct.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=float)
     pad = [(int(a), int(b)) for a, b in zip(lo - want_lo, want_hi - hi)]
     if any(a or b for a, b in pad):
         block = np.pad(block, pad, mode="edge")
@@ -266,5 +270,8 @@ def cube_stats(cube: Cube, pm) -> dict:
     coverage = float(inside.sum()) / max(len(ijk), 1)
     m = cube.mask
     faces = (m[0], m[-1], m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1])
-    return {"cube_mask_voxels": int(m.sum(dtype=np.int64)), "coverage": coverage,
-            "touches_border": bool(any(f.any() for f in faces))}
+    return {
+        "cube_mask_voxels": int(m.sum(dtype=np.int64)),
+        "coverage": coverage,
+        "touches_border": bool(any(f.any() for f in faces)),
+    }

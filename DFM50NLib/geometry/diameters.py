@@ -79,9 +79,16 @@ def axial_diameters(mask) -> Diameters:
     def ras(pt2):
         return [float(pt2[0]), float(pt2[1]), s_mm]
 
-    return Diameters(long_mm=float(np.linalg.norm(q - p)), short_mm=float(short), volume_mm3=float(volume_mm3),
-                     slice_s_mm=s_mm, long_endpoints_ras=[ras(p), ras(q)], short_endpoints_ras=[ras(s1), ras(s2)],
-                     in_plane_spacing_mm=float(max(in_plane)), resampled=bool(resampled))
+    return Diameters(
+        long_mm=float(np.linalg.norm(q - p)),
+        short_mm=float(short),
+        volume_mm3=float(volume_mm3),
+        slice_s_mm=s_mm,
+        long_endpoints_ras=[ras(p), ras(q)],
+        short_endpoints_ras=[ras(s1), ras(s2)],
+        in_plane_spacing_mm=float(max(in_plane)),
+        resampled=bool(resampled),
+    )
 
 
 def _as_volume(mask):
@@ -111,7 +118,7 @@ def _crop(binary, affine):
     hi = np.array([i.max() for i in idx]) + 1
     shift = np.eye(4)
     shift[:3, 3] = lo
-    return binary[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], affine @ shift
+    return binary[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], affine @ shift
 
 
 def _resample_axial(binary, ijk_to_ras):
@@ -120,8 +127,7 @@ def _resample_axial(binary, ijk_to_ras):
 
     binary, affine = _crop(binary, ijk_to_ras)
     n = np.array(binary.shape)
-    corners = np.array([[x, y, z] for x in (-0.5, n[0] - 0.5) for y in (-0.5, n[1] - 0.5)
-                        for z in (-0.5, n[2] - 0.5)])
+    corners = np.array([[x, y, z] for x in (-0.5, n[0] - 0.5) for y in (-0.5, n[1] - 0.5) for z in (-0.5, n[2] - 0.5)])
     ras = corners @ affine[:3, :3].T + affine[:3, 3]
     lo, hi = ras.min(axis=0), ras.max(axis=0)
     step = float(np.linalg.norm(affine[:3, :3], axis=0).min())

@@ -30,8 +30,10 @@ def read_volume(path, series_uid: str | None = None) -> Volume:
     """
     img = _read_sitk(path, series_uid)
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: has {img.GetNumberOfComponentsPerPixel()} values per voxel (vector/RGB "
-                         "or multi-layer image); give a single-channel 3-D CT or label map.")
+        raise InputError(
+            f"{path}: has {img.GetNumberOfComponentsPerPixel()} values per voxel (vector/RGB "
+            "or multi-layer image); give a single-channel 3-D CT or label map."
+        )
     vol = _to_volume(img, path)
     _check_finite(vol.array, path)
     if np.issubdtype(vol.array.dtype, np.floating) and str(path).lower().endswith((".nii", ".nii.gz")):
@@ -47,9 +49,11 @@ def check_ct_intensities(vol: Volume) -> list:
     # CT HU: air/lung well below -200 in any chest CT, nothing denser than lung below -500 is implausible,
     # and values above ~4000 are beyond the HU scale (raw detector counts, an unrescaled export)
     if lo > -200 or hi < -500 or hi > 4000:
-        notes.append(f"The image values range from {lo:g} to {hi:g}, which does not look like a CT in Hounsfield "
-                     "units (air about -1000, soft tissue 0-100). Check that it is a CT with rescale "
-                     "slope/intercept applied; the score is only meaningful for CT HU.")
+        notes.append(
+            f"The image values range from {lo:g} to {hi:g}, which does not look like a CT in Hounsfield "
+            "units (air about -1000, soft tissue 0-100). Check that it is a CT with rescale "
+            "slope/intercept applied; the score is only meaningful for CT HU."
+        )
     return notes
 
 
@@ -66,8 +70,10 @@ def read_mask(path, label=None, segment=None) -> Volume:
     if is_dicom_seg(path):
         return _read_dicom_seg(path, label, segment)
     if segment is not None:
-        raise InputError(f"{path}: a segment name ({segment!r}) was given but this is not a Slicer .seg.nrrd "
-                         "segmentation; give the lesion's label value instead (--label N), or the .seg.nrrd file.")
+        raise InputError(
+            f"{path}: a segment name ({segment!r}) was given but this is not a Slicer .seg.nrrd "
+            "segmentation; give the lesion's label value instead (--label N), or the .seg.nrrd file."
+        )
     vol = read_volume(path)
     return _as_integer_labels(vol, path)
 
@@ -84,8 +90,10 @@ def _read_sitk(path, series_uid=None):
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise InputError(f"Cannot read {p} as an image ({first}). Supported: NIfTI (.nii, .nii.gz), NRRD "
-                         "(.nrrd, .nhdr), MetaImage (.mha, .mhd) and folders holding a DICOM series.") from None
+        raise InputError(
+            f"Cannot read {p} as an image ({first}). Supported: NIfTI (.nii, .nii.gz), NRRD "
+            "(.nrrd, .nhdr), MetaImage (.mha, .mhd) and folders holding a DICOM series."
+        ) from None
 
 
 def _read_dicom_series(folder: Path, series_uid=None):
@@ -93,13 +101,18 @@ def _read_dicom_series(folder: Path, series_uid=None):
 
     uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
     if not uids:
-        raise InputError(f"No DICOM series found in folder {folder}. Give the folder that directly holds the "
-                         "CT's .dcm files, or an image file (NIfTI, NRRD, MetaImage).")
+        raise InputError(
+            f"No DICOM series found in folder {folder}. Give the folder that directly holds the "
+            "CT's .dcm files, or an image file (NIfTI, NRRD, MetaImage)."
+        )
     if series_uid is None and len(uids) > 1:
-        listed = "; ".join(f"{u} ({len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), u))} files)"
-                           for u in uids)
-        raise InputError(f"Folder {folder} holds {len(uids)} DICOM series: {listed}. Put the CT series in a "
-                         "folder of its own, or choose one with series_uid=.")
+        listed = "; ".join(
+            f"{u} ({len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), u))} files)" for u in uids
+        )
+        raise InputError(
+            f"Folder {folder} holds {len(uids)} DICOM series: {listed}. Put the CT series in a "
+            "folder of its own, or choose one with series_uid=."
+        )
     uid = series_uid if series_uid is not None else uids[0]
     if uid not in uids:
         raise InputError(f"DICOM series {uid} is not in {folder}; present: {', '.join(uids)}.")
@@ -108,8 +121,9 @@ def _read_dicom_series(folder: Path, series_uid=None):
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"Cannot read the DICOM series {uid} in {folder}: {str(exc).strip().splitlines()[-1]}"
-                         ) from None
+        raise InputError(
+            f"Cannot read the DICOM series {uid} in {folder}: {str(exc).strip().splitlines()[-1]}"
+        ) from None
 
 
 class _KeepAlive:
@@ -131,8 +145,10 @@ def _to_volume(img, path) -> Volume:
         dim, size = 3, size[:3]
     if dim != 3 or min(size) < 1:
         what = "2-D" if dim == 2 else f"{dim}-D"
-        raise InputError(f"{path}: is a {what} image of size {size}; DFM50N needs one 3-D volume "
-                         "(a CT series or a lesion mask with at least one voxel along each axis).")
+        raise InputError(
+            f"{path}: is a {what} image of size {size}; DFM50N needs one 3-D volume "
+            "(a CT series or a lesion mask with at least one voxel along each axis)."
+        )
     view = sitk.GetArrayViewFromImage(img)
     array = np.asarray(_KeepAlive(view, img)).T  # [i, j, k], read-only, shares the image buffer
     m = np.eye(4)
@@ -145,11 +161,13 @@ def _check_finite(array, path):
     if not np.issubdtype(array.dtype, np.floating):
         return
     for k0 in range(0, array.shape[2], _FINITE_CHECK_SLAB):
-        slab = array[:, :, k0:k0 + _FINITE_CHECK_SLAB]
+        slab = array[:, :, k0 : k0 + _FINITE_CHECK_SLAB]
         if not np.isfinite(slab).all():
             bad = np.argwhere(~np.isfinite(slab))[0] + (0, 0, k0)
-            raise InputError(f"{path}: contains NaN or infinite voxel values (first at ijk {tuple(int(v) for v in bad)}"
-                             "). Re-export the image without NaN (e.g. fill with -1024 HU outside the scan).")
+            raise InputError(
+                f"{path}: contains NaN or infinite voxel values (first at ijk {tuple(int(v) for v in bad)}"
+                "). Re-export the image without NaN (e.g. fill with -1024 HU outside the scan)."
+            )
 
 
 def _check_finite_nifti(path):
@@ -165,10 +183,12 @@ def _as_integer_labels(vol: Volume, path) -> Volume:
     if np.issubdtype(a.dtype, np.floating):
         # float label maps (e.g. from some converters) must still hold whole numbers
         for k0 in range(0, a.shape[2], _FINITE_CHECK_SLAB):
-            slab = a[:, :, k0:k0 + _FINITE_CHECK_SLAB]
+            slab = a[:, :, k0 : k0 + _FINITE_CHECK_SLAB]
             if np.any(slab != np.round(slab)):
-                raise InputError(f"{path}: the mask holds fractional values (a probability map?); give a label "
-                                 "map with integer values (threshold it first, e.g. at 0.5).")
+                raise InputError(
+                    f"{path}: the mask holds fractional values (a probability map?); give a label "
+                    "map with integer values (threshold it first, e.g. at 0.5)."
+                )
         a = a.astype(np.int32)
         return vol.with_array(a)
     if a.dtype == bool:
@@ -204,8 +224,15 @@ def read_segment_table(path) -> list:
         s = segs[idx]
         # files from before Slicer 4.11 have no LabelValue/Layer: one layer per segment, value 1
         layer = int(s.get("Layer", idx if n_layers > 1 else 0))
-        table.append({"index": idx, "id": s.get("ID", f"Segment_{idx}"), "name": s.get("Name", s.get("ID", "")),
-                      "label_value": int(s.get("LabelValue", 1)), "layer": layer})
+        table.append(
+            {
+                "index": idx,
+                "id": s.get("ID", f"Segment_{idx}"),
+                "name": s.get("Name", s.get("ID", "")),
+                "label_value": int(s.get("LabelValue", 1)),
+                "layer": layer,
+            }
+        )
     return table
 
 
@@ -216,8 +243,10 @@ def _nrrd_header(path) -> dict:
         with open(path, "rb") as f:
             magic = f.readline()
             if not magic.startswith(b"NRRD"):
-                raise InputError(f"{path}: is not a NRRD file (no NRRD magic line); export the segmentation "
-                                 "from Slicer as .seg.nrrd.")
+                raise InputError(
+                    f"{path}: is not a NRRD file (no NRRD magic line); export the segmentation "
+                    "from Slicer as .seg.nrrd."
+                )
             for raw in f:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 if not line:
@@ -252,21 +281,27 @@ def _read_segmentation(path, label, segment) -> Volume:
         chosen = [s for s in table if s["label_value"] == int(label)]
         layers = {s["layer"] for s in table}
         if len(layers) > 1 and len(chosen) != 1:
-            raise InputError(f"{path}: label {label} does not name exactly one segment in this multi-layer "
-                             f"segmentation. Choose by name (--segment NAME). Segments: {described}.")
+            raise InputError(
+                f"{path}: label {label} does not name exactly one segment in this multi-layer "
+                f"segmentation. Choose by name (--segment NAME). Segments: {described}."
+            )
         if not chosen and table:
             raise InputError(f"{path}: no segment has label value {label}. Segments: {described}.")
     else:
         if len(table) > 1:
-            raise InputError(f"{path}: holds {len(table)} segments; say which one is the lesion with "
-                             f"--segment NAME (or --label N). Segments: {described}.")
+            raise InputError(
+                f"{path}: holds {len(table)} segments; say which one is the lesion with "
+                f"--segment NAME (or --label N). Segments: {described}."
+            )
         chosen = table
     img = _read_sitk(path)
     ncomp = img.GetNumberOfComponentsPerPixel()
     layer = chosen[0]["layer"] if chosen else 0
     if layer >= ncomp:
-        raise InputError(f"{path}: segment layer {layer} is missing (the file has {ncomp} layer(s)); "
-                         "re-save the segmentation from Slicer.")
+        raise InputError(
+            f"{path}: segment layer {layer} is missing (the file has {ncomp} layer(s)); "
+            "re-save the segmentation from Slicer."
+        )
     if ncomp > 1:
         img = sitk.VectorIndexSelectionCast(img, layer)
     vol = _to_volume(img, path)
@@ -308,11 +343,13 @@ def _dicom_sop_class(path) -> str:
     try:
         import pydicom
     except ImportError:
-        raise InputError(f"{path}: is a DICOM file; reading DICOM-SEG masks needs highdicom "
-                         "(pip install highdicom), or export the mask as NIfTI/NRRD.") from None
+        raise InputError(
+            f"{path}: is a DICOM file; reading DICOM-SEG masks needs highdicom "
+            "(pip install highdicom), or export the mask as NIfTI/NRRD."
+        ) from None
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except Exception as exc:  # noqa: BLE001 - any unreadable header: not ours to judge here
+    except Exception as exc:
         raise InputError(f"Cannot read the DICOM header of {path}: {exc}") from None
     return str(getattr(ds, "SOPClassUID", ""))
 
@@ -328,65 +365,93 @@ def _read_dicom_seg(path, label, segment) -> Volume:
     try:
         import highdicom as hd
     except ImportError:
-        raise InputError(f"{path}: is a DICOM-SEG; reading it needs highdicom (pip install highdicom), "
-                         "or convert the mask to NIfTI/NRRD (e.g. with dcmqi's segimage2itkimage).") from None
+        raise InputError(
+            f"{path}: is a DICOM-SEG; reading it needs highdicom (pip install highdicom), "
+            "or convert the mask to NIfTI/NRRD (e.g. with dcmqi's segimage2itkimage)."
+        ) from None
     try:
         seg = hd.seg.segread(str(path))
-    except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for broken files
+    except Exception as exc:
         raise InputError(f"Cannot read DICOM-SEG {path}: {type(exc).__name__}: {exc}") from None
     table = dicom_seg_segments(seg)
     number = _choose_dicom_segment(path, table, label, segment)
     try:
         hvol = seg.get_volume(segment_numbers=[number], combine_segments=False)
-    except Exception as exc:  # noqa: BLE001 - e.g. irregular slice spacing, tiled slide SEG
-        raise InputError(f"{path}: the frames of DICOM-SEG segment {number} do not form a regular 3-D grid "
-                         f"({type(exc).__name__}: {exc}). Convert it to NIfTI/NRRD against its CT (e.g. "
-                         "dcmqi's segimage2itkimage or Slicer) and give that file.") from None
+    except Exception as exc:
+        raise InputError(
+            f"{path}: the frames of DICOM-SEG segment {number} do not form a regular 3-D grid "
+            f"({type(exc).__name__}: {exc}). Convert it to NIfTI/NRRD against its CT (e.g. "
+            "dcmqi's segimage2itkimage or Slicer) and give that file."
+        ) from None
     if hvol is None:
-        raise InputError(f"{path}: DICOM-SEG segment {number} has no 3-D geometry (no frame of reference); "
-                         "convert it to NIfTI/NRRD against its CT and give that file.")
+        raise InputError(
+            f"{path}: DICOM-SEG segment {number} has no 3-D geometry (no frame of reference); "
+            "convert it to NIfTI/NRRD against its CT and give that file."
+        )
     arr = np.asarray(hvol.array)
     arr = arr.reshape(arr.shape[:3])  # one segment: drop the channel axis
     if np.issubdtype(arr.dtype, np.floating) and np.any((arr != 0) & (arr != 1)):
-        raise InputError(f"{path}: segment {number} is a FRACTIONAL (probability) segmentation; give a "
-                         "binary mask (threshold it first, e.g. at 0.5).")
+        raise InputError(
+            f"{path}: segment {number} is a FRACTIONAL (probability) segmentation; give a "
+            "binary mask (threshold it first, e.g. at 0.5)."
+        )
     inside = arr > 0
     if segment is None and label is not None:
         values = inside.astype(np.uint8 if number < 256 else np.uint16) * number
     else:
         values = inside.astype(np.uint8)
     chosen = next(s for s in table if s["number"] == number)
-    meta = {"path": str(path), "format": "DICOM-SEG", "segments": table, "segment": chosen["label"],
-            "segment_number": number, "label_value": int(values.max(initial=0)) or 1,
-            "referenced_series": _referenced_series(seg)}
+    meta = {
+        "path": str(path),
+        "format": "DICOM-SEG",
+        "segments": table,
+        "segment": chosen["label"],
+        "segment_number": number,
+        "label_value": int(values.max(initial=0)) or 1,
+        "referenced_series": _referenced_series(seg),
+    }
     return Volume(values, RAS_TO_LPS @ np.asarray(hvol.affine, dtype=float), name=Path(str(path)).stem, meta=meta)
 
 
 def dicom_seg_segments(seg) -> list:
     """Segments of a DICOM-SEG dataset: dicts with number, label (SegmentLabel), description."""
     background = getattr(seg, "PixelPaddingValue", None)  # LABELMAP SEGs may list the background
-    return [{"number": int(d.SegmentNumber), "label": str(getattr(d, "SegmentLabel", "")),
-             "description": str(getattr(d, "SegmentDescription", ""))}
-            for d in seg.SegmentSequence if background is None or int(d.SegmentNumber) != int(background)]
+    return [
+        {
+            "number": int(d.SegmentNumber),
+            "label": str(getattr(d, "SegmentLabel", "")),
+            "description": str(getattr(d, "SegmentDescription", "")),
+        }
+        for d in seg.SegmentSequence
+        if background is None or int(d.SegmentNumber) != int(background)
+    ]
 
 
 def _choose_dicom_segment(path, table, label, segment) -> int:
-    described = ", ".join(f"{s['number']}: {s['label']!r}" + (f" ({s['description']})" if s["description"] else "")
-                          for s in table) or "none"
+    described = (
+        ", ".join(
+            f"{s['number']}: {s['label']!r}" + (f" ({s['description']})" if s["description"] else "") for s in table
+        )
+        or "none"
+    )
     if segment is not None:
-        found = ([s for s in table if s["label"] == segment] or [s for s in table if s["description"] == segment])
+        found = [s for s in table if s["label"] == segment] or [s for s in table if s["description"] == segment]
         if len(found) != 1:
             what = "no segment" if not found else f"{len(found)} segments"
-            raise InputError(f"{path}: DICOM-SEG has {what} labelled {segment!r}; choose by segment number "
-                             f"(--label N). Segments: {described}.")
+            raise InputError(
+                f"{path}: DICOM-SEG has {what} labelled {segment!r}; choose by segment number "
+                f"(--label N). Segments: {described}."
+            )
         return found[0]["number"]
     if label is not None:
         if int(label) not in {s["number"] for s in table}:
             raise InputError(f"{path}: DICOM-SEG has no segment number {label}. Segments: {described}.")
         return int(label)
     if len(table) != 1:
-        raise InputError(f"{path}: DICOM-SEG holds {len(table)} segments; say which one is the lesion with "
-                         f"--segment NAME (or --label NUMBER). Segments: {described}.")
+        raise InputError(
+            f"{path}: DICOM-SEG holds {len(table)} segments; say which one is the lesion with "
+            f"--segment NAME (or --label NUMBER). Segments: {described}."
+        )
     return table[0]["number"]
 
 

@@ -1,4 +1,4 @@
-"""Lesion mask -> `PreparedMask`: binary, on the CT grid, largest 6-connected component, cropped (SPEC §2.1).
+"""Lesion mask -> `PreparedMask`: binary, on the CT grid, largest 6-connected component, cropped (METHOD.md §2.1).
 
 Only the lesion's bounding box is ever materialised on the CT grid: a mask on another grid is resampled
 (nearest neighbour, world coordinates) into that box alone, never into a full-size copy of the CT.
@@ -40,7 +40,7 @@ def prepare_mask(mask: Volume, ct: Volume, label: int | None = None) -> Prepared
     lo, hi = _bounding_box(arr, label, mask.name)
     if mask.same_grid(ct):
         offset = lo
-        crop = _binarize(arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], label)
+        crop = _binarize(arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], label)
     else:
         offset, crop = _resample_box(arr, mask, ct, label, lo, hi)
 
@@ -62,9 +62,14 @@ def _as_3d(a, what):
     if a.ndim == 4 and a.shape[3] == 1:
         a = a[..., 0]
     if a.ndim != 3:
-        raise InputError(f"The {what} is {a.ndim}-D (shape {a.shape}); DFM50N needs a 3-D volume. "
-                         + ("For a multi-layer segmentation pick the lesion's segment by name." if what == "mask"
-                            else "Give the CT as one 3-D series."))
+        raise InputError(
+            f"The {what} is {a.ndim}-D (shape {a.shape}); DFM50N needs a 3-D volume. "
+            + (
+                "For a multi-layer segmentation pick the lesion's segment by name."
+                if what == "mask"
+                else "Give the CT as one 3-D series."
+            )
+        )
     return a
 
 
@@ -87,7 +92,7 @@ def _memory_order(arr):
 def _chunks(a):
     step = max(1, _CHUNK_BYTES // max(1, a[0].size))
     for i0 in range(0, a.shape[0], step):
-        yield i0, a[i0:i0 + step]
+        yield i0, a[i0 : i0 + step]
 
 
 def _bounding_box(arr, label, name=""):
@@ -99,16 +104,20 @@ def _bounding_box(arr, label, name=""):
         b = _binarize(chunk, label)
         hit = b.reshape(len(b), -1).any(axis=1)
         if hit.any():  # only chunks holding lesion voxels are projected on the other two axes
-            outer[i0:i0 + len(b)] = hit
+            outer[i0 : i0 + len(b)] = hit
             plane |= b.any(axis=0)
     if not outer.any():
         if label is None:
             what = f"The lesion mask '{name}'" if name else "The lesion mask"
-            raise InputError(f"{what} is empty (no non-zero voxel). Draw or export the lesion segmentation "
-                             "again, or check that the right file was given.")
+            raise InputError(
+                f"{what} is empty (no non-zero voxel). Draw or export the lesion segmentation "
+                "again, or check that the right file was given."
+            )
         present = _labels_present(arr)
-        raise InputError(f"The mask has no voxel with label {label}, so the lesion is empty. Labels present: "
-                         f"{', '.join(str(v) for v in present) or 'none (the mask is empty)'}. Pick one of them.")
+        raise InputError(
+            f"The mask has no voxel with label {label}, so the lesion is empty. Labels present: "
+            f"{', '.join(str(v) for v in present) or 'none (the mask is empty)'}. Pick one of them."
+        )
     found = [None] * 3
     for f, axis in zip((outer, plane.any(axis=1), plane.any(axis=0)), order):
         found[axis] = f
@@ -129,20 +138,33 @@ def _labels_present(arr, limit=20):
 def _resample_box(arr, mask: Volume, ct: Volume, label, lo, hi):
     """Nearest-neighbour resampling of the mask's selected voxels onto the CT grid, inside their box only."""
     # World box of the selected voxels (whole voxel cells) -> CT index box
-    corners = np.array([[a, b, c] for a in (lo[0] - 0.5, hi[0] - 0.5) for b in (lo[1] - 0.5, hi[1] - 0.5)
-                        for c in (lo[2] - 0.5, hi[2] - 0.5)])
+    corners = np.array(
+        [
+            [a, b, c]
+            for a in (lo[0] - 0.5, hi[0] - 0.5)
+            for b in (lo[1] - 0.5, hi[1] - 0.5)
+            for c in (lo[2] - 0.5, hi[2] - 0.5)
+        ]
+    )
     ct_idx = ct.world_to_ijk(mask.ijk_to_world(corners))
     start = np.maximum(np.floor(ct_idx.min(axis=0)).astype(int), 0)
     stop = np.minimum(np.ceil(ct_idx.max(axis=0)).astype(int) + 1, ct.shape[:3])
     if np.any(stop <= start):
         world = mask.ijk_to_world(corners)
-        ct_corners = ct.ijk_to_world([[a, b, c] for a in (-0.5, ct.shape[0] - 0.5) for b in (-0.5, ct.shape[1] - 0.5)
-                                      for c in (-0.5, ct.shape[2] - 0.5)])
+        ct_corners = ct.ijk_to_world(
+            [
+                [a, b, c]
+                for a in (-0.5, ct.shape[0] - 0.5)
+                for b in (-0.5, ct.shape[1] - 0.5)
+                for c in (-0.5, ct.shape[2] - 0.5)
+            ]
+        )
         raise InputError(
             "The lesion mask does not overlap the CT in world space (mask spans RAS "
             f"{_fmt_box(world)}, CT spans {_fmt_box(ct_corners)}). It was probably drawn on another image or "
-            "saved without its geometry: export the mask from the same study, aligned with the CT.")
-    sub = _binarize(arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], label)
+            "saved without its geometry: export the mask from the same study, aligned with the CT."
+        )
+    sub = _binarize(arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], label)
     # CT voxel centre -> mask continuous index, one CT slice at a time
     m = mask.ras_to_ijk @ ct.ijk_to_ras
     ii, jj = np.meshgrid(np.arange(start[0], stop[0]), np.arange(start[1], stop[1]), indexing="ij")
@@ -150,12 +172,20 @@ def _resample_box(arr, mask: Volume, ct: Volume, label, lo, hi):
     for n, k in enumerate(range(start[2], stop[2])):
         p = [m[r, 0] * ii + m[r, 1] * jj + (m[r, 2] * k + m[r, 3]) for r in range(3)]
         idx = [np.floor(p[r] + 0.5).astype(np.int64) - lo[r] for r in range(3)]  # halves round up
-        ok = (idx[0] >= 0) & (idx[0] < sub.shape[0]) & (idx[1] >= 0) & (idx[1] < sub.shape[1]) \
-            & (idx[2] >= 0) & (idx[2] < sub.shape[2])
+        ok = (
+            (idx[0] >= 0)
+            & (idx[0] < sub.shape[0])
+            & (idx[1] >= 0)
+            & (idx[1] < sub.shape[1])
+            & (idx[2] >= 0)
+            & (idx[2] < sub.shape[2])
+        )
         out[:, :, n][ok] = sub[idx[0][ok], idx[1][ok], idx[2][ok]]
     if not out.any():
-        raise InputError("The lesion mask lies outside the CT, or is smaller than one CT voxel, once placed on the "
-                         "CT grid: no CT voxel centre falls inside it. Check that the mask belongs to this CT.")
+        raise InputError(
+            "The lesion mask lies outside the CT, or is smaller than one CT voxel, once placed on the "
+            "CT grid: no CT voxel centre falls inside it. Check that the mask belongs to this CT."
+        )
     return tuple(int(s) for s in start), out
 
 

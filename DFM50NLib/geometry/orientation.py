@@ -1,4 +1,4 @@
-"""Orientation codes (SPEC §2.5): three letters naming the patient direction of each cube array axis.
+"""Orientation codes (METHOD.md §2.5): three letters naming the patient direction of each cube array axis.
 
 ``LPS`` = axis 0 increases towards patient Left, axis 1 towards Posterior, axis 2 towards Superior.
 The score depends on this choice, so codes are validated strictly and stored upper-case.
@@ -12,9 +12,12 @@ from DFM50NLib.errors import InputError
 
 # RAS unit vector of each letter (RAS world: +x = Right, +y = Anterior, +z = Superior).
 LETTER_RAS = {
-    "R": (1.0, 0.0, 0.0), "L": (-1.0, 0.0, 0.0),
-    "A": (0.0, 1.0, 0.0), "P": (0.0, -1.0, 0.0),
-    "S": (0.0, 0.0, 1.0), "I": (0.0, 0.0, -1.0),
+    "R": (1.0, 0.0, 0.0),
+    "L": (-1.0, 0.0, 0.0),
+    "A": (0.0, 1.0, 0.0),
+    "P": (0.0, -1.0, 0.0),
+    "S": (0.0, 0.0, 1.0),
+    "I": (0.0, 0.0, -1.0),
 }
 _PAIRS = ("LR", "PA", "SI")  # one letter of each pair, in any order
 
@@ -26,7 +29,8 @@ def normalise_code(code) -> str:
     if len(text) != 3 or any(c not in LETTER_RAS for c in text) or sorted(used) != sorted(_PAIRS):
         raise InputError(
             f"Invalid orientation code {code!r}: give three letters, one of L/R, one of P/A and one of S/I "
-            "in any order (e.g. LPS, the default; LAS for dcm2niix-style files; SPL for FCIB's z,y,x order).")
+            "in any order (e.g. LPS, the default; LAS for dcm2niix-style files; SPL for FCIB's z,y,x order)."
+        )
     return text
 
 

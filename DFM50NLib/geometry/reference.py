@@ -1,4 +1,4 @@
-"""Upstream-parity cube (SPEC §3): the published scripts' arithmetic, bit for bit. Never the default.
+"""Upstream-parity cube (METHOD.md §3): the published scripts' arithmetic, bit for bit. Never the default.
 
 On the arrays as nibabel returns them (file axes i, j, k, float64 from ``get_fdata()``):
 ``scipy.ndimage.zoom(data, (1/sx, 1/sy, 1/sz), order=3)`` for the CT, ``order=0`` for the mask (each file's
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from DFM50NLib.constants import CUBE_CENTER_INDEX, CUBE_SIZE, REFERENCE_PAD_VALUE
-from DFM50NLib.geometry.cube import Cube
 from DFM50NLib.errors import InputError
+from DFM50NLib.geometry.cube import Cube
 
 ORIENTATION = "file-ijk"
 
@@ -35,7 +35,7 @@ class ReferenceCube:
 
 
 def reference_cube_from_files(image_path, mask_path, center_method="dt_peak", label=None) -> ReferenceCube:
-    """Read both NIfTI files with nibabel and cut the upstream cube (SPEC §3)."""
+    """Read both NIfTI files with nibabel and cut the upstream cube (METHOD.md §3)."""
     import nibabel as nib
 
     try:
@@ -43,33 +43,42 @@ def reference_cube_from_files(image_path, mask_path, center_method="dt_peak", la
     except FileNotFoundError as exc:
         raise InputError(f"File not found: {exc.filename}.") from None
     except Exception as exc:  # nibabel raises several types for files it cannot parse
-        raise InputError(f"Reference geometry reads NIfTI with nibabel, as the upstream scripts do; cannot read "
-                         f"{image_path} / {mask_path}: {exc}. Convert the images to NIfTI first.") from None
+        raise InputError(
+            f"Reference geometry reads NIfTI with nibabel, as the upstream scripts do; cannot read "
+            f"{image_path} / {mask_path}: {exc}. Convert the images to NIfTI first."
+        ) from None
     ct, mask = img.get_fdata(), msk.get_fdata()
     if ct.ndim != 3 or mask.ndim != 3:
         raise InputError(f"Reference geometry needs 3-D NIfTI files; got shapes {ct.shape} and {mask.shape}.")
     if ct.shape != mask.shape:
-        raise InputError(f"Reference geometry needs the mask on the CT's voxel grid (the upstream scripts "
-                         f"assume it); CT shape {ct.shape}, mask shape {mask.shape}. Resample the mask onto "
-                         "the CT first, or use the default physical geometry.")
-    return reference_cube(ct, mask, img.header.get_zooms()[:3], msk.header.get_zooms()[:3], center_method,
-                          label, affine=img.affine)
+        raise InputError(
+            f"Reference geometry needs the mask on the CT's voxel grid (the upstream scripts "
+            f"assume it); CT shape {ct.shape}, mask shape {mask.shape}. Resample the mask onto "
+            "the CT first, or use the default physical geometry."
+        )
+    return reference_cube(
+        ct, mask, img.header.get_zooms()[:3], msk.header.get_zooms()[:3], center_method, label, affine=img.affine
+    )
 
 
-def reference_cube(ct, mask, ct_zooms, mask_zooms=None, center_method="dt_peak", label=None,
-                   affine=None) -> ReferenceCube:
+def reference_cube(
+    ct, mask, ct_zooms, mask_zooms=None, center_method="dt_peak", label=None, affine=None
+) -> ReferenceCube:
     """The upstream arithmetic on float64 arrays in file order; `affine` (nibabel RAS) only places the audit cube."""
     from scipy import ndimage
 
     if center_method not in ("dt_peak", "centroid"):
-        raise InputError(f"Reference geometry knows the centre methods 'dt_peak' and 'centroid' only, "
-                         f"not {center_method!r}.")
+        raise InputError(
+            f"Reference geometry knows the centre methods 'dt_peak' and 'centroid' only, not {center_method!r}."
+        )
     mask_zooms = ct_zooms if mask_zooms is None else mask_zooms
     ct_z = ndimage.zoom(ct, zoom=tuple(1.0 / float(s) for s in ct_zooms), order=3)
     mask_z = ndimage.zoom(mask, zoom=tuple(1.0 / float(s) for s in mask_zooms), order=0)
     if ct_z.shape != mask_z.shape:
-        raise InputError(f"After the upstream resampling the CT ({ct_z.shape}) and the mask ({mask_z.shape}) "
-                         "differ in shape: their header voxel sizes disagree. Fix the mask's header.")
+        raise InputError(
+            f"After the upstream resampling the CT ({ct_z.shape}) and the mask ({mask_z.shape}) "
+            "differ in shape: their header voxel sizes disagree. Fix the mask's header."
+        )
     binary = (mask_z > 0) if label is None else (mask_z == label)
     labels, n = ndimage.label(binary)
     if n == 0:
@@ -95,9 +104,14 @@ def reference_cube(ct, mask, ct_zooms, mask_zooms=None, center_method="dt_peak",
     voxels = int(sizes.max())
     faces = (mask_cube[0], mask_cube[-1], mask_cube[:, 0], mask_cube[:, -1], mask_cube[:, :, 0], mask_cube[:, :, -1])
     cube_voxels = int(mask_cube.sum(dtype=np.int64))
-    stats = {"mask_voxels": voxels, "mask_volume_mm3": voxels * voxel_mm3, "components_dropped": int(n - 1),
-             "cube_mask_voxels": cube_voxels, "coverage": cube_voxels / voxels,
-             "touches_border": bool(any(f.any() for f in faces))}
+    stats = {
+        "mask_voxels": voxels,
+        "mask_volume_mm3": voxels * voxel_mm3,
+        "components_dropped": int(n - 1),
+        "cube_mask_voxels": cube_voxels,
+        "coverage": cube_voxels / voxels,
+        "touches_border": bool(any(f.any() for f in faces)),
+    }
     center_ras = (zoomed_to_ras @ [*c, 1.0])[:3]
     return ReferenceCube(cube, c, center_float, center_ras, voxels, int(n - 1), tuple(ct_z.shape), stats)
 

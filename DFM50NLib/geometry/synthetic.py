@@ -44,9 +44,20 @@ def ellipsoid_volume(semi_axes_mm) -> float:
     return 4.0 / 3.0 * np.pi * a * b * c
 
 
-def ellipsoid_case(center_ras, semi_axes_mm, rotation=None, *, shape=(64, 64, 32), spacing=(0.7, 0.7, 2.5),
-                   origin_ras=None, direction_ras=None, grid_center_ras=None, seed=0, texture_hu=15.0,
-                   noise_hu=5.0):
+def ellipsoid_case(
+    center_ras,
+    semi_axes_mm,
+    rotation=None,
+    *,
+    shape=(64, 64, 32),
+    spacing=(0.7, 0.7, 2.5),
+    origin_ras=None,
+    direction_ras=None,
+    grid_center_ras=None,
+    seed=0,
+    texture_hu=15.0,
+    noise_hu=5.0,
+):
     """(CT int16 HU, mask uint8) of an ellipsoidal lesion on the given grid.
 
     `rotation`: 3x3 whose columns are the RAS directions of the ellipsoid's semi-axes (default identity).
@@ -102,12 +113,18 @@ def write_demo_case(out_dir):
 
     out = Path(out_dir)
     rot = _rotation_z(25.0)
-    ct, mask = ellipsoid_case((-60.0, 20.0, -110.0), (11.0, 9.0, 8.5), rot, shape=(160, 160, 40),
-                              spacing=(0.7, 0.7, 2.5), direction_ras=np.diag([-1.0, -1.0, 1.0]),
-                              grid_center_ras=(-48.0, 20.0, -110.0), seed=2024)
+    ct, mask = ellipsoid_case(
+        (-60.0, 20.0, -110.0),
+        (11.0, 9.0, 8.5),
+        rot,
+        shape=(160, 160, 40),
+        spacing=(0.7, 0.7, 2.5),
+        direction_ras=np.diag([-1.0, -1.0, 1.0]),
+        grid_center_ras=(-48.0, 20.0, -110.0),
+        seed=2024,
+    )
     ct_path = write_volume(Volume(ct.array, ct.ijk_to_ras, "demo_phantom"), out / "demo_phantom.nii.gz")
-    mask_path = write_volume(Volume(mask.array, mask.ijk_to_ras, "demo_phantom_mask"),
-                             out / "demo_phantom_mask.nii.gz")
+    mask_path = write_volume(Volume(mask.array, mask.ijk_to_ras, "demo_phantom_mask"), out / "demo_phantom_mask.nii.gz")
     return ct_path, mask_path
 
 

@@ -72,11 +72,11 @@ class Volume:
         ras = np.asarray(ras, dtype=float)
         return ras @ inv[:3, :3].T + inv[:3, 3]
 
-    def with_array(self, array, name=None) -> "Volume":
+    def with_array(self, array, name=None) -> Volume:
         """Same grid, other voxels (e.g. a mask resampled onto this CT)."""
         return Volume(array, self.ijk_to_ras, self.name if name is None else name, dict(self.meta))
 
-    def same_grid(self, other: "Volume", tol=1e-4) -> bool:
+    def same_grid(self, other: Volume, tol=1e-4) -> bool:
         return self.shape[:3] == other.shape[:3] and np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=tol)
 
 

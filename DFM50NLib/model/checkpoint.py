@@ -52,8 +52,22 @@ def _skip_init():
     return SkipInit()
 
 
-_INIT_FUNCS = frozenset({"normal_", "uniform_", "fill_", "zero_", "constant_", "ones_", "zeros_", "kaiming_normal_",
-                         "kaiming_uniform_", "xavier_normal_", "xavier_uniform_", "trunc_normal_"})
+_INIT_FUNCS = frozenset(
+    {
+        "normal_",
+        "uniform_",
+        "fill_",
+        "zero_",
+        "constant_",
+        "ones_",
+        "zeros_",
+        "kaiming_normal_",
+        "kaiming_uniform_",
+        "xavier_normal_",
+        "xavier_uniform_",
+        "trunc_normal_",
+    }
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -76,7 +90,8 @@ def _expected():
                 raise DFM50NError(
                     f"resnet3d.FCIBTrunk has {len(spec)} state-dict entries and {n_params:,} parameters, not "
                     f"FCIB's {FCIB_STATE_DICT_ENTRIES} and {FCIB_PARAMETER_COUNT:,}: the network code was changed; "
-                    "restore DFM50NLib/resnet3d.py from the release.")
+                    "restore DFM50NLib/resnet3d.py from the release."
+                )
             _spec = (spec, params)
         return _spec
 
@@ -95,8 +110,7 @@ def _torch_load(path: Path, size: int):
 
     with open(path, "rb") as f:
         head = f.read(4)
-    refetch = ("delete it and download again (python -m DFM50NLib weights download --force), "
-               "or point to a good copy")
+    refetch = "delete it and download again (python -m DFM50NLib weights download --force), or point to a good copy"
     try:
         # mmap: tensors stay in the page cache, nothing is copied; only zip-format files can be mapped
         return torch.load(path, map_location="cpu", weights_only=True, mmap=head == _ZIP_MAGIC)
@@ -105,17 +119,20 @@ def _torch_load(path: Path, size: int):
         if pickled and ("weights only" in str(exc).lower() or "weights_only" in str(exc).lower()):
             raise WeightsError(
                 f"{path} contains Python objects other than tensors, so it is not the FCIB checkpoint "
-                "(refusing to unpickle it: that could run code). " + refetch[0].upper() + refetch[1:] + ".") from None
+                "(refusing to unpickle it: that could run code). " + refetch[0].upper() + refetch[1:] + "."
+            ) from None
         cause = exc
     except Exception as exc:  # zip reader errors are RuntimeError; truncated pickles EOFError, ...
         cause = exc
     if head != _ZIP_MAGIC and head[:1] != b"\x80":
         raise WeightsError(
             f"{path} is not a PyTorch checkpoint ({size:,} bytes, starts with {head!r}; an interrupted download "
-            f"or an HTML error page saved in its place?): {refetch}.") from None
+            f"or an HTML error page saved in its place?): {refetch}."
+        ) from None
     raise WeightsError(
         f"{path} is truncated or corrupt ({size:,} bytes; the FCIB v1.0.0 file has {FCIB_WEIGHTS_SIZE:,}): "
-        f"{refetch}. [{type(cause).__name__}: {str(cause).strip()[:200]}]") from None
+        f"{refetch}. [{type(cause).__name__}: {str(cause).strip()[:200]}]"
+    ) from None
 
 
 def load_trunk_state(path) -> dict:
@@ -133,8 +150,9 @@ def load_trunk_state(path) -> dict:
         raise WeightsError(f"FCIB weights: {path} is a folder; give the file itself (model_weights.torch).")
     size = path.stat().st_size
     if size == 0:
-        raise WeightsError(f"{path} is empty (0 bytes): delete it and download again "
-                           "(python -m DFM50NLib weights download --force).")
+        raise WeightsError(
+            f"{path} is empty (0 bytes): delete it and download again (python -m DFM50NLib weights download --force)."
+        )
     ckpt = _torch_load(path, size)
 
     fmt = "FCIB checkpoints are {'trunk_state_dict': <state dict>}"
@@ -144,7 +162,8 @@ def load_trunk_state(path) -> dict:
         if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             raise WeightsError(
                 f"{path} looks like a bare state dict ({len(ckpt)} tensors, e.g. {next(iter(ckpt))!r}); {fmt}. "
-                "If you saved it yourself, save {'trunk_state_dict': model.state_dict()} instead.")
+                "If you saved it yourself, save {'trunk_state_dict': model.state_dict()} instead."
+            )
         raise WeightsError(f"{path} has no 'trunk_state_dict' (top-level keys: {_first(map(str, ckpt))}); {fmt}.")
     state = ckpt["trunk_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -158,16 +177,23 @@ def load_trunk_state(path) -> dict:
         problems.append(f"{len(missing)} missing key(s): {_first(missing)}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected)}")
-    wrong = [f"{k} {tuple(state[k].shape)} {str(state[k].dtype)[6:]} (expected {spec[k][0]} {str(spec[k][1])[6:]})"
-             for k in sorted(set(spec) & set(state))
-             if tuple(state[k].shape) != spec[k][0] or state[k].dtype != spec[k][1]]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} {str(state[k].dtype)[6:]} (expected {spec[k][0]} {str(spec[k][1])[6:]})"
+        for k in sorted(set(spec) & set(state))
+        if tuple(state[k].shape) != spec[k][0] or state[k].dtype != spec[k][1]
+    ]
     if wrong:
         problems.append(f"{len(wrong)} shape/dtype mismatch(es): {_first(wrong, 3)}")
     n_params = sum(state[k].numel() for k in params if k in state)
     if not problems and (len(state) != FCIB_STATE_DICT_ENTRIES or n_params != FCIB_PARAMETER_COUNT):
-        problems.append(f"{len(state)} entries and {n_params:,} parameters "
-                        f"(expected {FCIB_STATE_DICT_ENTRIES} and {FCIB_PARAMETER_COUNT:,})")
+        problems.append(
+            f"{len(state)} entries and {n_params:,} parameters "
+            f"(expected {FCIB_STATE_DICT_ENTRIES} and {FCIB_PARAMETER_COUNT:,})"
+        )
     if problems:
-        raise WeightsError(f"{path} is not the FCIB v1.0.0 trunk: " + "; ".join(problems) +
-                           ". Use the published model_weights.torch (python -m DFM50NLib weights download).")
+        raise WeightsError(
+            f"{path} is not the FCIB v1.0.0 trunk: "
+            + "; ".join(problems)
+            + ". Use the published model_weights.torch (python -m DFM50NLib weights download)."
+        )
     return state

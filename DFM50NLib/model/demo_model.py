@@ -1,6 +1,6 @@
 """The bundled DEMO forest: a default random forest fitted on synthetic data, reproducibly.
 
-The trained DFM50N forest is not public (SPEC §5); this stands in so that the whole pipeline runs. Its
+The trained DFM50N forest is not public (METHOD.md §5); this stands in so that the whole pipeline runs. Its
 scores mean nothing clinically and every result made with it is labelled DEMO. Same seed and same
 scikit-learn version -> byte-identical files (the forest file is written with fixed zip metadata).
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DEMO_LABEL, THRESHOLD
+from DFM50NLib.constants import DEMO_LABEL, DFM50N_FEATURE_INDICES, THRESHOLD
 
 N_CASES = 300
 
@@ -41,14 +41,22 @@ def make_demo_model(out_dir, seed=0) -> Path:
     model = RandomForestClassifier(random_state=seed).fit(X, y)
     arrays = forest_to_arrays(model, DFM50N_FEATURE_INDICES)
     return write_model_folder(
-        out_dir, arrays, threshold=THRESHOLD, is_demo=True,
+        out_dir,
+        arrays,
+        threshold=THRESHOLD,
+        is_demo=True,
         name=f"DFM50N demo forest (synthetic data, seed {seed})",
         description=f"{DEMO_LABEL}. A default scikit-learn random forest fitted on {N_CASES} synthetic cases; "
-                    "its scores carry no clinical meaning. It exists so that the pipeline runs end to end. "
-                    "Geometry and orientation are null: it was not trained on image cubes.",
+        "its scores carry no clinical meaning. It exists so that the pipeline runs end to end. "
+        "Geometry and orientation are null: it was not trained on image cubes.",
         threshold_note="The published DFM50N Youden cutoff (0.25), reused for the demo forest.",
-        provenance={"how": "DFM50NLib.model.demo_model.make_demo_model",
-                    "command": f"python -m DFM50NLib make-demo-model --out models --seed {seed}",
-                    "seed": seed, "n_cases": N_CASES, "n_positive": int(y.sum()),
-                    "estimator": "RandomForestClassifier (default hyper-parameters)",
-                    "sklearn_version": sklearn.__version__})
+        provenance={
+            "how": "DFM50NLib.model.demo_model.make_demo_model",
+            "command": f"python -m DFM50NLib make-demo-model --out models --seed {seed}",
+            "seed": seed,
+            "n_cases": N_CASES,
+            "n_positive": int(y.sum()),
+            "estimator": "RandomForestClassifier (default hyper-parameters)",
+            "sklearn_version": sklearn.__version__,
+        },
+    )

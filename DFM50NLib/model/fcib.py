@@ -1,4 +1,4 @@
-"""FCIB foundation-model encoder (SPEC §2.6-2.7): MONAI's ResNet50 trunk -> 4096 features.
+"""FCIB foundation-model encoder (METHOD.md §2.6-2.7): MONAI's ResNet50 trunk -> 4096 features.
 
 Re-implements the ~20 lines of fmcib 1.0.0 (MIT) that build and load the model, because fmcib itself
 cannot be installed in Slicer's Python; Testing/Python/test_fcib_equality.py proves the features equal.
@@ -16,10 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from DFM50NLib.constants import (CUBE_SIZE, FCIB_PARAMETER_COUNT, FCIB_STATE_DICT_ENTRIES, FCIB_WEIGHTS_SIZE, HU_DIVISOR,
-                        HU_SUBTRAHEND, N_FCIB_FEATURES)
-from DFM50NLib.errors import DFM50NError, InputError, WeightsError
-from DFM50NLib.model.checkpoint import build_trunk, load_trunk_state  # noqa: F401  (re-exported: fcib.build_trunk)
+from DFM50NLib.constants import (
+    CUBE_SIZE,
+    HU_DIVISOR,
+    HU_SUBTRAHEND,
+    N_FCIB_FEATURES,
+)
+from DFM50NLib.errors import DFM50NError, InputError
+from DFM50NLib.model.checkpoint import build_trunk, load_trunk_state
 
 DEFAULT_BATCH_SIZE = 4  # cubes per forward: ~0.1 GB of activations each on CPU
 
@@ -62,8 +66,9 @@ def load_trunk(path, device="cpu"):
 # ----------------------------------------------------------------------------------------------------------------
 # input
 
+
 def normalize(cubes_hu) -> np.ndarray:
-    """FCIB's input x = (HU + 1024) / 3072 in float32, no clipping (SPEC §2.6).
+    """FCIB's input x = (HU + 1024) / 3072 in float32, no clipping (METHOD.md §2.6).
 
     Bit-equal to fmcib's NormalizeIntensityd(subtrahend=-1024, divisor=3072) on the float32 image its
     LoadImaged yields: cast to float32, subtract, then a true division (not a multiplication by 1/3072,
@@ -81,19 +86,24 @@ def _as_batch(cubes_hu) -> np.ndarray:
     if a.shape == (CUBE_SIZE,) * 3:
         a = a[None]
     if a.ndim != 4 or a.shape[1:] != (CUBE_SIZE,) * 3:
-        raise InputError(f"FCIB input must be a {CUBE_SIZE}^3 cube or a stack (N, {CUBE_SIZE}, {CUBE_SIZE}, "
-                         f"{CUBE_SIZE}) of them, got shape {a.shape}.")
+        raise InputError(
+            f"FCIB input must be a {CUBE_SIZE}^3 cube or a stack (N, {CUBE_SIZE}, {CUBE_SIZE}, "
+            f"{CUBE_SIZE}) of them, got shape {a.shape}."
+        )
     a = np.asarray(a, dtype=np.float32)
     bad = ~np.isfinite(a)
     if bad.any():
         n = np.flatnonzero(bad.reshape(len(a), -1).any(axis=1))
-        raise InputError(f"FCIB input cube(s) {n.tolist()[:10]} contain {int(bad.sum())} NaN/infinite value(s); "
-                         "the CT must be finite HU values (fill gaps with -1024, air).")
+        raise InputError(
+            f"FCIB input cube(s) {n.tolist()[:10]} contain {int(bad.sum())} NaN/infinite value(s); "
+            "the CT must be finite HU values (fill gaps with -1024, air)."
+        )
     return a
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # encoder
+
 
 def _check_device(device) -> str:
     import torch
@@ -103,8 +113,10 @@ def _check_device(device) -> str:
     except (RuntimeError, TypeError) as exc:
         raise DFM50NError(f"unknown device {device!r} ({exc}); use 'cpu' or 'cuda'.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DFM50NError(f"device {device!r} was asked for but this PyTorch ({torch.__version__}) sees no CUDA "
-                          "GPU: use device 'cpu', or install a CUDA build of PyTorch on a machine with a GPU.")
+        raise DFM50NError(
+            f"device {device!r} was asked for but this PyTorch ({torch.__version__}) sees no CUDA "
+            "GPU: use device 'cpu', or install a CUDA build of PyTorch on a machine with a GPU."
+        )
     if dev.type not in ("cpu", "cuda"):
         raise DFM50NError(f"device {device!r} is not supported; use 'cpu' or 'cuda'.")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -145,8 +157,8 @@ class FCIBEncoder:
         bs = max(1, int(batch_size or self.batch_size))
         with torch.inference_mode():
             for i in range(0, len(x), bs):
-                t = torch.from_numpy(normalize(x[i:i + bs]))[:, None].to(self.device)
-                out[i:i + bs] = self.model(t).float().cpu().numpy()
+                t = torch.from_numpy(normalize(x[i : i + bs]))[:, None].to(self.device)
+                out[i : i + bs] = self.model(t).float().cpu().numpy()
         return out
 
     def __repr__(self):
@@ -208,4 +220,3 @@ def clear_encoder_cache() -> None:
     """Forget every cached encoder (frees the models once nothing else holds them)."""
     with _encoders_lock:
         _encoders.clear()
-

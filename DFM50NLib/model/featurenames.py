@@ -1,6 +1,6 @@
 """FCIB feature names: every upstream spelling of feature 1105 means index 1105 of the 4096-vector.
 
-Upstream files write the same feature as ``pred_1105``, ``FCIB50N_F1105`` or ``pred_F1105`` (SPEC §2.8).
+Upstream files write the same feature as ``pred_1105``, ``FCIB50N_F1105`` or ``pred_F1105`` (METHOD.md §2.8).
 Prefixes are matched case-insensitively (CSV headers get re-cased by spreadsheets); the number must be
 plain decimal without leading zeros so that a typo is an error rather than a silently different feature.
 """
@@ -29,7 +29,8 @@ def feature_index(name) -> int:
         if digits is None or (len(digits) > 1 and digits.startswith("0")):
             raise ModelError(
                 f"{name!r} is not an FCIB feature name. Accepted spellings: {', '.join(SPELLINGS)} "
-                f"with n a number 0..{N_FCIB_FEATURES - 1} without leading zeros (e.g. pred_1105).")
+                f"with n a number 0..{N_FCIB_FEATURES - 1} without leading zeros (e.g. pred_1105)."
+            )
         index = int(digits)
     if not 0 <= index < N_FCIB_FEATURES:
         raise ModelError(f"FCIB feature {name!r} is out of range: FCIB has features 0..{N_FCIB_FEATURES - 1}.")
@@ -61,7 +62,8 @@ def column_map(columns) -> dict:
             continue
         index = feature_index(col)
         if index in found:
-            raise ModelError(f"Columns {where[index]!r} and {col!r} both name FCIB feature {index}; "
-                             "keep only one of them.")
+            raise ModelError(
+                f"Columns {where[index]!r} and {col!r} both name FCIB feature {index}; keep only one of them."
+            )
         found[index], where[index] = pos, col
     return found

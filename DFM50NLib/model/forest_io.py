@@ -27,8 +27,17 @@ from DFM50NLib.errors import InputError, ModelError
 from DFM50NLib.model.paths import bundled_model_dir
 
 FORMAT_VERSION = 1
-_KEYS = ("format_version", "classes", "feature_indices", "tree_offsets", "children_left", "children_right",
-         "feature", "threshold", "value")
+_KEYS = (
+    "format_version",
+    "classes",
+    "feature_indices",
+    "tree_offsets",
+    "children_left",
+    "children_right",
+    "feature",
+    "threshold",
+    "value",
+)
 _CHUNK = 4096  # rows evaluated at once
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed: the same forest always gives the same bytes (and sha256)
 
@@ -53,8 +62,10 @@ def forest_to_arrays(model, feature_indices) -> dict:
         raise ModelError("The forest predicts several outputs; DFM50N needs one binary output (classes 0, 1).")
     classes = np.asarray(model.classes_)
     if classes.shape != (2,) or not np.array_equal(classes, [0, 1]):
-        raise ModelError(f"The forest's classes are {classes.tolist()}; DFM50N needs exactly [0, 1] "
-                         "(1 = occult lymph-node metastasis). Refit it with 0/1 labels.")
+        raise ModelError(
+            f"The forest's classes are {classes.tolist()}; DFM50N needs exactly [0, 1] "
+            "(1 = occult lymph-node metastasis). Refit it with 0/1 labels."
+        )
     n_features = int(model.n_features_in_)
     if n_features != len(feature_indices):
         raise ModelError(f"The forest takes {n_features} features but {len(feature_indices)} names were given.")
@@ -75,8 +86,12 @@ def forest_to_arrays(model, feature_indices) -> dict:
         parts["value"].append(value)
         offsets.append(offsets[-1] + int(tree.node_count))
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
-    arrays.update(format_version=np.int64(FORMAT_VERSION), classes=np.array([0, 1], dtype=np.int64),
-                  feature_indices=feature_indices, tree_offsets=np.asarray(offsets, dtype=np.int64))
+    arrays.update(
+        format_version=np.int64(FORMAT_VERSION),
+        classes=np.array([0, 1], dtype=np.int64),
+        feature_indices=feature_indices,
+        tree_offsets=np.asarray(offsets, dtype=np.int64),
+    )
     Forest(arrays)  # validate what we are about to write
     return arrays
 
@@ -96,7 +111,7 @@ def write_forest(path, arrays: dict) -> Path:
     return Path(path)
 
 
-def read_forest(path) -> "Forest":
+def read_forest(path) -> Forest:
     """Load a forest file without unpickling anything; ModelError if it is not a valid forest."""
     path = Path(path)
     try:
@@ -108,8 +123,10 @@ def read_forest(path) -> "Forest":
     except ModelError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelError(f"Cannot read the forest file {path}: {exc}. Regenerate the model folder "
-                         "(make-demo-model, import-model or train).") from exc
+        raise ModelError(
+            f"Cannot read the forest file {path}: {exc}. Regenerate the model folder "
+            "(make-demo-model, import-model or train)."
+        ) from exc
     return Forest(arrays, source=path)
 
 
@@ -144,19 +161,33 @@ class Forest:
             if not ok:
                 raise ModelError(msg)
 
-        for key, kind in (("format_version", "i"), ("classes", "i"), ("feature_indices", "i"),
-                          ("tree_offsets", "i"), ("children_left", "i"), ("children_right", "i"),
-                          ("feature", "i"), ("threshold", "f"), ("value", "f")):
+        for key, kind in (
+            ("format_version", "i"),
+            ("classes", "i"),
+            ("feature_indices", "i"),
+            ("tree_offsets", "i"),
+            ("children_left", "i"),
+            ("children_right", "i"),
+            ("feature", "i"),
+            ("threshold", "f"),
+            ("value", "f"),
+        ):
             need(a[key].dtype.kind == kind, f"array {key} has dtype {a[key].dtype}")
-        need(a["format_version"].shape == () and int(a["format_version"]) == FORMAT_VERSION,
-             f"format version {a['format_version']} is not {FORMAT_VERSION}; update DFM50N")
+        need(
+            a["format_version"].shape == () and int(a["format_version"]) == FORMAT_VERSION,
+            f"format version {a['format_version']} is not {FORMAT_VERSION}; update DFM50N",
+        )
         need(a["classes"].tolist() == [0, 1], f"classes are {a['classes'].tolist()}, DFM50N needs [0, 1]")
         fi = a["feature_indices"]
-        need(fi.ndim == 1 and len(fi) > 0 and len(set(fi.tolist())) == len(fi) and fi.min() >= 0
-             and fi.max() < 4096, "feature_indices must be distinct FCIB indices 0..4095")
+        need(
+            fi.ndim == 1 and len(fi) > 0 and len(set(fi.tolist())) == len(fi) and fi.min() >= 0 and fi.max() < 4096,
+            "feature_indices must be distinct FCIB indices 0..4095",
+        )
         off = a["tree_offsets"]
-        need(off.ndim == 1 and len(off) >= 2 and off[0] == 0 and np.all(np.diff(off) > 0),
-             "tree_offsets must start at 0 and increase")
+        need(
+            off.ndim == 1 and len(off) >= 2 and off[0] == 0 and np.all(np.diff(off) > 0),
+            "tree_offsets must start at 0 and increase",
+        )
         n = int(off[-1])
         for key in ("children_left", "children_right", "feature", "threshold"):
             need(a[key].shape == (n,), f"array {key} has shape {a[key].shape}, expected ({n},)")
@@ -168,14 +199,23 @@ class Forest:
         need(np.array_equal(leaf, right == -1), "a node has exactly one child")
         inner = ~leaf
         # children after their parent, inside the tree: the descent always ends at a leaf
-        need(np.all((left[inner] > local[inner]) & (left[inner] < size[inner])
-                    & (right[inner] > local[inner]) & (right[inner] < size[inner])), "child index out of range")
+        need(
+            np.all(
+                (left[inner] > local[inner])
+                & (left[inner] < size[inner])
+                & (right[inner] > local[inner])
+                & (right[inner] < size[inner])
+            ),
+            "child index out of range",
+        )
         need(np.all((feat[inner] >= 0) & (feat[inner] < len(fi))), "a node tests a feature the model lacks")
         # +inf occurs in forests fitted with missing values ("only NaN goes right"): x <= inf always
         need(not np.any(np.isnan(a["threshold"][inner])), "a threshold is NaN")
         v = a["value"][leaf]
-        need(np.all(np.isfinite(v)) and np.all(v >= 0) and np.allclose(v.sum(axis=1), 1.0, rtol=0, atol=1e-9),
-             "leaf values are not class probabilities")
+        need(
+            np.all(np.isfinite(v)) and np.all(v >= 0) and np.allclose(v.sum(axis=1), 1.0, rtol=0, atol=1e-9),
+            "leaf values are not class probabilities",
+        )
 
     def predict_proba(self, X) -> np.ndarray:
         """(N, F) -> (N,) P(class 1): the mean over trees of the leaf's class-1 fraction.
@@ -188,16 +228,19 @@ class Forest:
         if X.ndim == 1:
             X = X[None, :]
         if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise InputError(f"The classifier takes {self.n_features} features per row; got an array of shape "
-                             f"{X.shape}.")
+            raise InputError(
+                f"The classifier takes {self.n_features} features per row; got an array of shape {X.shape}."
+            )
         X32 = X.astype(np.float32)
         bad = ~np.isfinite(X32)
         if bad.any():
             r, c = np.argwhere(bad)[0]
-            raise InputError(f"Feature {c} of row {r} is {X32[r, c]} (after conversion to float32): the "
-                             "classifier needs finite feature values. Check the FCIB features.")
+            raise InputError(
+                f"Feature {c} of row {r} is {X32[r, c]} (after conversion to float32): the "
+                "classifier needs finite feature values. Check the FCIB features."
+            )
         if X32.shape[0] > _CHUNK:  # bound the (rows x trees) work arrays
-            return np.concatenate([self.predict_proba(X32[i:i + _CHUNK]) for i in range(0, len(X32), _CHUNK)])
+            return np.concatenate([self.predict_proba(X32[i : i + _CHUNK]) for i in range(0, len(X32), _CHUNK)])
         n = X32.shape[0]
         node = np.broadcast_to(self._roots, (n, self.n_trees)).copy()
         rows = np.broadcast_to(np.arange(n)[:, None], node.shape)
@@ -231,10 +274,20 @@ def dumps(obj) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=True) + "\n"
 
 
-def write_model_folder(out_dir, arrays: dict, *, threshold: float, is_demo: bool, name: str,
-                       geometry=None, orientation=None, provenance=None, training=None,
-                       threshold_note="Training-derived cutoff; reused unchanged for validation/test/inference.",
-                       description="") -> Path:
+def write_model_folder(
+    out_dir,
+    arrays: dict,
+    *,
+    threshold: float,
+    is_demo: bool,
+    name: str,
+    geometry=None,
+    orientation=None,
+    provenance=None,
+    training=None,
+    threshold_note="Training-derived cutoff; reused unchanged for validation/test/inference.",
+    description="",
+) -> Path:
     """Write a complete model folder that `classifier.load_classifier` reads; returns the folder.
 
     metadata.json is written last and holds the forest's sha256, so a folder left half-written by a crash
@@ -246,8 +299,10 @@ def write_model_folder(out_dir, arrays: dict, *, threshold: float, is_demo: bool
 
     out_dir = Path(out_dir)
     if not is_demo and out_dir.resolve() == bundled_model_dir().resolve():
-        raise ModelError(f"{out_dir} is the bundled DEMO model folder; write your model to another folder "
-                         "(e.g. --out models/mine) and pass that folder with --model.")
+        raise ModelError(
+            f"{out_dir} is the bundled DEMO model folder; write your model to another folder "
+            "(e.g. --out models/mine) and pass that folder with --model."
+        )
     names = [canonical_name(int(i)) for i in arrays["feature_indices"]]
     threshold = float(threshold)
     if not 0.0 < threshold < 1.0:

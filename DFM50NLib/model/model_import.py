@@ -16,12 +16,24 @@ from DFM50NLib.constants import THRESHOLD
 from DFM50NLib.errors import ModelError
 from DFM50NLib.model.featurenames import canonical_name
 
-TRUST_WARNING = ("Unpickling a .pkl file runs code stored in it: a malicious file can do anything your "
-                 "account can. Import only a file whose source you trust.")
+TRUST_WARNING = (
+    "Unpickling a .pkl file runs code stored in it: a malicious file can do anything your "
+    "account can. Import only a file whose source you trust."
+)
 
 
-def import_model(pkl_path, out_dir, *, trust=False, cols=None, threshold=THRESHOLD, geometry=None,
-                 orientation=None, name=None, command=None) -> Path:
+def import_model(
+    pkl_path,
+    out_dir,
+    *,
+    trust=False,
+    cols=None,
+    threshold=THRESHOLD,
+    geometry=None,
+    orientation=None,
+    name=None,
+    command=None,
+) -> Path:
     """Unpickle `pkl_path` (only with trust=True), check it, and write a model folder to `out_dir`.
 
     `cols`: a JSON file ``{"feature_cols": [...]}`` (upstream dfm50n_rf.cols.json) or a list of names;
@@ -41,31 +53,49 @@ def import_model(pkl_path, out_dir, *, trust=False, cols=None, threshold=THRESHO
     rf = _unwrap(obj, RandomForestClassifier, pkl_path)
     n_features = int(getattr(rf, "n_features_in_", -1))
     if n_features != 9:
-        raise ModelError(f"The forest in {pkl_path} takes {n_features} features; a DFM50N classifier takes "
-                         "exactly the 9 FCIB features of SPEC §2.8.")
+        raise ModelError(
+            f"The forest in {pkl_path} takes {n_features} features; a DFM50N classifier takes "
+            "exactly the 9 FCIB features of METHOD.md §2.8."
+        )
     classes = np.asarray(rf.classes_)
     if classes.tolist() != [0, 1]:
-        raise ModelError(f"The forest in {pkl_path} has classes {classes.tolist()}; DFM50N needs exactly [0, 1] "
-                         "(1 = occult lymph-node metastasis). Refit it with 0/1 labels.")
+        raise ModelError(
+            f"The forest in {pkl_path} has classes {classes.tolist()}; DFM50N needs exactly [0, 1] "
+            "(1 = occult lymph-node metastasis). Refit it with 0/1 labels."
+        )
     names = _feature_names(rf, cols, pkl_path)
     arrays = forest_to_arrays(rf, [int(n.split("_")[1]) for n in names])
     _check_conversion(rf, arrays)
     return write_model_folder(
-        out_dir, arrays, threshold=threshold, is_demo=False, name=name or f"imported from {pkl_path.name}",
-        geometry=geometry, orientation=orientation,
+        out_dir,
+        arrays,
+        threshold=threshold,
+        is_demo=False,
+        name=name or f"imported from {pkl_path.name}",
+        geometry=geometry,
+        orientation=orientation,
         description=f"Random forest imported from {pkl_path.name} with DFM50N import-model.",
-        provenance={"how": "import-model", "command": command, "source_file": pkl_path.name,
-                    "source_sha256": sha256_file(pkl_path), "pickled_with_sklearn_version": pickled_with,
-                    "imported_with_sklearn_version": sklearn.__version__,
-                    "estimator": type(rf).__name__, "estimator_params": _params(rf)})
+        provenance={
+            "how": "import-model",
+            "command": command,
+            "source_file": pkl_path.name,
+            "source_sha256": sha256_file(pkl_path),
+            "pickled_with_sklearn_version": pickled_with,
+            "imported_with_sklearn_version": sklearn.__version__,
+            "estimator": type(rf).__name__,
+            "estimator_params": _params(rf),
+        },
+    )
 
 
 def _require_sklearn():
     try:
         import sklearn
     except ImportError:
-        raise ModelError("import-model needs scikit-learn to read the pickle: pip install scikit-learn "
-                         "(scoring with the converted folder does not).") from None
+        raise ModelError(
+            "import-model needs scikit-learn to read the pickle: pip install scikit-learn "
+            "(scoring with the converted folder does not)."
+        ) from None
     return sklearn
 
 
@@ -87,8 +117,10 @@ def _unpickle(path: Path, current_version: str):
         try:
             obj = load(path)
         except Exception as exc:  # unpickling can fail in many ways; all mean "cannot use this file"
-            raise ModelError(f"Cannot unpickle {path}: {type(exc).__name__}: {exc}. It may need another "
-                             "scikit-learn version, or not be a pickle at all.") from exc
+            raise ModelError(
+                f"Cannot unpickle {path}: {type(exc).__name__}: {exc}. It may need another "
+                "scikit-learn version, or not be a pickle at all."
+            ) from exc
     versions = [getattr(w.message, "original_sklearn_version", None) for w in caught]
     versions = [v for v in versions if v]
     return obj, (versions[0] if versions else current_version)
@@ -100,13 +132,17 @@ def _unwrap(obj, forest_type, path):
     if isinstance(steps, list) and type(obj).__name__ == "Pipeline":
         real = [s for _, s in steps if s is not None and s != "passthrough"]
         if len(real) != 1:
-            raise ModelError(f"{path} holds a Pipeline with steps {[n for n, _ in steps]}; DFM50N uses a bare "
-                             "random forest on the raw features (no scaling, no imputation). Export the "
-                             "forest alone.")
+            raise ModelError(
+                f"{path} holds a Pipeline with steps {[n for n, _ in steps]}; DFM50N uses a bare "
+                "random forest on the raw features (no scaling, no imputation). Export the "
+                "forest alone."
+            )
         obj = real[0]
     if not isinstance(obj, forest_type):
-        raise ModelError(f"{path} holds a {type(obj).__module__}.{type(obj).__name__}, not a scikit-learn "
-                         "RandomForestClassifier (or a Pipeline whose only step is one).")
+        raise ModelError(
+            f"{path} holds a {type(obj).__module__}.{type(obj).__name__}, not a scikit-learn "
+            "RandomForestClassifier (or a Pipeline whose only step is one)."
+        )
     if not hasattr(obj, "estimators_"):
         raise ModelError(f"The RandomForestClassifier in {path} is not fitted.")
     return obj
@@ -119,12 +155,16 @@ def _feature_names(rf, cols, path) -> list:
         if own is None:
             beside = path.parent / "dfm50n_rf.cols.json"
             hint = f" (e.g. --cols {beside})" if beside.is_file() else ""
-            raise ModelError(f"The forest in {path} does not record its feature names: give the 9 names, in the "
-                             f"order the forest was fitted on, with --cols{hint}.")
+            raise ModelError(
+                f"The forest in {path} does not record its feature names: give the 9 names, in the "
+                f"order the forest was fitted on, with --cols{hint}."
+            )
         listed, source = own, "the forest's feature_names_in_"
         if not all(_is_name(n) for n in own):
-            raise ModelError(f"The forest in {path} was fitted on columns {own}, which are not FCIB feature "
-                             "names: give the 9 FCIB names, in that order, with --cols.")
+            raise ModelError(
+                f"The forest in {path} was fitted on columns {own}, which are not FCIB feature "
+                "names: give the 9 FCIB names, in that order, with --cols."
+            )
     else:
         listed, source = _read_cols(cols), str(cols) if not isinstance(cols, (list, tuple)) else "--cols"
     if len(listed) != 9:
@@ -133,8 +173,10 @@ def _feature_names(rf, cols, path) -> list:
     if len(set(names)) != len(names):
         raise ModelError(f"{source} lists a feature twice: {listed}.")
     if own is not None and [canonical_name(n) if _is_name(n) else n for n in own] != names:
-        raise ModelError(f"The forest was fitted on the columns {own} but {source} lists {listed}; they must "
-                         "name the same features in the same order.")
+        raise ModelError(
+            f"The forest was fitted on the columns {own} but {source} lists {listed}; they must "
+            "name the same features in the same order."
+        )
     return names
 
 
@@ -183,8 +225,10 @@ def _check_conversion(rf, arrays, n=500, seed=0):
     expected /= len(rf.estimators_)
     got = Forest(arrays).predict_proba(X)
     if not np.allclose(got, expected, rtol=0, atol=1e-12):
-        raise ModelError("The converted forest does not reproduce the pickled forest's probabilities "
-                         f"(max difference {np.abs(got - expected).max():.3g}); please report this.")
+        raise ModelError(
+            "The converted forest does not reproduce the pickled forest's probabilities "
+            f"(max difference {np.abs(got - expected).max():.3g}); please report this."
+        )
 
 
 def _params(rf) -> dict:

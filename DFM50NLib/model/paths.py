@@ -36,8 +36,10 @@ def cached_weights_path() -> Path:
 
 def how_to_provide() -> str:
     """The three ways to give the weights, for every 'not found' message."""
-    return (f"Provide the FCIB weights ({C.FCIB_WEIGHTS_FILENAME}, {C.FCIB_WEIGHTS_SIZE:,} bytes) in one of 3 ways: "
-            f"(1) --weights PATH (in Slicer: the module's 'FCIB weights' setting); "
-            f"(2) environment variable {C.FCIB_WEIGHTS_ENV}=PATH; "
-            f"(3) download them once into the cache ({cached_weights_path()}): `{DOWNLOAD_COMMAND}` "
-            f"(or add --download; in Slicer: the Download button).")
+    return (
+        f"Provide the FCIB weights ({C.FCIB_WEIGHTS_FILENAME}, {C.FCIB_WEIGHTS_SIZE:,} bytes) in one of 3 ways: "
+        f"(1) --weights PATH (in Slicer: the module's 'FCIB weights' setting); "
+        f"(2) environment variable {C.FCIB_WEIGHTS_ENV}=PATH; "
+        f"(3) download them once into the cache ({cached_weights_path()}): `{DOWNLOAD_COMMAND}` "
+        f"(or add --download; in Slicer: the Download button)."
+    )

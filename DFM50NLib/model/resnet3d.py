@@ -53,8 +53,14 @@ class FCIBTrunk(nn.Module):
         super().__init__()
         planes = [p * WIDEN_FACTOR for p in STAGE_PLANES]
         self.in_planes = planes[0]
-        self.conv1 = nn.Conv3d(in_channels, self.in_planes, kernel_size=STEM_KERNEL, stride=STEM_STRIDE,
-                               padding=STEM_KERNEL // 2, bias=False)
+        self.conv1 = nn.Conv3d(
+            in_channels,
+            self.in_planes,
+            kernel_size=STEM_KERNEL,
+            stride=STEM_STRIDE,
+            padding=STEM_KERNEL // 2,
+            bias=False,
+        )
         self.bn1 = nn.BatchNorm3d(self.in_planes)
         self.act = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
@@ -76,7 +82,8 @@ class FCIBTrunk(nn.Module):
         if stride != 1 or self.in_planes != planes * EXPANSION:  # shortcut "B": 1x1x1 conv (with bias) + norm
             downsample = nn.Sequential(
                 nn.Conv3d(self.in_planes, planes * EXPANSION, kernel_size=1, stride=stride, bias=True),
-                nn.BatchNorm3d(planes * EXPANSION))
+                nn.BatchNorm3d(planes * EXPANSION),
+            )
         layers = [Bottleneck(self.in_planes, planes, stride, downsample)]
         self.in_planes = planes * EXPANSION
         layers += [Bottleneck(self.in_planes, planes) for _ in range(1, blocks)]

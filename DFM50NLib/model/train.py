@@ -1,7 +1,7 @@
 """Train your own DFM50N forest from a feature table (CSV) and write a model folder.
 
-Default RandomForestClassifier(random_state=seed) on the 9 SPEC features, no scaling, no imputation
-(SPEC §2.9). The threshold is the Youden cut-off on the training cohort, as in the paper; it is optimistic
+Default RandomForestClassifier(random_state=seed) on the 9 features of METHOD.md §2.8, no scaling, no imputation
+(METHOD.md §2.9). The threshold is the Youden cut-off on the training cohort, as in the paper; it is optimistic
 on in-sample probabilities of a forest, so ``youden_on="oob"`` (out-of-bag probabilities) is offered too.
 """
 
@@ -23,7 +23,7 @@ _MISSING = {"", "nan", "na", "n/a", "null", "none"}
 
 
 def read_feature_table(path, label="olm", id_column=None):
-    """(X (N, 9) float64 in SPEC order, y (N,) int 0/1, ids list) from a CSV; ModelError on any problem."""
+    """(X (N, 9) float64 in METHOD.md §2.8 order, y (N,) int 0/1, ids list) from a CSV; ModelError on any problem."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -35,8 +35,10 @@ def read_feature_table(path, label="olm", id_column=None):
     header, rows = [h.strip() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]
     if label not in header:
         others = [h for h in header if h not in _feature_columns(header)]
-        raise ModelError(f"{path} has no label column {label!r}; its non-feature columns are {others}. "
-                         "Name the 0/1 outcome column with --label.")
+        raise ModelError(
+            f"{path} has no label column {label!r}; its non-feature columns are {others}. "
+            "Name the 0/1 outcome column with --label."
+        )
     if id_column is None and "case_id" in header:
         id_column = "case_id"
     if id_column is not None and id_column not in header:
@@ -44,8 +46,10 @@ def read_feature_table(path, label="olm", id_column=None):
     found = column_map(header)
     missing = [n for n, i in zip(DFM50N_FEATURE_NAMES, DFM50N_FEATURE_INDICES) if i not in found]
     if missing:
-        raise ModelError(f"{path} lacks the feature columns {missing} (accepted spellings: pred_1105, "
-                         "FCIB50N_F1105, pred_F1105). Give the 9 DFM50N features or all 4096 pred_ columns.")
+        raise ModelError(
+            f"{path} lacks the feature columns {missing} (accepted spellings: pred_1105, "
+            "FCIB50N_F1105, pred_F1105). Give the 9 DFM50N features or all 4096 pred_ columns."
+        )
     for r_no, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise ModelError(f"{path} line {r_no} has {len(row)} fields, the header has {len(header)}.")
@@ -58,8 +62,10 @@ def read_feature_table(path, label="olm", id_column=None):
     bad = np.argwhere(~np.isfinite(X))
     if len(bad):
         where = ", ".join(f"{ids[i]} ({DFM50N_FEATURE_NAMES[j]})" for i, j in bad[:10])
-        raise ModelError(f"{path} has {len(bad)} missing or non-finite feature values, e.g. {where}. The forest "
-                         "takes no missing values (no imputation, SPEC §2.9): fix or drop those cases.")
+        raise ModelError(
+            f"{path} has {len(bad)} missing or non-finite feature values, e.g. {where}. The forest "
+            "takes no missing values (no imputation, METHOD.md §2.9): fix or drop those cases."
+        )
     y = np.array([_label(row[header.index(label)], path, label, ids[i]) for i, row in enumerate(rows)])
     if len(set(y.tolist())) < 2:
         raise ModelError(f"Column {label!r} of {path} holds only the class {int(y[0])}; both 0 and 1 are needed.")
@@ -91,8 +97,10 @@ def _label(text, path, column, case):
     except ValueError:
         value = math.nan
     if value not in (0.0, 1.0):
-        raise ModelError(f"{path}: the label {column!r} of {case} is {text!r}; labels must be 0 (no occult "
-                         "lymph-node metastasis) or 1 (metastasis).")
+        raise ModelError(
+            f"{path}: the label {column!r} of {case} is {text!r}; labels must be 0 (no occult "
+            "lymph-node metastasis) or 1 (metastasis)."
+        )
     return int(value)
 
 
@@ -114,13 +122,27 @@ def youden_threshold(y, p):
     j = sens + spec - 1
     best = len(cuts) - 1 - int(np.argmax(j[::-1]))  # highest cut among the maxima
     if j[best] <= 0:
-        raise ModelError("The training probabilities do not separate the classes (Youden index <= 0); "
-                         "give --threshold or check the labels.")
+        raise ModelError(
+            "The training probabilities do not separate the classes (Youden index <= 0); "
+            "give --threshold or check the labels."
+        )
     return float(cuts[best]), float(sens[best]), float(spec[best])
 
 
-def train_model(features_csv, out_dir, *, label="olm", threshold=None, seed=0, id_column=None,
-                youden_on="train", geometry=None, orientation=None, name=None, command=None) -> Path:
+def train_model(
+    features_csv,
+    out_dir,
+    *,
+    label="olm",
+    threshold=None,
+    seed=0,
+    id_column=None,
+    youden_on="train",
+    geometry=None,
+    orientation=None,
+    name=None,
+    command=None,
+) -> Path:
     """Fit the forest, pick the threshold, cross-validate, and write a model folder; returns `out_dir`."""
     if youden_on not in YOUDEN_ON:
         raise ModelError(f"youden_on must be one of {YOUDEN_ON}, not {youden_on!r}.")
@@ -148,25 +170,46 @@ def train_model(features_csv, out_dir, *, label="olm", threshold=None, seed=0, i
         else:
             cut, sens, spec = youden_threshold(y, p_train)
         thr_record = {"method": "youden", "on": youden_on, "value": cut, "sensitivity": sens, "specificity": spec}
-        note = (f"Youden cut-off on the {'out-of-bag' if oob else 'training'} probabilities of the training "
-                "cohort; reused unchanged for validation/test/inference.")
+        note = (
+            f"Youden cut-off on the {'out-of-bag' if oob else 'training'} probabilities of the training "
+            "cohort; reused unchanged for validation/test/inference."
+        )
     else:
         cut = float(threshold)
         thr_record = {"method": "given", "value": cut}
         note = "Cut-off given by the user at training time."
     training = {
-        "features_csv": Path(features_csv).name, "features_csv_sha256": sha256_file(features_csv),
-        "label_column": label, "n_cases": int(len(y)), "n_positive": int(y.sum()),
-        "n_negative": int(len(y) - y.sum()), "training_auc": float(roc_auc_score(y, p_train)),
+        "features_csv": Path(features_csv).name,
+        "features_csv_sha256": sha256_file(features_csv),
+        "label_column": label,
+        "n_cases": len(y),
+        "n_positive": int(y.sum()),
+        "n_negative": int(len(y) - y.sum()),
+        "training_auc": float(roc_auc_score(y, p_train)),
         "cross_validation": _cross_validate(X, y, seed, RandomForestClassifier, roc_auc_score),
-        "threshold": thr_record, "seed": seed, "sklearn_version": sklearn.__version__,
+        "threshold": thr_record,
+        "seed": seed,
+        "sklearn_version": sklearn.__version__,
     }
     return write_model_folder(
-        out_dir, arrays, threshold=cut, is_demo=False, name=name or f"trained on {Path(features_csv).name}",
-        geometry=geometry, orientation=orientation, threshold_note=note, training=training,
+        out_dir,
+        arrays,
+        threshold=cut,
+        is_demo=False,
+        name=name or f"trained on {Path(features_csv).name}",
+        geometry=geometry,
+        orientation=orientation,
+        threshold_note=note,
+        training=training,
         description="Random forest trained with DFM50N train (default hyper-parameters, 9 FCIB features).",
-        provenance={"how": "train", "command": command, "seed": seed, "sklearn_version": sklearn.__version__,
-                    "estimator": "RandomForestClassifier (default hyper-parameters)"})
+        provenance={
+            "how": "train",
+            "command": command,
+            "seed": seed,
+            "sklearn_version": sklearn.__version__,
+            "estimator": "RandomForestClassifier (default hyper-parameters)",
+        },
+    )
 
 
 def _cross_validate(X, y, seed, forest_type, auc):
@@ -182,5 +225,11 @@ def _cross_validate(X, y, seed, forest_type, auc):
         p = forest_type(random_state=seed).fit(X[train], y[train]).predict_proba(X[test])[:, 1]
         oof[test] = p
         folds.append(float(auc(y[test], p)))
-    return {"n_splits": k, "shuffle_seed": seed, "fold_auc": folds, "mean_auc": float(np.mean(folds)),
-            "sd_auc": float(np.std(folds, ddof=1)), "out_of_fold_auc": float(auc(y, oof))}
+    return {
+        "n_splits": k,
+        "shuffle_seed": seed,
+        "fold_auc": folds,
+        "mean_auc": float(np.mean(folds)),
+        "sd_auc": float(np.std(folds, ddof=1)),
+        "out_of_fold_auc": float(auc(y, oof)),
+    }

@@ -4,7 +4,7 @@ Where they are looked for, in order: an explicit path (--weights), $DFM50N_FCIB_
 module's setting, the per-user cache (platformdirs.user_cache_dir("DFM50N")/fcib, or $DFM50N_CACHE_DIR/fcib),
 which only `download` fills. Nothing touches the network unless a download is asked for.
 
-Integrity (SPEC §5): a download is written to `<name>.part` (resumable with an HTTP Range request), its size
+Integrity (METHOD.md §5): a download is written to `<name>.part` (resumable with an HTTP Range request), its size
 checked, its structure strictly checked (fcib.load_trunk_state), then renamed into place in one step: an
 interrupted download never leaves a file that passes as the weights. Its SHA-256 is then stored in a small
 record (`sha256/<hash of path>.json` in the cache, keyed by path, size and mtime).
@@ -43,13 +43,16 @@ SETTING_NAME = "DFM50N/FCIBWeightsPath"  # the Slicer module's QSettings key (fo
 # ----------------------------------------------------------------------------------------------------------------
 # places
 
+
 def weight_locations(path=None, settings_path=None) -> list:
     """[(source, Path or None)] in the order resolve_weights looks; for `weights status`."""
     env = os.environ.get(C.FCIB_WEIGHTS_ENV) or None
-    return [("--weights", Path(path).expanduser() if path else None),
-            (f"${C.FCIB_WEIGHTS_ENV}", Path(env).expanduser() if env else None),
-            ("Slicer setting", Path(settings_path).expanduser() if settings_path else None),
-            ("cache", cached_weights_path())]
+    return [
+        ("--weights", Path(path).expanduser() if path else None),
+        (f"${C.FCIB_WEIGHTS_ENV}", Path(env).expanduser() if env else None),
+        ("Slicer setting", Path(settings_path).expanduser() if settings_path else None),
+        ("cache", cached_weights_path()),
+    ]
 
 
 def resolve_weights(path=None, *, download=False, progress=None, settings_path=None) -> Path:
@@ -61,20 +64,25 @@ def resolve_weights(path=None, *, download=False, progress=None, settings_path=N
     for source, p in weight_locations(path, settings_path)[:3]:
         if p is not None:
             if not p.is_file():
-                raise WeightsError(f"FCIB weights given by {source} not found: {p} "
-                                   f"{'is a folder' if p.is_dir() else 'does not exist'}. {how_to_provide()}")
+                raise WeightsError(
+                    f"FCIB weights given by {source} not found: {p} "
+                    f"{'is a folder' if p.is_dir() else 'does not exist'}. {how_to_provide()}"
+                )
             return p
     cached = cached_weights_path()
     if cached.is_file():
         return cached
     if download:
         return download_weights(progress=progress)
-    raise WeightsError(f"FCIB weights not found (looked for --weights, ${C.FCIB_WEIGHTS_ENV}, the Slicer setting "
-                       f"and {cached}). {how_to_provide()}")
+    raise WeightsError(
+        f"FCIB weights not found (looked for --weights, ${C.FCIB_WEIGHTS_ENV}, the Slicer setting "
+        f"and {cached}). {how_to_provide()}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # hashes and their records
+
 
 def file_sha256(path, progress=None) -> str:
     """SHA-256 of a file, read in 4 MiB blocks (hashlib releases the GIL: fine in a thread)."""
@@ -109,8 +117,13 @@ def write_record(path, sha256: str, st=None) -> dict:
     from DFM50NLib.atomic import write_text
 
     st = st or Path(path).stat()
-    rec = {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256,
-           "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    rec = {
+        "path": str(Path(path).resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sha256": sha256,
+        "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     with contextlib.suppress(OSError):
         write_text(_record_path(path), json.dumps(rec, indent=1) + "\n")
     return rec
@@ -141,15 +154,18 @@ def check_against_record(path, st=None) -> str:
         st = st or Path(path).stat()
         sha = file_sha256(path)
     except OSError as exc:
-        raise WeightsError(f"cannot read {path} to compute its SHA-256 ({exc}); was it moved or deleted while "
-                           "in use? Point to the file again.") from None
+        raise WeightsError(
+            f"cannot read {path} to compute its SHA-256 ({exc}); was it moved or deleted while "
+            "in use? Point to the file again."
+        ) from None
     rec = read_record(path)
     if _same_file(rec, st):
         if rec["sha256"] != sha:
             raise WeightsError(
                 f"{path} has changed since its SHA-256 was recorded on {rec.get('recorded')} (same size and "
                 f"modification time, different content: disk corruption or tampering). Recorded "
-                f"{rec['sha256']}, now {sha}. Delete it and download again ({DOWNLOAD_COMMAND} --force).")
+                f"{rec['sha256']}, now {sha}. Delete it and download again ({DOWNLOAD_COMMAND} --force)."
+            )
     else:
         write_record(path, sha, st)
     _check_published(path, sha, st.st_size)
@@ -160,8 +176,10 @@ def _check_published(path, sha, size):
     """If constants.FCIB_WEIGHTS_SHA256 is set and the file has the published size, it must match."""
     known = getattr(C, "FCIB_WEIGHTS_SHA256", None)
     if known and size == C.FCIB_WEIGHTS_SIZE and sha != known:
-        raise WeightsError(f"{path} has the size of the published FCIB weights but SHA-256 {sha}, not the "
-                           f"published {known}: delete it and download again ({DOWNLOAD_COMMAND} --force).")
+        raise WeightsError(
+            f"{path} has the size of the published FCIB weights but SHA-256 {sha}, not the "
+            f"published {known}: delete it and download again ({DOWNLOAD_COMMAND} --force)."
+        )
 
 
 def verify_weights(path, progress=None) -> dict:
@@ -181,22 +199,38 @@ def verify_weights(path, progress=None) -> dict:
             raise WeightsError(
                 f"{path}: SHA-256 {sha} differs from the {previous['sha256']} recorded on "
                 f"{previous.get('recorded')} for the same size and modification time (corruption or tampering): "
-                f"delete it and download again ({DOWNLOAD_COMMAND} --force).")
+                f"delete it and download again ({DOWNLOAD_COMMAND} --force)."
+            )
     _check_published(path, sha, st.st_size)
     write_record(path, sha, st)
-    return {"path": str(path.resolve()), "size": st.st_size, "sha256": sha, "previous_record": previous,
-            "record_matched": matched, "published_size": st.st_size == C.FCIB_WEIGHTS_SIZE}
+    return {
+        "path": str(path.resolve()),
+        "size": st.st_size,
+        "sha256": sha,
+        "previous_record": previous,
+        "record_matched": matched,
+        "published_size": st.st_size == C.FCIB_WEIGHTS_SIZE,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # download
 
+
 class _Interrupted(Exception):
     """The transfer stopped part-way: the .part file is kept and the next attempt resumes it."""
 
 
-def download_weights(url=C.FCIB_WEIGHTS_URL, dest=None, *, expected_size=C.FCIB_WEIGHTS_SIZE, progress=None,
-                     force=False, retries=3, timeout=60.0) -> Path:
+def download_weights(
+    url=C.FCIB_WEIGHTS_URL,
+    dest=None,
+    *,
+    expected_size=C.FCIB_WEIGHTS_SIZE,
+    progress=None,
+    force=False,
+    retries=3,
+    timeout=60.0,
+) -> Path:
     """Download the FCIB weights to `dest` (default: the cache) and return the path.
 
     Already there and not `force`: returned without any network access. Otherwise the file grows in
@@ -222,20 +256,25 @@ def download_weights(url=C.FCIB_WEIGHTS_URL, dest=None, *, expected_size=C.FCIB_
             except _Interrupted as exc:
                 if attempt == retries:
                     have = part.stat().st_size if part.exists() else 0
-                    raise WeightsError(f"download of the FCIB weights interrupted ({exc}); {have:,} bytes are kept "
-                                       f"in {part}: run the same command again to resume.") from None
-                time.sleep(min(2.0 ** attempt, 10.0))
+                    raise WeightsError(
+                        f"download of the FCIB weights interrupted ({exc}); {have:,} bytes are kept "
+                        f"in {part}: run the same command again to resume."
+                    ) from None
+                time.sleep(min(2.0**attempt, 10.0))
         size = part.stat().st_size
         if expected_size is not None and size != expected_size:
             part.unlink()
-            raise WeightsError(f"downloaded {size:,} bytes from {url}, expected {expected_size:,}: the file was "
-                               "deleted; check the URL and try again.")
+            raise WeightsError(
+                f"downloaded {size:,} bytes from {url}, expected {expected_size:,}: the file was "
+                "deleted; check the URL and try again."
+            )
         try:
             load_trunk_state(part)  # strict structure check; the mapped tensors are dropped at once
         except WeightsError as exc:
             part.unlink()
-            raise WeightsError(f"the file downloaded from {url} is not the FCIB checkpoint and was deleted: "
-                               f"{exc}") from None
+            raise WeightsError(
+                f"the file downloaded from {url} is not the FCIB checkpoint and was deleted: {exc}"
+            ) from None
         sha = file_sha256(part)
         try:
             _check_published(part, sha, size)
@@ -246,8 +285,10 @@ def download_weights(url=C.FCIB_WEIGHTS_URL, dest=None, *, expected_size=C.FCIB_
         try:
             os.replace(part, dest)
         except OSError as exc:  # Windows: the old file is memory-mapped by a running Slicer/Python
-            raise WeightsError(f"downloaded and checked {part}, but could not put it in place of {dest} ({exc}): "
-                               "close programs using the weights and run the command again.") from None
+            raise WeightsError(
+                f"downloaded and checked {part}, but could not put it in place of {dest} ({exc}): "
+                "close programs using the weights and run the command again."
+            ) from None
         write_record(dest, sha)
     return dest
 
@@ -276,11 +317,15 @@ def _fetch(url, part: Path, expected_size, progress, timeout):
             elif r.status_code >= 500 or r.status_code == 429:
                 raise _Interrupted(f"HTTP {r.status_code} from {url}")
             else:
-                raise WeightsError(f"cannot download the FCIB weights: HTTP {r.status_code} {r.reason} from {url}. "
-                                   f"Check the URL, or download the file by hand and use --weights PATH.")
+                raise WeightsError(
+                    f"cannot download the FCIB weights: HTTP {r.status_code} {r.reason} from {url}. "
+                    f"Check the URL, or download the file by hand and use --weights PATH."
+                )
             if expected_size is not None and total is not None and total != expected_size:
-                raise WeightsError(f"{url} offers {total:,} bytes but the FCIB weights file has {expected_size:,}: "
-                                   "wrong URL, or the file changed upstream; nothing was kept.")
+                raise WeightsError(
+                    f"{url} offers {total:,} bytes but the FCIB weights file has {expected_size:,}: "
+                    "wrong URL, or the file changed upstream; nothing was kept."
+                )
             done, shown = have, total or expected_size
             if progress:
                 progress(done, shown)
@@ -289,8 +334,10 @@ def _fetch(url, part: Path, expected_size, progress, timeout):
                     f.write(chunk)
                     done += len(chunk)
                     if expected_size is not None and done > expected_size:
-                        raise WeightsError(f"{url} sends more than the {expected_size:,} bytes of the FCIB "
-                                           "weights: wrong file; nothing was kept.")
+                        raise WeightsError(
+                            f"{url} sends more than the {expected_size:,} bytes of the FCIB "
+                            "weights: wrong file; nothing was kept."
+                        )
                     if progress:
                         progress(done, shown)
     except WeightsError:
@@ -328,8 +375,10 @@ def _exclusive(lock_path: Path):
 
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise WeightsError(f"another process is downloading the FCIB weights (lock {lock_path}); wait for it "
-                               "to finish and try again.") from None
+            raise WeightsError(
+                f"another process is downloading the FCIB weights (lock {lock_path}); wait for it "
+                "to finish and try again."
+            ) from None
         yield
     finally:
         f.close()

@@ -47,20 +47,27 @@ def draw_score_bar(ax, value, threshold, label=None, *, positive=None, value_tex
     ax.axis("off")
     y0, h = 0.36, 0.30
     ax.add_patch(FancyBboxPatch((0, y0), 1, h, boxstyle="round,pad=0,rounding_size=0.015", fc="#e5e5ea", ec="none"))
-    ax.add_patch(FancyBboxPatch((0, y0), max(0.004, value), h, boxstyle="round,pad=0,rounding_size=0.015",
-                                fc=color, ec="none"))
+    ax.add_patch(
+        FancyBboxPatch((0, y0), max(0.004, value), h, boxstyle="round,pad=0,rounding_size=0.015", fc=color, ec="none")
+    )
     ax.plot([threshold, threshold], [y0 - 0.1, y0 + h + 0.1], color=INK, lw=1.4, ls=(0, (3, 2)))
     text = value_text or f"{value:.3f}"
     if value <= 0.82:
         ax.text(value + 0.012, y0 + h / 2, text, ha="left", va="center", fontsize=9, fontweight="bold", color=color)
     else:
-        ax.text(value - 0.012, y0 + h / 2, text, ha="right", va="center", fontsize=9, fontweight="bold",
-                color="white")
+        ax.text(value - 0.012, y0 + h / 2, text, ha="right", va="center", fontsize=9, fontweight="bold", color="white")
     ax.text(threshold, y0 - 0.14, f"threshold {threshold:g}", ha="center", va="top", fontsize=7.5, color=INK)
     for tick in (0, 0.5, 1):
         if abs(tick - threshold) > 0.14:
-            ax.text(tick, y0 - 0.14, f"{tick:g}", va="top", fontsize=7, color=MUTED,
-                    ha="center" if 0 < tick < 1 else ("left" if tick == 0 else "right"))
+            ax.text(
+                tick,
+                y0 - 0.14,
+                f"{tick:g}",
+                va="top",
+                fontsize=7,
+                color=MUTED,
+                ha="center" if 0 < tick < 1 else ("left" if tick == 0 else "right"),
+            )
     if label:
         ax.text(0, 0.98, label, ha="left", va="top", fontsize=8.5, color=INK, fontweight="bold")
 
@@ -73,16 +80,24 @@ def draw_plane(ax, view, *, window=LUNG_WINDOW, scale_bar_mm=20.0, title=True):
     ax.set_facecolor("black")
     if view.image is not None:
         level, width = window
-        ax.imshow(view.image, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, extent=extent,
-                  interpolation="bilinear", origin="upper")
+        ax.imshow(
+            view.image,
+            cmap="gray",
+            vmin=level - width / 2,
+            vmax=level + width / 2,
+            extent=extent,
+            interpolation="bilinear",
+            origin="upper",
+        )
     else:
         ax.imshow(np.zeros((rows, cols)), cmap="gray", vmin=0, vmax=1, extent=extent, origin="upper")
         ax.text(cols * pc / 2, rows * pr * 0.08, "no CT available", color="#bbbbbb", ha="center", fontsize=7)
     xs = (np.arange(cols) + 0.5) * pc
     ys = (np.arange(rows) + 0.5) * pr
     if view.cube is not None and view.cube.any() and not view.cube.all():
-        ax.contour(xs, ys, view.cube.astype(float), levels=[0.5], colors=[CUBE_COLOR], linewidths=1.0,
-                   linestyles="dashed")
+        ax.contour(
+            xs, ys, view.cube.astype(float), levels=[0.5], colors=[CUBE_COLOR], linewidths=1.0, linestyles="dashed"
+        )
     elif view.cube is not None and view.cube.all():
         ax.add_patch(_rect(extent, CUBE_COLOR))
     if view.lesion is not None and view.lesion.any():
@@ -91,11 +106,27 @@ def draw_plane(ax, view, *, window=LUNG_WINDOW, scale_bar_mm=20.0, title=True):
         r, c = view.center_rc
         ax.plot([(c + 0.5) * pc], [(r + 0.5) * pr], marker="+", color=CUBE_COLOR, ms=7, mew=1.0)
     for (label, (r0, c0), (r1, c1)), color in zip(view.lines, (LONG_COLOR, SHORT_COLOR, "white")):
-        ax.plot([(c0 + 0.5) * pc, (c1 + 0.5) * pc], [(r0 + 0.5) * pr, (r1 + 0.5) * pr], color=color, lw=1.6,
-                solid_capstyle="butt", marker="|", ms=5)
+        ax.plot(
+            [(c0 + 0.5) * pc, (c1 + 0.5) * pc],
+            [(r0 + 0.5) * pr, (r1 + 0.5) * pr],
+            color=color,
+            lw=1.6,
+            solid_capstyle="butt",
+            marker="|",
+            ms=5,
+        )
     for (label, *_), color, k in zip(view.lines, (LONG_COLOR, SHORT_COLOR), range(2)):
-        ax.text(0.03, 0.97 - 0.075 * k, label, transform=ax.transAxes, color=color, fontsize=7.5, va="top",
-                fontweight="bold", bbox=dict(fc="black", ec="none", alpha=0.55, pad=1.2))
+        ax.text(
+            0.03,
+            0.97 - 0.075 * k,
+            label,
+            transform=ax.transAxes,
+            color=color,
+            fontsize=7.5,
+            va="top",
+            fontweight="bold",
+            bbox=dict(fc="black", ec="none", alpha=0.55, pad=1.2),
+        )
     from matplotlib import patheffects
 
     outline = [patheffects.withStroke(linewidth=2.2, foreground="black")]
@@ -109,8 +140,16 @@ def draw_plane(ax, view, *, window=LUNG_WINDOW, scale_bar_mm=20.0, title=True):
     if scale_bar_mm and cols * pc > 2 * scale_bar_mm:
         x0, y0 = cols * pc * 0.96 - scale_bar_mm, rows * pr * 0.94
         ax.plot([x0, x0 + scale_bar_mm], [y0, y0], color="white", lw=2, path_effects=outline)
-        ax.text(x0 + scale_bar_mm / 2, y0 - rows * pr * 0.015, f"{scale_bar_mm:g} mm", color="white",
-                fontsize=6.5, ha="center", va="bottom", path_effects=outline)
+        ax.text(
+            x0 + scale_bar_mm / 2,
+            y0 - rows * pr * 0.015,
+            f"{scale_bar_mm:g} mm",
+            color="white",
+            fontsize=6.5,
+            ha="center",
+            va="bottom",
+            path_effects=outline,
+        )
     ax.set_xlim(0, cols * pc)
     ax.set_ylim(rows * pr, 0)
     ax.set_xticks([])
@@ -131,12 +170,16 @@ def _rect(extent, color):
 def legend_handles(lines=False):
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=LESION_COLOR, lw=1.2, label="lesion contour"),
-               Line2D([], [], color=CUBE_COLOR, lw=1.0, ls="--", label="50 mm cube"),
-               Line2D([], [], color=CUBE_COLOR, lw=0, marker="+", ms=7, label="cube centre")]
+    handles = [
+        Line2D([], [], color=LESION_COLOR, lw=1.2, label="lesion contour"),
+        Line2D([], [], color=CUBE_COLOR, lw=1.0, ls="--", label="50 mm cube"),
+        Line2D([], [], color=CUBE_COLOR, lw=0, marker="+", ms=7, label="cube centre"),
+    ]
     if lines:
-        handles += [Line2D([], [], color=LONG_COLOR, lw=1.6, label="long axis"),
-                    Line2D([], [], color=SHORT_COLOR, lw=1.6, label="short axis")]
+        handles += [
+            Line2D([], [], color=LONG_COLOR, lw=1.6, label="long axis"),
+            Line2D([], [], color=SHORT_COLOR, lw=1.6, label="short axis"),
+        ]
     return handles
 
 
@@ -147,19 +190,22 @@ def fig_score(result, width=7.0):
     two = result.combined_probability is not None
     fig = new_figure(width, 0.8 if not two else 1.6)
     gs = fig.add_gridspec(2 if two else 1, 1, left=0.02, right=0.98, top=0.98, bottom=0.02, hspace=0.1)
-    draw_score_bar(fig.add_subplot(gs[0]), result.score, result.threshold, "DFM50N score",
-                   positive=result.high_risk)
+    draw_score_bar(fig.add_subplot(gs[0]), result.score, result.threshold, "DFM50N score", positive=result.high_risk)
     if two:
-        draw_score_bar(fig.add_subplot(gs[1]), result.combined_probability, COMBINED_THRESHOLD,
-                       "Combined clinical model", positive=result.combined_positive)
+        draw_score_bar(
+            fig.add_subplot(gs[1]),
+            result.combined_probability,
+            COMBINED_THRESHOLD,
+            "Combined clinical model",
+            positive=result.combined_positive,
+        )
     return fig
 
 
 def fig_views(views, width=7.2, height=2.75, legend=True, lines=False):
     n = len(views)
     fig = new_figure(width, height)
-    gs = fig.add_gridspec(1, n, left=0.01, right=0.99, top=0.9 if not legend else 0.9,
-                          bottom=0.12 if legend else 0.02, wspace=0.04)
+    gs = fig.add_gridspec(1, n, left=0.01, right=0.99, top=0.9, bottom=0.12 if legend else 0.02, wspace=0.04)
     for i, view in enumerate(views):
         draw_plane(fig.add_subplot(gs[i]), view)
     if legend:
@@ -199,8 +245,15 @@ def draw_histogram(ax, scores, threshold):
     bins = np.linspace(0, 1, 21)
     hist_hi = [s for s in scores if s >= threshold]
     hist_lo = [s for s in scores if s < threshold]
-    ax.hist([hist_lo, hist_hi], bins=bins, stacked=True, color=[LOW_COLOR, HIGH_COLOR],
-            label=[f"low risk ({len(hist_lo)})", f"high risk ({len(hist_hi)})"], edgecolor="white", linewidth=0.6)
+    ax.hist(
+        [hist_lo, hist_hi],
+        bins=bins,
+        stacked=True,
+        color=[LOW_COLOR, HIGH_COLOR],
+        label=[f"low risk ({len(hist_lo)})", f"high risk ({len(hist_hi)})"],
+        edgecolor="white",
+        linewidth=0.6,
+    )
     ax.axvline(threshold, color=INK, lw=1.3, ls=(0, (3, 2)))
     ax.text(threshold, ax.get_ylim()[1] * 0.97, f" threshold {threshold:g}", fontsize=7.5, va="top", color=INK)
     ax.set_xlim(0, 1)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from DFM50NLib.constants import COMBINED_THRESHOLD, DEMO_LABEL, DISCLAIMER
 from DFM50NLib.report import figures as rf
 from DFM50NLib.report import text as rt
-from DFM50NLib.constants import COMBINED_THRESHOLD, DEMO_LABEL, DISCLAIMER
 
 A4 = (8.27, 11.69)  # inches, portrait
 MARGIN = 0.06  # figure fraction, left/right
@@ -14,10 +14,17 @@ PT = 1.0 / (A4[1] * 72.0)  # one typographic point as a fraction of the page hei
 def header(fig, result, title, subtitle):
     fig.text(MARGIN, 0.962, title, fontsize=17, fontweight="bold", color=rf.INK, va="baseline")
     fig.text(MARGIN, 0.946, subtitle, fontsize=8.5, color=rf.MUTED, va="baseline")
-    fig.text(1 - MARGIN, 0.962, f"Case  {result.case_id}", fontsize=10, fontweight="bold", ha="right",
-             va="baseline", color=rf.INK)
-    fig.text(1 - MARGIN, 0.946, rt.fmt_date(result.created), fontsize=8.5, ha="right", va="baseline",
-             color=rf.MUTED)
+    fig.text(
+        1 - MARGIN,
+        0.962,
+        f"Case  {result.case_id}",
+        fontsize=10,
+        fontweight="bold",
+        ha="right",
+        va="baseline",
+        color=rf.INK,
+    )
+    fig.text(1 - MARGIN, 0.946, rt.fmt_date(result.created), fontsize=8.5, ha="right", va="baseline", color=rf.MUTED)
     fig.add_artist(_hline(0.937))
     if result.classifier_is_demo:
         _banner(fig, 0.905, DEMO_LABEL + " — scores are not clinically meaningful")
@@ -28,9 +35,14 @@ def header(fig, result, title, subtitle):
 def footer(fig, result, page, pages):
     fig.add_artist(_hline(0.045, color="#d1d1d6"))
     fig.text(MARGIN, 0.030, DISCLAIMER, fontsize=7.5, color=rf.HIGH_COLOR, fontweight="bold")
-    fig.text(MARGIN, 0.017, f"DFM50N {result.software_version} · classifier {result.classifier_name} "
-             f"{rt.short_hash(result.classifier_sha256, 12)} · FCIB {rt.short_hash(result.fcib_weights_sha256, 12)}",
-             fontsize=6.5, color=rf.MUTED)
+    fig.text(
+        MARGIN,
+        0.017,
+        f"DFM50N {result.software_version} · classifier {result.classifier_name} "
+        f"{rt.short_hash(result.classifier_sha256, 12)} · FCIB {rt.short_hash(result.fcib_weights_sha256, 12)}",
+        fontsize=6.5,
+        color=rf.MUTED,
+    )
     fig.text(1 - MARGIN, 0.030, f"page {page} / {pages}", fontsize=7, color=rf.MUTED, ha="right")
 
 
@@ -43,8 +55,17 @@ def _hline(y, color="#8e8e93"):
 def _banner(fig, y, text, color=rf.HIGH_COLOR):
     from matplotlib.patches import FancyBboxPatch
 
-    fig.add_artist(FancyBboxPatch((MARGIN, y - 0.008), 1 - 2 * MARGIN, 0.024, boxstyle="round,pad=0.002",
-                                  fc=color, ec="none", transform=fig.transFigure))
+    fig.add_artist(
+        FancyBboxPatch(
+            (MARGIN, y - 0.008),
+            1 - 2 * MARGIN,
+            0.024,
+            boxstyle="round,pad=0.002",
+            fc=color,
+            ec="none",
+            transform=fig.transFigure,
+        )
+    )
     fig.text(0.5, y + 0.004, text, ha="center", va="center", fontsize=10, fontweight="bold", color="white")
 
 
@@ -56,8 +77,15 @@ def section(fig, x, y, width, title, rows, fontsize=8.0, label_frac=0.5, mono_va
     fig.add_artist(_seg(x, x + width, y + line * 0.2))
     for label, value in rows:
         fig.text(x, y - line * 0.2, label, fontsize=fontsize, color=rf.MUTED, va="top")
-        fig.text(x + width * label_frac, y - line * 0.2, value, fontsize=fontsize - (0.8 if mono_values else 0),
-                 color=rf.INK, va="top", family="monospace" if mono_values else None)
+        fig.text(
+            x + width * label_frac,
+            y - line * 0.2,
+            value,
+            fontsize=fontsize - (0.8 if mono_values else 0),
+            color=rf.INK,
+            va="top",
+            family="monospace" if mono_values else None,
+        )
         y -= line
     return y - line * 0.6
 
@@ -86,31 +114,63 @@ def warnings_block(fig, x, y, width, notes, fontsize=8.0):
 
 def page_one(result, ct_views, diam, pages):
     fig = rf.new_figure(*A4)
-    y = header(fig, result, "DFM50N report", "Occult lymph-node metastasis risk · resectable early small-cell "
-                                             "lung cancer · chest CT")
+    y = header(
+        fig,
+        result,
+        "DFM50N report",
+        "Occult lymph-node metastasis risk · resectable early small-cell lung cancer · chest CT",
+    )
     # score block
     color = rt.risk_color(result)
     fig.text(MARGIN, y - 0.012, "DFM50N SCORE", fontsize=8, color=rf.MUTED, fontweight="bold", va="top")
     fig.text(MARGIN, y - 0.062, f"{result.score:.3f}", fontsize=34, fontweight="bold", color=color, va="baseline")
-    fig.text(MARGIN + 0.2, y - 0.043, result.risk_label.upper(), fontsize=12, fontweight="bold", color=color,
-             va="baseline")
-    fig.text(MARGIN + 0.2, y - 0.060, f"score {'≥' if result.high_risk else '<'} threshold {result.threshold:g}",
-             fontsize=8.5, color=rf.MUTED, va="baseline")
-    rf.draw_score_bar(fig.add_axes([0.48, y - 0.068, 1 - MARGIN - 0.48, 0.05]), result.score, result.threshold,
-                      positive=result.high_risk)
+    fig.text(
+        MARGIN + 0.2, y - 0.043, result.risk_label.upper(), fontsize=12, fontweight="bold", color=color, va="baseline"
+    )
+    fig.text(
+        MARGIN + 0.2,
+        y - 0.060,
+        f"score {'≥' if result.high_risk else '<'} threshold {result.threshold:g}",
+        fontsize=8.5,
+        color=rf.MUTED,
+        va="baseline",
+    )
+    rf.draw_score_bar(
+        fig.add_axes([0.48, y - 0.068, 1 - MARGIN - 0.48, 0.05]),
+        result.score,
+        result.threshold,
+        positive=result.high_risk,
+    )
     y -= 0.095
     if result.combined_probability is not None:
-        rf.draw_score_bar(fig.add_axes([0.48, y - 0.066, 1 - MARGIN - 0.48, 0.05]), result.combined_probability,
-                          COMBINED_THRESHOLD, positive=result.combined_positive)
+        rf.draw_score_bar(
+            fig.add_axes([0.48, y - 0.066, 1 - MARGIN - 0.48, 0.05]),
+            result.combined_probability,
+            COMBINED_THRESHOLD,
+            positive=result.combined_positive,
+        )
         verdict = "OLM POSITIVE" if result.combined_positive else "OLM negative"
         ccol = rf.HIGH_COLOR if result.combined_positive else rf.LOW_COLOR
-        fig.text(MARGIN, y - 0.02, "COMBINED CLINICAL MODEL", fontsize=8, color=rf.MUTED, fontweight="bold",
-                 va="top")
-        fig.text(MARGIN, y - 0.048, f"p = {result.combined_probability:.3f}  ·  {verdict}", fontsize=12,
-                 fontweight="bold", color=ccol, va="baseline")
-        fig.text(MARGIN, y - 0.062, f"smoking {rt.fmt_bool(result.smoking)} · spiculated "
-                 f"{rt.fmt_bool(result.spiculated)} · short axis {result.short_axis_cm:.2f} cm "
-                 f"({result.short_axis_source})", fontsize=8, color=rf.MUTED, va="baseline")
+        fig.text(MARGIN, y - 0.02, "COMBINED CLINICAL MODEL", fontsize=8, color=rf.MUTED, fontweight="bold", va="top")
+        fig.text(
+            MARGIN,
+            y - 0.048,
+            f"p = {result.combined_probability:.3f}  ·  {verdict}",
+            fontsize=12,
+            fontweight="bold",
+            color=ccol,
+            va="baseline",
+        )
+        fig.text(
+            MARGIN,
+            y - 0.062,
+            f"smoking {rt.fmt_bool(result.smoking)} · spiculated "
+            f"{rt.fmt_bool(result.spiculated)} · short axis {result.short_axis_cm:.2f} cm "
+            f"({result.short_axis_source})",
+            fontsize=8,
+            color=rf.MUTED,
+            va="baseline",
+        )
         y -= 0.08
     else:
         fig.text(MARGIN, y - 0.01, rt.combined_summary(result), fontsize=8.5, color=rf.MUTED, va="top")
@@ -118,16 +178,29 @@ def page_one(result, ct_views, diam, pages):
     fig.add_artist(_seg(MARGIN, 1 - MARGIN, y))
     # orthogonal CT views
     if ct_views:
-        fig.text(MARGIN, y - 0.012, "CT THROUGH THE CUBE CENTRE (120 mm field of view, lung window)",
-                 fontsize=8, color=rf.MUTED, fontweight="bold", va="top")
+        fig.text(
+            MARGIN,
+            y - 0.012,
+            "CT THROUGH THE CUBE CENTRE (120 mm field of view, lung window)",
+            fontsize=8,
+            color=rf.MUTED,
+            fontweight="bold",
+            va="top",
+        )
         w = (1 - 2 * MARGIN - 0.02) / 3
         h = w * A4[0] / A4[1]
         top = y - 0.045
         for i, view in enumerate(ct_views):
             ax = fig.add_axes([MARGIN + i * (w + 0.01), top - h, w, h])
             rf.draw_plane(ax, view)
-        fig.legend(handles=rf.legend_handles(), loc="upper center", bbox_to_anchor=(0.5, top - h - 0.002),
-                   ncol=3, fontsize=7.5, frameon=False)
+        fig.legend(
+            handles=rf.legend_handles(),
+            loc="upper center",
+            bbox_to_anchor=(0.5, top - h - 0.002),
+            ncol=3,
+            fontsize=7.5,
+            frameon=False,
+        )
         y = top - h - 0.035
     secs = dict(rt.sections(result, diam, full_paths=False))
     col_w = (1 - 2 * MARGIN - 0.05) / 2
@@ -144,9 +217,16 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
     fig = rf.new_figure(*A4)
     y = header(fig, result, "DFM50N report", "Model input, measurements and provenance")
     if cube_views:
-        fig.text(MARGIN, y - 0.012, "WHAT THE MODEL SEES: THE 50 × 50 × 50 CUBE, MIDDLE SLICES "
-                 f"(orientation {result.orientation}, {result.geometry} geometry)", fontsize=8, color=rf.MUTED,
-                 fontweight="bold", va="top")
+        fig.text(
+            MARGIN,
+            y - 0.012,
+            "WHAT THE MODEL SEES: THE 50 × 50 × 50 CUBE, MIDDLE SLICES "
+            f"(orientation {result.orientation}, {result.geometry} geometry)",
+            fontsize=8,
+            color=rf.MUTED,
+            fontweight="bold",
+            va="top",
+        )
         w = (1 - 2 * MARGIN - 0.02) / 3
         h = w * A4[0] / A4[1]
         top = y - 0.045
@@ -158,33 +238,53 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
         w = (1 - 2 * MARGIN - 0.02) / 3
         h = w * A4[0] / A4[1]
         if measure_view is not None:
-            fig.text(MARGIN, top, "AXIAL DIAMETERS (RECIST-STYLE)", fontsize=8, color=rf.MUTED,
-                     fontweight="bold", va="top")
+            fig.text(
+                MARGIN, top, "AXIAL DIAMETERS (RECIST-STYLE)", fontsize=8, color=rf.MUTED, fontweight="bold", va="top"
+            )
             rf.draw_plane(fig.add_axes([MARGIN, top - 0.033 - h, w, h]), measure_view, scale_bar_mm=10)
         x2 = MARGIN + (w + 0.03 if measure_view is not None else 0)
         if stab is not None:
-            fig.text(x2, top, "STABILITY UNDER SMALL PERTURBATIONS", fontsize=8, color=rf.MUTED,
-                     fontweight="bold", va="top")
+            fig.text(
+                x2, top, "STABILITY UNDER SMALL PERTURBATIONS", fontsize=8, color=rf.MUTED, fontweight="bold", va="top"
+            )
             ax = fig.add_axes([x2 + 0.16, top - 0.025 - h * 0.72, 1 - MARGIN - x2 - 0.17, h * 0.72])
             rf.draw_stability(ax, stab, result.threshold)
             import textwrap
 
             wrapped = "\n".join(textwrap.fill(part, 78) for part in stability_summary(stab).split("\n"))
-            fig.text(x2, top - 0.07 - h * 0.75, wrapped, fontsize=7.5,
-                     color=rf.HIGH_COLOR if stab.n_flipped else rf.INK, va="top")
+            fig.text(
+                x2,
+                top - 0.07 - h * 0.75,
+                wrapped,
+                fontsize=7.5,
+                color=rf.HIGH_COLOR if stab.n_flipped else rf.INK,
+                va="top",
+            )
         elif measure_view is not None and diam is not None:
-            rows = [("Long axis", f"{diam.long_mm:.1f} mm"), ("Short axis", f"{diam.short_mm:.1f} mm"),
-                    ("Axial slice S", f"{diam.slice_s_mm:.1f} mm"), ("Lesion volume", f"{diam.volume_mm3:.0f} mm³"),
-                    ("Pixel size", f"{diam.in_plane_spacing_mm:.2f} mm"),
-                    ("Resampled to axial", rt.fmt_bool(diam.resampled))]
+            rows = [
+                ("Long axis", f"{diam.long_mm:.1f} mm"),
+                ("Short axis", f"{diam.short_mm:.1f} mm"),
+                ("Axial slice S", f"{diam.slice_s_mm:.1f} mm"),
+                ("Lesion volume", f"{diam.volume_mm3:.0f} mm³"),
+                ("Pixel size", f"{diam.in_plane_spacing_mm:.2f} mm"),
+                ("Resampled to axial", rt.fmt_bool(diam.resampled)),
+            ]
             section(fig, x2, top, 1 - MARGIN - x2, "Measurement", rows, label_frac=0.45)
         y = top - 0.06 - h
     secs = dict(rt.sections(result, diam))
-    y = section(fig, MARGIN, y, 1 - 2 * MARGIN, "Model provenance", secs["Model provenance"], label_frac=0.3,
-                mono_values=True)
+    y = section(
+        fig, MARGIN, y, 1 - 2 * MARGIN, "Model provenance", secs["Model provenance"], label_frac=0.3, mono_values=True
+    )
     if "Inputs" in secs:
-        y = section(fig, MARGIN, y, 1 - 2 * MARGIN, "Inputs", [(k, _ellipsize(v, 95)) for k, v in secs["Inputs"]],
-                    label_frac=0.3)
+        y = section(
+            fig,
+            MARGIN,
+            y,
+            1 - 2 * MARGIN,
+            "Inputs",
+            [(k, _ellipsize(v, 95)) for k, v in secs["Inputs"]],
+            label_frac=0.3,
+        )
     if "Timings" in secs:
         y = section(fig, MARGIN, y, 0.45, "Timings", secs["Timings"], label_frac=0.5)
     footer(fig, result, 2, pages)
@@ -192,17 +292,19 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
 
 
 def stability_summary(stab) -> str:
-    text = (f"{len(stab.perturbations)} perturbations: min {stab.min:.3f} · median {stab.median:.3f} · "
-            f"max {stab.max:.3f}; {stab.n_flipped} cross the threshold.")
+    text = (
+        f"{len(stab.perturbations)} perturbations: min {stab.min:.3f} · median {stab.median:.3f} · "
+        f"max {stab.max:.3f}; {stab.n_flipped} cross the threshold."
+    )
     return text + ("\n" + stab.warning if stab.warning else "")
 
 
 def _truncate(text, n):
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _ellipsize(text, n):
-    return text if len(text) <= n else "…" + text[-(n - 1):]
+    return text if len(text) <= n else "…" + text[-(n - 1) :]
 
 
 def write_case_pdf(path, result, ct_views, cube_views, measure_view, stab, diam):
@@ -211,8 +313,9 @@ def write_case_pdf(path, result, ct_views, cube_views, measure_view, stab, diam)
     from DFM50NLib.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        with PdfPages(tmp, metadata={"Title": f"DFM50N report {result.case_id}", "Creator": "DFM50N",
-                                     "Subject": DISCLAIMER}) as pdf:
+        with PdfPages(
+            tmp, metadata={"Title": f"DFM50N report {result.case_id}", "Creator": "DFM50N", "Subject": DISCLAIMER}
+        ) as pdf:
             pdf.savefig(page_one(result, ct_views, diam, 2))
             pdf.savefig(page_two(result, cube_views, measure_view, stab, diam, 2))
     return path
@@ -225,11 +328,12 @@ def write_cohort_pdf(path, results, rows, threshold):
     from DFM50NLib.atomic import atomic_path
 
     per_page = 38
-    chunks = [rows[i:i + per_page] for i in range(0, max(1, len(rows)), per_page)] or [[]]
+    chunks = [rows[i : i + per_page] for i in range(0, max(1, len(rows)), per_page)] or [[]]
     pages = len(chunks)
     with atomic_path(path) as tmp:
-        with PdfPages(tmp, metadata={"Title": "DFM50N cohort summary", "Creator": "DFM50N",
-                                     "Subject": DISCLAIMER}) as pdf:
+        with PdfPages(
+            tmp, metadata={"Title": "DFM50N cohort summary", "Creator": "DFM50N", "Subject": DISCLAIMER}
+        ) as pdf:
             for n, chunk in enumerate(chunks, 1):
                 fig = rf.new_figure(*A4)
                 y = _cohort_header(fig, results, threshold)
@@ -249,8 +353,12 @@ def _cohort_header(fig, results, threshold):
     fig.text(MARGIN, 0.962, "DFM50N cohort summary", fontsize=17, fontweight="bold", color=rf.INK)
     scores = [r.score for r in results]
     high = sum(r.high_risk for r in results)
-    stats = (f"{len(results)} cases · {high} high risk (score ≥ {threshold:g}) · median score "
-             f"{statistics.median(scores):.3f}" if scores else "no cases")
+    stats = (
+        f"{len(results)} cases · {high} high risk (score ≥ {threshold:g}) · median score "
+        f"{statistics.median(scores):.3f}"
+        if scores
+        else "no cases"
+    )
     fig.text(MARGIN, 0.946, stats, fontsize=8.5, color=rf.MUTED)
     fig.add_artist(_hline(0.937))
     demo = sum(r.classifier_is_demo for r in results)
@@ -268,31 +376,53 @@ def _cohort_footer(fig, results, page, pages):
     fig.text(1 - MARGIN, 0.030, f"page {page} / {pages}", fontsize=7, color=rf.MUTED, ha="right")
 
 
-COHORT_COLUMNS = (("Case", 0.0, "left"), ("Score", 0.30, "right"), ("Risk", 0.32, "left"),
-                  ("Combined p", 0.53, "right"), ("Coverage", 0.63, "right"), ("Model", 0.65, "left"),
-                  ("Warnings", 0.72, "left"))
+COHORT_COLUMNS = (
+    ("Case", 0.0, "left"),
+    ("Score", 0.30, "right"),
+    ("Risk", 0.32, "left"),
+    ("Combined p", 0.53, "right"),
+    ("Coverage", 0.63, "right"),
+    ("Model", 0.65, "left"),
+    ("Warnings", 0.72, "left"),
+)
 
 
 def _table(fig, y, rows, fontsize=7.5):
     width = 1 - 2 * MARGIN
     line = fontsize * 1.75 * PT
     for name, x, ha in COHORT_COLUMNS:
-        fig.text(MARGIN + x * width, y, name, fontsize=fontsize, fontweight="bold", color=rf.MUTED, ha=ha,
-                 va="top")
+        fig.text(MARGIN + x * width, y, name, fontsize=fontsize, fontweight="bold", color=rf.MUTED, ha=ha, va="top")
     y -= line
     fig.add_artist(_seg(MARGIN, 1 - MARGIN, y + line * 0.25))
     for i, row in enumerate(rows):
         if i % 2:
             from matplotlib.patches import Rectangle
 
-            fig.add_artist(Rectangle((MARGIN, y - line * 0.8), width, line, fc="#f2f2f7", ec="none",
-                                     transform=fig.transFigure, zorder=0))
+            fig.add_artist(
+                Rectangle(
+                    (MARGIN, y - line * 0.8), width, line, fc="#f2f2f7", ec="none", transform=fig.transFigure, zorder=0
+                )
+            )
         color = rt.HIGH_COLOR if row["high_risk"] else rt.LOW_COLOR
-        values = (_truncate(row["case_id"], 30), row["score"], row["risk"], row["combined"], row["coverage"],
-                  "DEMO" if row["demo"] else "", _truncate(row["warnings"] or "—", 36))
+        values = (
+            _truncate(row["case_id"], 30),
+            row["score"],
+            row["risk"],
+            row["combined"],
+            row["coverage"],
+            "DEMO" if row["demo"] else "",
+            _truncate(row["warnings"] or "—", 36),
+        )
         for (name, x, ha), value in zip(COHORT_COLUMNS, values):
-            fig.text(MARGIN + x * width, y - line * 0.1, value, fontsize=fontsize, ha=ha, va="top",
-                     color=color if name in ("Score", "Risk") else (rf.HIGH_COLOR if name == "Model" else rf.INK),
-                     fontweight="bold" if name == "Score" else None)
+            fig.text(
+                MARGIN + x * width,
+                y - line * 0.1,
+                value,
+                fontsize=fontsize,
+                ha=ha,
+                va="top",
+                color=color if name in ("Score", "Risk") else (rf.HIGH_COLOR if name == "Model" else rf.INK),
+                fontweight="bold" if name == "Score" else None,
+            )
         y -= line
     return y

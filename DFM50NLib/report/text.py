@@ -59,11 +59,13 @@ def score_line(result) -> str:
 
 def combined_summary(result) -> str:
     if result.combined_probability is None:
-        return (f"Combined clinical model: {NOT_REPORTED} (needs smoking history, spiculation and the "
-                "short-axis diameter)")
+        return (
+            f"Combined clinical model: {NOT_REPORTED} (needs smoking history, spiculation and the short-axis diameter)"
+        )
     verdict = "OLM positive" if result.combined_positive else "OLM negative"
-    return (f"Combined clinical model: p = {result.combined_probability:.3f} "
-            f"(cut-off {COMBINED_THRESHOLD:.3f}) — {verdict}")
+    return (
+        f"Combined clinical model: p = {result.combined_probability:.3f} (cut-off {COMBINED_THRESHOLD:.3f}) — {verdict}"
+    )
 
 
 def sections(result, diameters=None, full_paths=True) -> list:
@@ -74,45 +76,69 @@ def sections(result, diameters=None, full_paths=True) -> list:
     long_mm = result.long_axis_mm if result.long_axis_mm is not None else getattr(diameters, "long_mm", None)
     measured_short = getattr(diameters, "short_mm", None)
     out = [
-        ("Result", [
-            ("DFM50N score", f"{result.score:.3f}"),
-            ("Threshold", f"{result.threshold:.2f}"),
-            ("Risk", result.risk_label),
-            ("Combined probability",
-             NOT_REPORTED if result.combined_probability is None else f"{result.combined_probability:.3f}"),
-            ("Combined verdict", NOT_REPORTED if result.combined_positive is None else
-             (f"OLM positive (p ≥ {COMBINED_THRESHOLD})" if result.combined_positive
-              else f"OLM negative (p < {COMBINED_THRESHOLD})")),
-        ]),
-        ("Clinical inputs", [
-            ("Smoking history", fmt_bool(result.smoking)),
-            ("Spiculation", fmt_bool(result.spiculated)),
-            ("Short axis (model input)", short),
-            ("Measured long / short axis", f"{fmt_num(long_mm, 1, 'mm')} / {fmt_num(measured_short, 1, 'mm')}"),
-        ]),
-        ("Lesion and cube", [
-            ("Lesion volume", f"{result.mask_volume_mm3:.0f} mm³ ({result.mask_volume_mm3 / 1000:.2f} mL)"),
-            ("Mask voxels", f"{result.mask_voxels:,}"),
-            ("Lesion samples in cube", f"{result.cube_mask_voxels:,}"),
-            ("Coverage (inside cube)", f"{100 * result.coverage:.1f} %"),
-            ("Touches cube border", fmt_bool(result.touches_border)),
-            ("Mask components dropped", str(result.components_dropped)),
-        ]),
-        ("Geometry", [
-            ("Centre method", result.center_method),
-            ("Centre RAS (mm)", fmt_vec(result.center_ras)),
-            ("Centre LPS (mm)", fmt_vec(result.center_lps)),
-            ("Orientation code", result.orientation),
-            ("Geometry mode", result.geometry),
-        ]),
-        ("Model provenance", [
-            ("Classifier", result.classifier_name + (" (DEMO)" if result.classifier_is_demo else "")),
-            ("Classifier SHA-256", result.classifier_sha256 or "—"),
-            (f"FCIB v{FCIB_VERSION} weights SHA-256", result.fcib_weights_sha256 or "—"),
-            ("Software version", f"DFM50N {result.software_version}"),
-            ("Configuration hash", result.config_hash or "—"),
-            ("Device", result.device),
-        ]),
+        (
+            "Result",
+            [
+                ("DFM50N score", f"{result.score:.3f}"),
+                ("Threshold", f"{result.threshold:.2f}"),
+                ("Risk", result.risk_label),
+                (
+                    "Combined probability",
+                    NOT_REPORTED if result.combined_probability is None else f"{result.combined_probability:.3f}",
+                ),
+                (
+                    "Combined verdict",
+                    NOT_REPORTED
+                    if result.combined_positive is None
+                    else (
+                        f"OLM positive (p ≥ {COMBINED_THRESHOLD})"
+                        if result.combined_positive
+                        else f"OLM negative (p < {COMBINED_THRESHOLD})"
+                    ),
+                ),
+            ],
+        ),
+        (
+            "Clinical inputs",
+            [
+                ("Smoking history", fmt_bool(result.smoking)),
+                ("Spiculation", fmt_bool(result.spiculated)),
+                ("Short axis (model input)", short),
+                ("Measured long / short axis", f"{fmt_num(long_mm, 1, 'mm')} / {fmt_num(measured_short, 1, 'mm')}"),
+            ],
+        ),
+        (
+            "Lesion and cube",
+            [
+                ("Lesion volume", f"{result.mask_volume_mm3:.0f} mm³ ({result.mask_volume_mm3 / 1000:.2f} mL)"),
+                ("Mask voxels", f"{result.mask_voxels:,}"),
+                ("Lesion samples in cube", f"{result.cube_mask_voxels:,}"),
+                ("Coverage (inside cube)", f"{100 * result.coverage:.1f} %"),
+                ("Touches cube border", fmt_bool(result.touches_border)),
+                ("Mask components dropped", str(result.components_dropped)),
+            ],
+        ),
+        (
+            "Geometry",
+            [
+                ("Centre method", result.center_method),
+                ("Centre RAS (mm)", fmt_vec(result.center_ras)),
+                ("Centre LPS (mm)", fmt_vec(result.center_lps)),
+                ("Orientation code", result.orientation),
+                ("Geometry mode", result.geometry),
+            ],
+        ),
+        (
+            "Model provenance",
+            [
+                ("Classifier", result.classifier_name + (" (DEMO)" if result.classifier_is_demo else "")),
+                ("Classifier SHA-256", result.classifier_sha256 or "—"),
+                (f"FCIB v{FCIB_VERSION} weights SHA-256", result.fcib_weights_sha256 or "—"),
+                ("Software version", f"DFM50N {result.software_version}"),
+                ("Configuration hash", result.config_hash or "—"),
+                ("Device", result.device),
+            ],
+        ),
     ]
     inputs = []
     if result.image_path:

@@ -65,7 +65,7 @@ def sample(array, ijk_to_ras, ras_points, order, cval):
     hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 3, 0, dims)
     if np.any(hi <= lo):
         return np.full(shape, cval, dtype=np.float32)
-    crop = np.ascontiguousarray(array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+    crop = np.ascontiguousarray(array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
     local = (ijk - lo).T
     # points outside the crop are outside the image too (the crop spans all in-image points)
     out = map_coordinates(crop, local, order=order, mode="constant", cval=cval, prefilter=False)
@@ -87,8 +87,7 @@ def cube_center_ras(cube_to_ras):
     return m[:3, :3] @ np.array([c, c, c], float) + m[:3, 3]
 
 
-def ct_planes(center_ras, ct=None, mask_vol=None, cube_to_ras=None, cube_mask=None, fov_mm=120.0,
-              pixel_mm=0.5) -> list:
+def ct_planes(center_ras, ct=None, mask_vol=None, cube_to_ras=None, cube_mask=None, fov_mm=120.0, pixel_mm=0.5) -> list:
     """Axial, coronal, sagittal windows through `center_ras` with lesion contour and cube outline.
 
     `mask_vol`: the prepared mask (a Volume on the CT grid, cropped); without it the cube's own
@@ -106,8 +105,18 @@ def ct_planes(center_ras, ct=None, mask_vol=None, cube_to_ras=None, cube_mask=No
         elif cube_mask is not None and cube_to_ras is not None:
             lesion = sample(cube_mask, cube_to_ras, pts, 0, 0.0) > 0.5
         cube = None if cube_to_ras is None else inside_cube(cube_to_ras, pts)
-        views.append(PlaneView(plane, f"{plane.capitalize()} through the cube centre", image,
-                               (pixel_mm, pixel_mm), PLANES[plane][3], lesion, cube, centre_px))
+        views.append(
+            PlaneView(
+                plane,
+                f"{plane.capitalize()} through the cube centre",
+                image,
+                (pixel_mm, pixel_mm),
+                PLANES[plane][3],
+                lesion,
+                cube,
+                centre_px,
+            )
+        )
     return views
 
 
@@ -142,8 +151,10 @@ def cube_views(cube_ct, cube_mask, cube_to_ras) -> list:
                 ct2, mk2 = ct2[:, ::-1], None if mk2 is None else mk2[:, ::-1]
             if dirs[:, row_ax] @ row_dir < 0:
                 ct2, mk2 = ct2[::-1, :], None if mk2 is None else mk2[::-1, :]
-            centre = (mid if dirs[:, row_ax] @ row_dir >= 0 else CUBE_SIZE - 1 - mid,
-                      mid if dirs[:, col_ax] @ col_dir >= 0 else CUBE_SIZE - 1 - mid)
+            centre = (
+                mid if dirs[:, row_ax] @ row_dir >= 0 else CUBE_SIZE - 1 - mid,
+                mid if dirs[:, col_ax] @ col_dir >= 0 else CUBE_SIZE - 1 - mid,
+            )
             title = f"Cube {plane} (array axis {a}, index {mid})"
             pix = (spacing[row_ax], spacing[col_ax])
         else:  # degenerate/oblique axes: raw array view
@@ -152,8 +163,18 @@ def cube_views(cube_ct, cube_mask, cube_to_ras) -> list:
             title = f"Cube array axis {a}, index {mid}"
             pix = (spacing[rest[0]], spacing[rest[1]])
             plane = f"axis{a}"
-        views.append(PlaneView(plane, title, np.ascontiguousarray(ct2), tuple(float(p) for p in pix), letters,
-                               None if mk2 is None else np.ascontiguousarray(mk2), None, centre))
+        views.append(
+            PlaneView(
+                plane,
+                title,
+                np.ascontiguousarray(ct2),
+                tuple(float(p) for p in pix),
+                letters,
+                None if mk2 is None else np.ascontiguousarray(mk2),
+                None,
+                centre,
+            )
+        )
     rank = {"axial": 0, "coronal": 1, "sagittal": 2}  # same order as the CT panels
     return sorted(views, key=lambda v: rank.get(v.name, 3))
 
@@ -173,10 +194,23 @@ def measurement_view(diam, ct=None, mask_vol=None, pixel_mm=0.25) -> PlaneView:
     def to_px(x):  # RAS -> (row, col) continuous pixel
         _, col_dir, row_dir, _ = PLANES["axial"]
         d = x - centre
-        return (float(d @ np.asarray(row_dir)) / pixel_mm + (n - 1) / 2.0,
-                float(d @ np.asarray(col_dir)) / pixel_mm + (n - 1) / 2.0)
+        return (
+            float(d @ np.asarray(row_dir)) / pixel_mm + (n - 1) / 2.0,
+            float(d @ np.asarray(col_dir)) / pixel_mm + (n - 1) / 2.0,
+        )
 
-    lines = [(f"long {diam.long_mm:.1f} mm", to_px(p), to_px(q)),
-             (f"short {diam.short_mm:.1f} mm", to_px(s1), to_px(s2))]
-    return PlaneView("axial", f"Diameters, axial S = {diam.slice_s_mm:.1f} mm", image, (pixel_mm, pixel_mm),
-                     PLANES["axial"][3], lesion, None, None, lines)
+    lines = [
+        (f"long {diam.long_mm:.1f} mm", to_px(p), to_px(q)),
+        (f"short {diam.short_mm:.1f} mm", to_px(s1), to_px(s2)),
+    ]
+    return PlaneView(
+        "axial",
+        f"Diameters, axial S = {diam.slice_s_mm:.1f} mm",
+        image,
+        (pixel_mm, pixel_mm),
+        PLANES["axial"][3],
+        lesion,
+        None,
+        None,
+        lines,
+    )

@@ -14,16 +14,17 @@ from pathlib import Path
 
 from DFM50NLib import atomic
 from DFM50NLib.atomic import safe_stem
-from DFM50NLib.report import text as rt
 from DFM50NLib.constants import COMBINED_THRESHOLD, DEMO_LABEL, DISCLAIMER
 from DFM50NLib.errors import InputError
+from DFM50NLib.report import text as rt
 
 FORMATS = ("html", "pdf")
 FOV_MM = 120.0  # field of view of the CT planes around the lesion
 
 
-def write_report(result, out_dir, *, ct=None, prepared_mask=None, cube=None, stability=None, diameters=None,
-                 formats=FORMATS) -> dict:
+def write_report(
+    result, out_dir, *, ct=None, prepared_mask=None, cube=None, stability=None, diameters=None, formats=FORMATS
+) -> dict:
     """Write `<case_id>_report.html` / `.pdf` into `out_dir`; returns {"report_html": Path, ...}.
 
     `ct` (Volume), `prepared_mask` (PreparedMask), `cube` (Cube), `stability` (StabilityResult) and
@@ -35,13 +36,21 @@ def write_report(result, out_dir, *, ct=None, prepared_mask=None, cube=None, sta
     stem = safe_stem(result.case_id)
     paths = {}
     if "html" in formats:
-        paths["report_html"] = atomic.write_text(out_dir / f"{stem}_report.html",
-                                                 case_html(result, views, stability))
+        paths["report_html"] = atomic.write_text(out_dir / f"{stem}_report.html", case_html(result, views, stability))
     if "pdf" in formats:
         from DFM50NLib.report.pdf import write_case_pdf
 
-        paths["report_pdf"] = Path(write_case_pdf(out_dir / f"{stem}_report.pdf", result, views["ct"],
-                                                  views["cube"], views["measure"], stability, views["diameters"]))
+        paths["report_pdf"] = Path(
+            write_case_pdf(
+                out_dir / f"{stem}_report.pdf",
+                result,
+                views["ct"],
+                views["cube"],
+                views["measure"],
+                stability,
+                views["diameters"],
+            )
+        )
     return paths
 
 
@@ -58,8 +67,14 @@ def build_views(result, *, ct=None, prepared_mask=None, cube=None, diameters=Non
     center = result.center_ras if result.center_ras else rv.cube_center_ras(cube_to_ras)
     ct_views = []
     if ct is not None or mask_vol is not None:
-        ct_views = rv.ct_planes(center, ct=ct, mask_vol=mask_vol, cube_to_ras=cube_to_ras,
-                                cube_mask=getattr(cube, "mask", None), fov_mm=FOV_MM)
+        ct_views = rv.ct_planes(
+            center,
+            ct=ct,
+            mask_vol=mask_vol,
+            cube_to_ras=cube_to_ras,
+            cube_mask=getattr(cube, "mask", None),
+            fov_mm=FOV_MM,
+        )
     cube_views = [] if cube is None else rv.cube_views(cube.ct, getattr(cube, "mask", None), cube.cube_to_ras)
     measure = None
     if diameters is not None:
@@ -87,6 +102,7 @@ def _check_formats(formats):
 
 
 # ---------------------------------------------------------------- HTML
+
 
 def esc(text) -> str:
     return html.escape(str(text), quote=True)
@@ -151,9 +167,11 @@ figcaption { font-size: 7.5pt; color: #6e6e73; margin-top: 2px; }
 
 
 def _page(title, body) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
+        f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def _kv_table(rows, mono=False) -> str:
@@ -163,22 +181,29 @@ def _kv_table(rows, mono=False) -> str:
 
 
 def _header(title, sub, case_line, date_line) -> str:
-    return (f'<header><div><h1>{esc(title)}</h1><div class="sub">{esc(sub)}</div></div>'
-            f'<div class="case"><b>{esc(case_line)}</b><br><span class="muted">{esc(date_line)}</span></div>'
-            "</header>")
+    return (
+        f'<header><div><h1>{esc(title)}</h1><div class="sub">{esc(sub)}</div></div>'
+        f'<div class="case"><b>{esc(case_line)}</b><br><span class="muted">{esc(date_line)}</span></div>'
+        "</header>"
+    )
 
 
 def _footer(version_line) -> str:
-    return (f'<footer><div class="disclaimer">{esc(DISCLAIMER)}</div>'
-            f"<div>{esc(version_line)}</div></footer>")
+    return f'<footer><div class="disclaimer">{esc(DISCLAIMER)}</div><div>{esc(version_line)}</div></footer>'
 
 
 def case_html(result, views, stability=None) -> str:
     from DFM50NLib.report import figures as rf
 
     color = rt.risk_color(result)
-    parts = [_header("DFM50N report", "Occult lymph-node metastasis risk · resectable early small-cell lung "
-                     "cancer · chest CT", f"Case {result.case_id}", rt.fmt_date(result.created))]
+    parts = [
+        _header(
+            "DFM50N report",
+            "Occult lymph-node metastasis risk · resectable early small-cell lung cancer · chest CT",
+            f"Case {result.case_id}",
+            rt.fmt_date(result.created),
+        )
+    ]
     if result.classifier_is_demo:
         parts.append(f'<div class="banner">{esc(DEMO_LABEL)} — scores are not clinically meaningful</div>')
     cmp = "≥" if result.high_risk else "<"
@@ -188,16 +213,19 @@ def case_html(result, views, stability=None) -> str:
         f'<div class="risk" style="color:{color}">{esc(result.risk_label.upper())}</div>'
         f'<div class="muted">score {cmp} threshold {result.threshold:g}</div></div>'
         f"<div>{_img(rf.fig_score(result, 5.2), 'Score bar against the threshold')}"
-        f'<div class="muted" style="margin-top:2px">{esc(rt.combined_summary(result))}</div></div></section>')
+        f'<div class="muted" style="margin-top:2px">{esc(rt.combined_summary(result))}</div></div></section>'
+    )
     notes = rt.warnings_list(result)
     if notes:
         items = "".join(f"<li>{esc(n)}</li>" for n in notes)
         parts.append(f'<div class="warnings"><b>Warnings</b><ul>{items}</ul></div>')
     if views["ct"]:
         parts.append("<h2>CT through the cube centre (120 mm field of view, lung window)</h2>")
-        parts.append(f"<figure>{_img(rf.fig_views(views['ct']), 'Axial, coronal and sagittal CT')}"
-                     "<figcaption>Radiological display (patient right on the image left). Red: lesion contour; "
-                     "yellow dashed: the 50 mm cube the model sees; +: cube centre.</figcaption></figure>")
+        parts.append(
+            f"<figure>{_img(rf.fig_views(views['ct']), 'Axial, coronal and sagittal CT')}"
+            "<figcaption>Radiological display (patient right on the image left). Red: lesion contour; "
+            "yellow dashed: the 50 mm cube the model sees; +: cube centre.</figcaption></figure>"
+        )
     elif views["cube"]:
         parts.append('<p class="muted">No full CT available (e.g. reference geometry): only the cube is shown.</p>')
     secs = dict(rt.sections(result, views["diameters"]))
@@ -210,23 +238,33 @@ def case_html(result, views, stability=None) -> str:
     parts.append("</div></div>")
     parts.append('<div class="pagebreak"></div>')
     if views["cube"]:
-        parts.append(f"<h2>What the model sees: the 50 × 50 × 50 cube, middle slices (orientation "
-                     f"{esc(result.orientation)}, {esc(result.geometry)} geometry)</h2>")
-        parts.append(f"<figure>{_img(rf.fig_views(views['cube'], legend=False), 'Cube middle slices')}"
-                     "<figcaption>The exact samples given to FCIB (only flipped/transposed for display). "
-                     "Red: lesion mask in the cube; +: sample 25 (the centre).</figcaption></figure>")
+        parts.append(
+            f"<h2>What the model sees: the 50 × 50 × 50 cube, middle slices (orientation "
+            f"{esc(result.orientation)}, {esc(result.geometry)} geometry)</h2>"
+        )
+        parts.append(
+            f"<figure>{_img(rf.fig_views(views['cube'], legend=False), 'Cube middle slices')}"
+            "<figcaption>The exact samples given to FCIB (only flipped/transposed for display). "
+            "Red: lesion mask in the cube; +: sample 25 (the centre).</figcaption></figure>"
+        )
     if views["measure"] is not None:
         d = views["diameters"]
-        rows = [("Long axis", f"{d.long_mm:.1f} mm"), ("Short axis", f"{d.short_mm:.1f} mm"),
-                ("Axial slice S", f"{d.slice_s_mm:.1f} mm"), ("Lesion volume", f"{d.volume_mm3:.0f} mm³"),
-                ("Pixel size measured on", f"{d.in_plane_spacing_mm:.2f} mm"),
-                ("Resampled onto axial planes", rt.fmt_bool(d.resampled))]
+        rows = [
+            ("Long axis", f"{d.long_mm:.1f} mm"),
+            ("Short axis", f"{d.short_mm:.1f} mm"),
+            ("Axial slice S", f"{d.slice_s_mm:.1f} mm"),
+            ("Lesion volume", f"{d.volume_mm3:.0f} mm³"),
+            ("Pixel size measured on", f"{d.in_plane_spacing_mm:.2f} mm"),
+            ("Resampled onto axial planes", rt.fmt_bool(d.resampled)),
+        ]
         fig = rf.fig_views([views["measure"]], width=2.6, height=2.75, legend=False)
         parts.append("<h2>Axial diameters (RECIST-style)</h2>")
-        parts.append(f'<div class="measure"><figure>{_img(fig, "Axial slice with long and short axis")}</figure>'
-                     f"<div>{_kv_table(rows)}<p class=\"muted\">Long axis: longest in-plane diameter over the "
-                     "axial slices; short axis: longest diameter perpendicular to it on the same slice. The "
-                     "short axis (in cm) is the combined model's default input.</p></div></div>")
+        parts.append(
+            f'<div class="measure"><figure>{_img(fig, "Axial slice with long and short axis")}</figure>'
+            f'<div>{_kv_table(rows)}<p class="muted">Long axis: longest in-plane diameter over the '
+            "axial slices; short axis: longest diameter perpendicular to it on the same slice. The "
+            "short axis (in cm) is the combined model's default input.</p></div></div>"
+        )
     if stability is not None:
         parts.append("<h2>Stability under small perturbations</h2>")
         parts.append(f"<figure>{_img(rf.fig_stability(stability, result.threshold), 'Stability panel')}</figure>")
@@ -236,15 +274,20 @@ def case_html(result, views, stability=None) -> str:
         parts.append("<h2>Inputs</h2>" + _kv_table(secs["Inputs"], mono=True))
     if "Timings" in secs:
         parts.append('<div class="grid2"><div><h2>Timings</h2>' + _kv_table(secs["Timings"]) + "</div></div>")
-    parts.append(_footer(f"DFM50N {result.software_version} · report generated from result created "
-                         f"{rt.fmt_date(result.created)}"))
+    parts.append(
+        _footer(
+            f"DFM50N {result.software_version} · report generated from result created {rt.fmt_date(result.created)}"
+        )
+    )
     return _page(f"DFM50N report — {result.case_id}", "\n".join(parts))
 
 
 def stability_rows(stab) -> list:
-    rows = [("Unperturbed score", f"{stab.base_score:.3f}"),
-            ("Perturbed scores min / median / max", f"{stab.min:.3f} / {stab.median:.3f} / {stab.max:.3f}"),
-            ("Cross the threshold", f"{stab.n_flipped} of {len(stab.perturbations)}")]
+    rows = [
+        ("Unperturbed score", f"{stab.base_score:.3f}"),
+        ("Perturbed scores min / median / max", f"{stab.min:.3f} / {stab.median:.3f} / {stab.max:.3f}"),
+        ("Cross the threshold", f"{stab.n_flipped} of {len(stab.perturbations)}"),
+    ]
     if stab.warning:
         rows.append(("Warning", stab.warning))
     return rows
@@ -253,22 +296,31 @@ def stability_rows(stab) -> list:
 def report_html_minimal(result) -> str:
     """A small HTML fragment for Slicer's text node (Qt rich text: inline styles, simple tables)."""
     color = rt.risk_color(result)
-    rows = [("Threshold", f"{result.threshold:g}"),
-            ("Combined clinical model", rt.NOT_REPORTED if result.combined_probability is None else
-             f"{result.combined_probability:.3f} ({'OLM positive' if result.combined_positive else 'OLM negative'}, "
-             f"cut-off {COMBINED_THRESHOLD})"),
-            ("Coverage", f"{100 * result.coverage:.1f} %"),
-            ("Centre", f"{result.center_method} {rt.fmt_vec(result.center_ras)} RAS mm"),
-            ("Orientation / geometry", f"{result.orientation} / {result.geometry}"),
-            ("Classifier", result.classifier_name)]
+    rows = [
+        ("Threshold", f"{result.threshold:g}"),
+        (
+            "Combined clinical model",
+            rt.NOT_REPORTED
+            if result.combined_probability is None
+            else f"{result.combined_probability:.3f} "
+            f"({'OLM positive' if result.combined_positive else 'OLM negative'}, "
+            f"cut-off {COMBINED_THRESHOLD})",
+        ),
+        ("Coverage", f"{100 * result.coverage:.1f} %"),
+        ("Centre", f"{result.center_method} {rt.fmt_vec(result.center_ras)} RAS mm"),
+        ("Orientation / geometry", f"{result.orientation} / {result.geometry}"),
+        ("Classifier", result.classifier_name),
+    ]
     out = []
     if result.classifier_is_demo:
-        out.append('<p style="background-color:#b3261e;color:white;font-weight:bold">'
-                   f"&nbsp;{esc(DEMO_LABEL)}&nbsp;</p>")
-    out.append(f'<p><span style="font-size:large">DFM50N score <b style="color:{color}">{result.score:.3f}</b></span>'
-               f' &nbsp; <b style="color:{color}">{esc(result.risk_label)}</b></p>')
-    out.append("<table>" + "".join(f"<tr><td>{esc(k)}:&nbsp;</td><td>{esc(v)}</td></tr>" for k, v in rows)
-               + "</table>")
+        out.append(
+            f'<p style="background-color:#b3261e;color:white;font-weight:bold">&nbsp;{esc(DEMO_LABEL)}&nbsp;</p>'
+        )
+    out.append(
+        f'<p><span style="font-size:large">DFM50N score <b style="color:{color}">{result.score:.3f}</b></span>'
+        f' &nbsp; <b style="color:{color}">{esc(result.risk_label)}</b></p>'
+    )
+    out.append("<table>" + "".join(f"<tr><td>{esc(k)}:&nbsp;</td><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>")
     for note in rt.warnings_list(result):
         out.append(f'<p style="color:#b25000">&#9650; {esc(note)}</p>')
     out.append(f'<p style="color:#b3261e"><i>{esc(DISCLAIMER)}</i></p>')
@@ -277,14 +329,22 @@ def report_html_minimal(result) -> str:
 
 # ---------------------------------------------------------------- cohort
 
+
 def cohort_rows(results) -> list:
     rows = []
     for r in results:
-        rows.append({"case_id": str(r.case_id), "score": f"{r.score:.3f}", "risk": r.risk_label,
-                     "high_risk": bool(r.high_risk),
-                     "combined": "—" if r.combined_probability is None else f"{r.combined_probability:.3f}",
-                     "coverage": f"{100 * r.coverage:.0f} %", "demo": bool(r.classifier_is_demo),
-                     "warnings": "; ".join(rt.warnings_list(r))})
+        rows.append(
+            {
+                "case_id": str(r.case_id),
+                "score": f"{r.score:.3f}",
+                "risk": r.risk_label,
+                "high_risk": bool(r.high_risk),
+                "combined": "—" if r.combined_probability is None else f"{r.combined_probability:.3f}",
+                "coverage": f"{100 * r.coverage:.0f} %",
+                "demo": bool(r.classifier_is_demo),
+                "warnings": "; ".join(rt.warnings_list(r)),
+            }
+        )
     return rows
 
 
@@ -302,8 +362,9 @@ def write_cohort_summary(results, out_dir, *, formats=FORMATS) -> dict:
     out_dir = Path(out_dir)
     paths = {}
     if "html" in formats:
-        paths["cohort_html"] = atomic.write_text(out_dir / "cohort_summary.html",
-                                                 cohort_html(results, rows, threshold, len(thresholds) > 1))
+        paths["cohort_html"] = atomic.write_text(
+            out_dir / "cohort_summary.html", cohort_html(results, rows, threshold, len(thresholds) > 1)
+        )
     if "pdf" in formats:
         paths["cohort_pdf"] = Path(write_cohort_pdf(out_dir / "cohort_summary.pdf", results, rows, threshold))
     return paths
@@ -315,27 +376,39 @@ def cohort_html(results, rows, threshold, mixed_thresholds=False) -> str:
     scores = [r.score for r in results]
     high = sum(r.high_risk for r in results)
     created = max((r.created for r in results if r.created), default="")
-    parts = [_header("DFM50N cohort summary", f"{len(results)} cases · {high} high risk (score ≥ {threshold:g}) · "
-                     f"median score {statistics.median(scores):.3f}", f"{len(results)} cases",
-                     rt.fmt_date(created))]
+    parts = [
+        _header(
+            "DFM50N cohort summary",
+            f"{len(results)} cases · {high} high risk (score ≥ {threshold:g}) · "
+            f"median score {statistics.median(scores):.3f}",
+            f"{len(results)} cases",
+            rt.fmt_date(created),
+        )
+    ]
     demo = sum(r.classifier_is_demo for r in results)
     if demo:
         parts.append(f'<div class="banner">{esc(DEMO_LABEL)} ({demo} of {len(results)} cases)</div>')
     if mixed_thresholds:
-        parts.append('<div class="warnings">The cases were scored with different thresholds (classifiers); '
-                     f"the histogram shows {threshold:g}.</div>")
+        parts.append(
+            '<div class="warnings">The cases were scored with different thresholds (classifiers); '
+            f"the histogram shows {threshold:g}.</div>"
+        )
     parts.append("<h2>Score distribution</h2>")
     parts.append(f"<figure>{_img(rf.fig_histogram(scores, threshold), 'Histogram of DFM50N scores')}</figure>")
     parts.append("<h2>Cases</h2>")
-    head = ("<tr><th>Case</th><th class=\"num\">Score</th><th>Risk</th><th class=\"num\">Combined p</th>"
-            "<th class=\"num\">Coverage</th><th>Demo</th><th>Warnings</th></tr>")
+    head = (
+        '<tr><th>Case</th><th class="num">Score</th><th>Risk</th><th class="num">Combined p</th>'
+        '<th class="num">Coverage</th><th>Demo</th><th>Warnings</th></tr>'
+    )
     body = []
     for row in rows:
         cls = "high" if row["high_risk"] else "low"
-        body.append(f"<tr><td>{esc(row['case_id'])}</td><td class=\"num {cls}\">{esc(row['score'])}</td>"
-                    f"<td class=\"{cls}\">{esc(row['risk'])}</td><td class=\"num\">{esc(row['combined'])}</td>"
-                    f"<td class=\"num\">{esc(row['coverage'])}</td><td>{'DEMO' if row['demo'] else ''}</td>"
-                    f"<td>{esc(row['warnings'])}</td></tr>")
+        body.append(
+            f'<tr><td>{esc(row["case_id"])}</td><td class="num {cls}">{esc(row["score"])}</td>'
+            f'<td class="{cls}">{esc(row["risk"])}</td><td class="num">{esc(row["combined"])}</td>'
+            f'<td class="num">{esc(row["coverage"])}</td><td>{"DEMO" if row["demo"] else ""}</td>'
+            f"<td>{esc(row['warnings'])}</td></tr>"
+        )
     parts.append(f'<table class="cases">{head}{"".join(body)}</table>')
     versions = ", ".join(sorted({r.software_version for r in results}))
     parts.append(_footer(f"DFM50N {versions}"))

@@ -59,17 +59,20 @@ def ensure(confirm=None, requirements=(TORCH,) + PIP_REQUIREMENTS, *, slicer_mod
     todo = missing(requirements)
     if not todo:
         return []
-    message = (f"DFM50N needs these Python packages, not installed yet: {describe(todo)}.\n"
-               "Install them now? (This downloads packages from the internet and may take several minutes.)")
+    message = (
+        f"DFM50N needs these Python packages, not installed yet: {describe(todo)}.\n"
+        "Install them now? (This downloads packages from the internet and may take several minutes.)"
+    )
     if confirm is None or not confirm(message):
-        raise DependencyError(f"Missing Python packages: {describe(todo)}. Press Score again and accept the "
-                              "installation, or install them from Slicer's Python console: "
-                              f"slicer.util.pip_install('{' '.join(r.spec for r in todo if r is not TORCH)}')"
-                              + (" and torch via the PyTorch extension (Extensions Manager)."
-                                 if TORCH in todo else "."))
+        raise DependencyError(
+            f"Missing Python packages: {describe(todo)}. Press Score again and accept the "
+            "installation, or install them from Slicer's Python console: "
+            f"slicer.util.pip_install('{' '.join(r.spec for r in todo if r is not TORCH)}')"
+            + (" and torch via the PyTorch extension (Extensions Manager)." if TORCH in todo else ".")
+        )
     slicer = slicer_module
     if slicer is None:
-        import slicer  # noqa: F811  (only inside Slicer, only after consent)
+        import slicer
     if TORCH in todo:
         _install_torch()
     pip_todo = [r for r in todo if r is not TORCH]
@@ -77,8 +80,10 @@ def ensure(confirm=None, requirements=(TORCH,) + PIP_REQUIREMENTS, *, slicer_mod
         _pip_install(slicer, [r.spec for r in pip_todo])
     still = missing(todo)
     if still:
-        raise DependencyError(f"Installation finished but these packages are still missing: {describe(still)}. "
-                              "Restart Slicer and try again; see the Python console for pip's messages.")
+        raise DependencyError(
+            f"Installation finished but these packages are still missing: {describe(still)}. "
+            "Restart Slicer and try again; see the Python console for pip's messages."
+        )
     return todo
 
 
@@ -86,14 +91,18 @@ def _install_torch():
     try:
         import PyTorchUtils
     except ImportError as exc:
-        raise DependencyError("PyTorch is not installed. Install the 'PyTorch' extension from the Extensions "
-                              "Manager, restart Slicer, then press Score again.") from exc
+        raise DependencyError(
+            "PyTorch is not installed. Install the 'PyTorch' extension from the Extensions "
+            "Manager, restart Slicer, then press Score again."
+        ) from exc
     logic = PyTorchUtils.PyTorchUtilsLogic()
     if not logic.torchInstalled():
         torch = logic.installTorch(askConfirmation=False, torchVersionRequirement=">=2.2")
         if torch is None:
-            raise DependencyError("PyTorch could not be installed by the PyTorch extension; see its module "
-                                  "page (PyTorch Utils) for details.")
+            raise DependencyError(
+                "PyTorch could not be installed by the PyTorch extension; see its module "
+                "page (PyTorch Utils) for details."
+            )
 
 
 def _pip_install(slicer, specs):

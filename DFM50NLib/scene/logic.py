@@ -15,17 +15,29 @@ import time
 import slicer
 import vtk
 
+from DFM50NLib.errors import DFM50NError
 from DFM50NLib.scene import mrml
 from DFM50NLib.scene import table as st
-from DFM50NLib.errors import DFM50NError
-from DFM50NLib.model.weights import SETTING_NAME as WEIGHTS_SETTING  # QSettings key the widget reads and writes
 
 MODEL_SETTING = "DFM50N/ClassifierFolder"
 REPORT_ATTRIBUTE = "DFM50N.Report"
 
 # score_volumes keyword arguments the Logic passes through unchanged
-PIPELINE_OPTIONS = ("center", "point_ras", "orientation", "geometry", "weights", "model", "device", "clinical",
-                    "keep_features", "download", "out_dir", "report", "write_cubes")
+PIPELINE_OPTIONS = (
+    "center",
+    "point_ras",
+    "orientation",
+    "geometry",
+    "weights",
+    "model",
+    "device",
+    "clinical",
+    "keep_features",
+    "download",
+    "out_dir",
+    "report",
+    "write_cubes",
+)
 
 
 class ScoringCancelled(DFM50NError):
@@ -35,10 +47,10 @@ class ScoringCancelled(DFM50NError):
 class DFM50NLogic:
     """Console use::
 
-        logic = DFM50NLogic()
-        result = logic.scoreSegment(ctNode, segNode, segNode.GetSegmentation().GetSegmentIdBySegmentName("Tumor"),
-                                    weights="/path/model_weights.torch")
-        print(result.score, result.risk_label)
+    logic = DFM50NLogic()
+    result = logic.scoreSegment(ctNode, segNode, segNode.GetSegmentation().GetSegmentIdBySegmentName("Tumor"),
+                                weights="/path/model_weights.torch")
+    print(result.score, result.risk_label)
     """
 
     def __init__(self, scene=None):
@@ -54,8 +66,20 @@ class DFM50NLogic:
         """Ask a running scoring to stop at the next stage boundary (the widget's Cancel button)."""
         self._cancel = True
 
-    def scoreSegment(self, volumeNode, segmentationNode, segmentId, tableNode=None, *, progress=None,
-                     confirm=None, checkDependencies=True, addToTable=True, reportNode=True, **options):
+    def scoreSegment(
+        self,
+        volumeNode,
+        segmentationNode,
+        segmentId,
+        tableNode=None,
+        *,
+        progress=None,
+        confirm=None,
+        checkDependencies=True,
+        addToTable=True,
+        reportNode=True,
+        **options,
+    ):
         """Score one segment on `volumeNode`; returns the `Result` and updates the table.
 
         options: center ("dt_peak" | "centroid" | "point"), point_ras, orientation ("LPS"), geometry,
@@ -64,12 +88,33 @@ class DFM50NLogic:
         progress(fraction, message) is called between stages; confirm(message) -> bool before any install.
         """
         self._cancel = False
-        return self._scoreSegment(volumeNode, segmentationNode, segmentId, tableNode, progress=progress,
-                                  confirm=confirm, checkDependencies=checkDependencies, addToTable=addToTable,
-                                  reportNode=reportNode, **options)
+        return self._scoreSegment(
+            volumeNode,
+            segmentationNode,
+            segmentId,
+            tableNode,
+            progress=progress,
+            confirm=confirm,
+            checkDependencies=checkDependencies,
+            addToTable=addToTable,
+            reportNode=reportNode,
+            **options,
+        )
 
-    def _scoreSegment(self, volumeNode, segmentationNode, segmentId, tableNode, *, progress, confirm,
-                      checkDependencies, addToTable, reportNode, **options):
+    def _scoreSegment(
+        self,
+        volumeNode,
+        segmentationNode,
+        segmentId,
+        tableNode,
+        *,
+        progress,
+        confirm,
+        checkDependencies,
+        addToTable,
+        reportNode,
+        **options,
+    ):
         self._check_inputs(volumeNode, segmentationNode, segmentId)
         unknown = set(options) - set(PIPELINE_OPTIONS) - {"encoder", "classifier"}
         if unknown:
@@ -89,9 +134,13 @@ class DFM50NLogic:
         if options.get("encoder") is None or options.get("classifier") is None:
             self._step(progress, 0.15, "Loading the FCIB model and the classifier")
             options["encoder"], options["classifier"] = pipeline.load_models(
-                options.get("weights"), options.get("model"), options.get("device", "cpu"),
-                encoder=options.get("encoder"), classifier=options.get("classifier"),
-                download=options.get("download", False))
+                options.get("weights"),
+                options.get("model"),
+                options.get("device", "cpu"),
+                encoder=options.get("encoder"),
+                classifier=options.get("classifier"),
+                download=options.get("download", False),
+            )
         self._step(progress, 0.5, "Computing the DFM50N score")
         case_id = f"{volumeNode.GetName()}_{mask.name}"
         if options.get("geometry") == "reference":
@@ -103,9 +152,18 @@ class DFM50NLogic:
         self.lastResults[key] = result
         if addToTable:
             tableNode = tableNode or self.getTableNode()
-            st.set_row(tableNode, st.row_values(
-                result, volume_name=volumeNode.GetName(), segment_name=mask.name, volume_node_id=key[0],
-                segmentation_node_id=key[1], segment_id=segmentId, mask_sha256=mask_sha))
+            st.set_row(
+                tableNode,
+                st.row_values(
+                    result,
+                    volume_name=volumeNode.GetName(),
+                    segment_name=mask.name,
+                    volume_node_id=key[0],
+                    segmentation_node_id=key[1],
+                    segment_id=segmentId,
+                    mask_sha256=mask_sha,
+                ),
+            )
             self.observeSegmentation(segmentationNode, tableNode)
             self._labelmapMTimes[key[1:]] = _labelmapMTime(segmentationNode, segmentId)
         if reportNode:
@@ -127,12 +185,15 @@ class DFM50NLogic:
         kw = dict(confirm=None, checkDependencies=True, addToTable=True, reportNode=True)
         kw.update({k: options.pop(k) for k in list(kw) if k in options})
         for n, sid in enumerate(ids):
+
             def sub(f, msg, n=n):
                 if progress:
                     return progress((n + f) / len(ids), f"Segment {n + 1}/{len(ids)}: {msg}")
+
             try:
-                results[sid] = self._scoreSegment(volumeNode, segmentationNode, sid, tableNode, progress=sub,
-                                                  **kw, **options)
+                results[sid] = self._scoreSegment(
+                    volumeNode, segmentationNode, sid, tableNode, progress=sub, **kw, **options
+                )
             except ScoringCancelled:
                 raise
             except DFM50NError as exc:
@@ -151,8 +212,9 @@ class DFM50NLogic:
         """The segment as the pipeline sees it on the CT grid (`PreparedMask`, cropped to the lesion)."""
         from DFM50NLib.geometry.mask import prepare_mask
 
-        return prepare_mask(self.segmentMask(volumeNode, segmentationNode, segmentId),
-                            mrml.volume_from_node(volumeNode))
+        return prepare_mask(
+            self.segmentMask(volumeNode, segmentationNode, segmentId), mrml.volume_from_node(volumeNode)
+        )
 
     def measureShortAxis(self, volumeNode, segmentationNode, segmentId):
         """(short axis cm, long axis mm) of the segment on the axial slice where it is longest."""
@@ -162,8 +224,11 @@ class DFM50NLogic:
         return d.short_cm, d.long_mm
 
     def _check_inputs(self, volumeNode, segmentationNode, segmentId):
-        if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA(
-                "vtkMRMLLabelMapVolumeNode"):
+        if (
+            volumeNode is None
+            or not volumeNode.IsA("vtkMRMLScalarVolumeNode")
+            or volumeNode.IsA("vtkMRMLLabelMapVolumeNode")
+        ):
             raise DFM50NError("Select the CT volume (a scalar volume in Hounsfield units).")
         if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
             raise DFM50NError("Select the segmentation that holds the lesion.")
@@ -196,8 +261,11 @@ class DFM50NLogic:
             if table is not None:
                 self._markIfChanged(table, segmentationNode, segNodeId, segmentId)
 
-        for ev in (slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.RepresentationModified,
-                   slicer.vtkSegmentation.SegmentRemoved):
+        for ev in (
+            slicer.vtkSegmentation.SegmentModified,
+            slicer.vtkSegmentation.RepresentationModified,
+            slicer.vtkSegmentation.SegmentRemoved,
+        ):
             self._observations.append((segmentation, segmentation.AddObserver(ev, onModified)))
 
     def _markIfChanged(self, table, segmentationNode, segNodeId, segmentId):
@@ -257,7 +325,7 @@ class DFM50NLogic:
             if n.GetAttribute(REPORT_ATTRIBUTE) == key:
                 node = n
         if node is None:
-            name = f"DFM50N report - {volumeNode.GetName()} - {result.case_id[len(volumeNode.GetName()) + 1:]}"
+            name = f"DFM50N report - {volumeNode.GetName()} - {result.case_id[len(volumeNode.GetName()) + 1 :]}"
             node = self.scene.AddNewNodeByClass("vtkMRMLTextNode", name)
             node.SetAttribute(REPORT_ATTRIBUTE, key)
         node.SetText(report_html(result))
@@ -266,21 +334,27 @@ class DFM50NLogic:
     def showCube(self, result, volumeNode, segmentationNode=None, segmentId=None, cubeVolume=True):
         """ROI of the 50 mm cube (and, with cubeVolume, the sampled cube as a volume) in the CT's frame."""
         if result.geometry != "physical":
-            raise DFM50NError("Show cube needs physical geometry: a reference-geometry cube is cut on the file's "
-                              "voxel grid (not 1 mm, not patient-aligned) and cannot be drawn as a 50 mm box.")
+            raise DFM50NError(
+                "Show cube needs physical geometry: a reference-geometry cube is cut on the file's "
+                "voxel grid (not 1 mm, not patient-aligned) and cannot be drawn as a 50 mm box."
+            )
         parent = volumeNode.GetParentTransformNode()
         roi = mrml.cube_roi(result.cube_to_ras, f"DFM50N cube - {result.case_id}", self.scene, parent)
         cube_node = None
         if cubeVolume and segmentationNode is not None:
             from DFM50NLib.scoring.pipeline import prepare_case
 
-            prep = prepare_case(mrml.volume_from_node(volumeNode),
-                                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
-                                center=result.center_method,
-                                point_ras=result.center_ras if result.center_method == "point" else None,
-                                orientation=result.orientation, geometry=result.geometry)
-            cube_node = mrml.add_volume_node(prep.cube.ct_volume(), f"DFM50N cube CT - {result.case_id}",
-                                             self.scene, parent_transform=parent)
+            prep = prepare_case(
+                mrml.volume_from_node(volumeNode),
+                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
+                center=result.center_method,
+                point_ras=result.center_ras if result.center_method == "point" else None,
+                orientation=result.orientation,
+                geometry=result.geometry,
+            )
+            cube_node = mrml.add_volume_node(
+                prep.cube.ct_volume(), f"DFM50N cube CT - {result.case_id}", self.scene, parent_transform=parent
+            )
         return roi, cube_node
 
     def writeReport(self, result, volumeNode, segmentationNode, segmentId, outDir, formats=("html",)):
@@ -290,18 +364,28 @@ class DFM50NLogic:
         from pathlib import Path
 
         try:
-            from DFM50NLib.scoring.pipeline import prepare_case
             from DFM50NLib.report.writer import write_report
+            from DFM50NLib.scoring.pipeline import prepare_case
 
             if result.geometry != "physical":  # the report draws what it has: numbers only
                 return write_report(result, outDir, formats=formats)
-            prep = prepare_case(mrml.volume_from_node(volumeNode),
-                                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
-                                center=result.center_method,
-                                point_ras=result.center_ras if result.center_method == "point" else None,
-                                orientation=result.orientation, geometry=result.geometry)
-            return write_report(result, outDir, ct=prep.ct, prepared_mask=prep.prepared_mask, cube=prep.cube,
-                                diameters=prep.diameters, formats=formats)
+            prep = prepare_case(
+                mrml.volume_from_node(volumeNode),
+                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
+                center=result.center_method,
+                point_ras=result.center_ras if result.center_method == "point" else None,
+                orientation=result.orientation,
+                geometry=result.geometry,
+            )
+            return write_report(
+                result,
+                outDir,
+                ct=prep.ct,
+                prepared_mask=prep.prepared_mask,
+                cube=prep.cube,
+                diameters=prep.diameters,
+                formats=formats,
+            )
         except ImportError as exc:
             logging.warning("DFM50N: full report unavailable (%s); writing the short one", exc)
             from DFM50NLib import atomic
@@ -311,7 +395,7 @@ class DFM50NLogic:
 
 
 def _score_reference(ct, mask, case_id, options):
-    """Upstream-parity geometry (SPEC 3) works on NIfTI files, as the upstream scripts do: write the CT and
+    """Upstream-parity geometry (METHOD.md §3) works on NIfTI files, as the upstream scripts do: write the CT and
     the segment on the CT grid to a temporary folder exactly as Slicer would export them, score, delete."""
     import shutil
     import tempfile
@@ -320,13 +404,13 @@ def _score_reference(ct, mask, case_id, options):
     import numpy as np
 
     from DFM50NLib.geometry import io
-    from DFM50NLib.scoring import pipeline
     from DFM50NLib.geometry.mask import prepare_mask
+    from DFM50NLib.scoring import pipeline
 
     pm = prepare_mask(mask, ct)
     full = np.zeros(ct.shape[:3], np.uint8)
     o, n = pm.offset_ijk, pm.volume.shape
-    full[o[0]:o[0] + n[0], o[1]:o[1] + n[1], o[2]:o[2] + n[2]] = pm.volume.array
+    full[o[0] : o[0] + n[0], o[1] : o[1] + n[1], o[2] : o[2] + n[2]] = pm.volume.array
     folder = Path(tempfile.mkdtemp(prefix="dfm50n-reference-"))
     try:
         ct_path = io.write_volume(ct, folder / "ct.nii")
@@ -355,5 +439,7 @@ def report_html(result) -> str:
 
         demo = "<p><b>DEMO — not the published DFM50N classifier</b></p>" if result.classifier_is_demo else ""
         notes = "".join(f"<p>{html.escape(w)}</p>" for w in result.warnings)
-        return (f"{demo}<p>DFM50N score <b>{result.score:.3f}</b> ({html.escape(result.risk_label)}, threshold "
-                f"{result.threshold:g})</p>{notes}<p><i>{html.escape(result.disclaimer)}</i></p>")
+        return (
+            f"{demo}<p>DFM50N score <b>{result.score:.3f}</b> ({html.escape(result.risk_label)}, threshold "
+            f"{result.threshold:g})</p>{notes}<p><i>{html.escape(result.disclaimer)}</i></p>"
+        )

@@ -21,11 +21,11 @@ from DFM50NLib.geometry.volume import Volume
 BINARY_LABELMAP = "Binary labelmap"
 
 
-def matrix_to_numpy(m: "vtk.vtkMatrix4x4") -> np.ndarray:
+def matrix_to_numpy(m: vtk.vtkMatrix4x4) -> np.ndarray:
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=float)
 
 
-def numpy_to_matrix(a) -> "vtk.vtkMatrix4x4":
+def numpy_to_matrix(a) -> vtk.vtkMatrix4x4:
     m = vtk.vtkMatrix4x4()
     for r in range(4):
         for c in range(4):
@@ -44,11 +44,12 @@ def volume_from_node(volume_node, name=None) -> Volume:
     if volume_node is None or volume_node.GetImageData() is None:
         raise InputError("No CT volume selected, or the volume has no voxels: load the CT and select it.")
     if volume_node.GetImageData().GetNumberOfScalarComponents() != 1:
-        raise InputError(f"Volume '{volume_node.GetName()}' has several components per voxel (colour or "
-                         "vector image); DFM50N needs the CT in Hounsfield units.")
+        raise InputError(
+            f"Volume '{volume_node.GetName()}' has several components per voxel (colour or "
+            "vector image); DFM50N needs the CT in Hounsfield units."
+        )
     arr = slicer.util.arrayFromVolume(volume_node).T  # [k,j,i] -> [i,j,k], a view
-    return Volume(arr, ijk_to_ras(volume_node), name or volume_node.GetName(),
-                  {"node_id": volume_node.GetID()})
+    return Volume(arr, ijk_to_ras(volume_node), name or volume_node.GetName(), {"node_id": volume_node.GetID()})
 
 
 def relative_matrix(from_node, to_node) -> np.ndarray:
@@ -60,9 +61,11 @@ def relative_matrix(from_node, to_node) -> np.ndarray:
     slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(p_from, p_to, general)
     linear = vtk.vtkTransform()
     if not slicer.vtkMRMLTransformNode.IsGeneralTransformLinear(general, linear):
-        raise InputError(f"'{from_node.GetName()}' and '{to_node.GetName()}' are related by a non-linear "
-                         "(warping) transform. Harden the transform on the segmentation (Transforms module, "
-                         "'Harden transform') or put both nodes under the same transform, then score again.")
+        raise InputError(
+            f"'{from_node.GetName()}' and '{to_node.GetName()}' are related by a non-linear "
+            "(warping) transform. Harden the transform on the segmentation (Transforms module, "
+            "'Harden transform') or put both nodes under the same transform, then score again."
+        )
     return matrix_to_numpy(linear.GetMatrix())
 
 
@@ -75,8 +78,9 @@ def segment_labelmap(segmentation_node, segment_id):
     segmentation = segmentation_node.GetSegmentation()
     segment = segmentation.GetSegment(segment_id) if segment_id else None
     if segment is None:
-        raise InputError(f"Segment '{segment_id}' not found in '{segmentation_node.GetName()}': pick the "
-                         "lesion segment again.")
+        raise InputError(
+            f"Segment '{segment_id}' not found in '{segmentation_node.GetName()}': pick the lesion segment again."
+        )
     image = slicer.vtkOrientedImageData()
     if segmentation.ContainsRepresentation(BINARY_LABELMAP):
         ok = segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image)
@@ -104,7 +108,7 @@ def segment_labelmap(segmentation_node, segment_id):
         raise InputError(f"Segment '{segment.GetName()}' is empty: draw the lesion in the Segment Editor first.")
     lo = [int(n[0]) for n in nz]
     hi = [int(n[-1]) + 1 for n in nz]
-    crop = (arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] != 0).astype(np.uint8)
+    crop = (arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] != 0).astype(np.uint8)
     m = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(m)
     shift = np.eye(4)
@@ -116,7 +120,7 @@ def _keep_label(image, label_value):
     from vtk.util import numpy_support
 
     a = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-    a[:] = (a == label_value)
+    a[:] = a == label_value
     image.Modified()
 
 

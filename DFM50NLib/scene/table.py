@@ -14,7 +14,7 @@ import vtk
 TABLE_NAME = "DFM50N scores"
 KIND_ATTRIBUTE = "DFM50N.Table"  # node attribute marking our table (a user may rename it)
 
-D, I, S = "double", "int", "string"
+D, I, S = "double", "int", "string"  # noqa: E741  (column types, as in the table below)
 # (name, type, title, unit, description)
 COLUMNS = (
     ("volume", S, "Volume", "", "CT volume node name (the case)"),
@@ -114,17 +114,27 @@ def _yes_no(v):
     return None if v is None else ("yes" if v else "no")
 
 
-def row_values(result, *, volume_name, segment_name, volume_node_id, segmentation_node_id, segment_id,
-               mask_sha256) -> dict:
+def row_values(
+    result, *, volume_name, segment_name, volume_node_id, segmentation_node_id, segment_id, mask_sha256
+) -> dict:
     """The row for one Result, keyed by column name."""
     d = result.to_dict(include_all_features=False)
     values = {k: d.get(k) for k in COLUMN_NAMES if k in d}
-    values.update(volume=volume_name, segment=segment_name, volume_node_id=volume_node_id,
-                  segmentation_node_id=segmentation_node_id, segment_id=segment_id, mask_sha256=mask_sha256,
-                  stale=0, warnings=" | ".join(result.warnings),
-                  smoking=_yes_no(result.smoking), spiculated=_yes_no(result.spiculated),
-                  combined_positive=None if result.combined_positive is None
-                  else ("positive" if result.combined_positive else "negative"))
+    values.update(
+        volume=volume_name,
+        segment=segment_name,
+        volume_node_id=volume_node_id,
+        segmentation_node_id=segmentation_node_id,
+        segment_id=segment_id,
+        mask_sha256=mask_sha256,
+        stale=0,
+        warnings=" | ".join(result.warnings),
+        smoking=_yes_no(result.smoking),
+        spiculated=_yes_no(result.spiculated),
+        combined_positive=None
+        if result.combined_positive is None
+        else ("positive" if result.combined_positive else "negative"),
+    )
     for axis, v in zip("RAS", result.center_ras):
         values[f"center_{axis}"] = v
     return values

@@ -1,4 +1,4 @@
-"""Combined clinical + DFM50N model (SPEC §2.10): the published SCLC OLM calculator.
+"""Combined clinical + DFM50N model (METHOD.md §2.10): the published SCLC OLM calculator.
 
 Missing clinical inputs mean the combined model is *not reported* (None): a guessed smoking
 history or spiculation would silently change a probability a clinician may act on.
@@ -67,24 +67,30 @@ def parse_short_axis_cm(value, name="short axis"):
     if not math.isfinite(cm) or cm <= 0:
         raise InputError(f"The {name} must be a positive number of centimetres, got {value!r}.")
     if cm > MAX_SHORT_AXIS_CM:
-        raise InputError(f"The {name} {cm:g} cm is implausible for a cT1-2 tumour: was it given in mm? "
-                         "Give it in cm (e.g. 1.8 for 18 mm).")
+        raise InputError(
+            f"The {name} {cm:g} cm is implausible for a cT1-2 tumour: was it given in mm? "
+            "Give it in cm (e.g. 1.8 for 18 mm)."
+        )
     return cm
 
 
 def combined_logit(dfm50n: float, smoking: bool, spiculated: bool, short_axis_cm: float) -> float:
-    return (COMBINED_INTERCEPT
-            + COMBINED_COEF_SMOKING * float(bool(smoking))
-            + COMBINED_COEF_SHORT_AXIS_CM * float(short_axis_cm)
-            + COMBINED_COEF_SPICULATED * float(bool(spiculated))
-            + COMBINED_COEF_DFM50N * float(dfm50n))
+    return (
+        COMBINED_INTERCEPT
+        + COMBINED_COEF_SMOKING * float(bool(smoking))
+        + COMBINED_COEF_SHORT_AXIS_CM * float(short_axis_cm)
+        + COMBINED_COEF_SPICULATED * float(bool(spiculated))
+        + COMBINED_COEF_DFM50N * float(dfm50n)
+    )
 
 
 def combined_probability(dfm50n: float, smoking: bool, spiculated: bool, short_axis_cm: float) -> float:
-    """p = 1 / (1 + exp(-logit)) of SPEC §2.10; all four inputs are required."""
+    """p = 1 / (1 + exp(-logit)) of METHOD.md §2.10; all four inputs are required."""
     if dfm50n is None or smoking is None or spiculated is None or short_axis_cm is None:
-        raise InputError("The combined model needs the DFM50N score, smoking history, spiculation and the "
-                         "short-axis diameter (cm); one of them is missing.")
+        raise InputError(
+            "The combined model needs the DFM50N score, smoking history, spiculation and the "
+            "short-axis diameter (cm); one of them is missing."
+        )
     z = combined_logit(dfm50n, smoking, spiculated, short_axis_cm)
     # numerically stable logistic
     if z >= 0:

@@ -2,7 +2,7 @@
 
 prepare_case: everything before the network (read, mask, centre, cube)  -> PreparedCase
 encoder.features: the FCIB forward (batched by callers that have many cubes)
-finish_case: 9 features -> forest -> Result with every SPEC §4 field
+finish_case: 9 features -> forest -> Result with every METHOD.md §4 field
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from DFM50NLib.constants import (
 )
 from DFM50NLib.errors import DFM50NWarning, InputError
 from DFM50NLib.geometry.volume import Volume, ras_to_lps
+
+if TYPE_CHECKING:
+    from DFM50NLib.scoring.result import Result
 
 
 @dataclass
@@ -46,16 +49,24 @@ class PreparedCase:
     warnings: list = field(default_factory=list)
 
 
-def normalise_options(center=DEFAULT_CENTER_METHOD, orientation=DEFAULT_ORIENTATION, geometry="physical",
-                      label=None, segment=None, point_ras=None) -> dict:
+def normalise_options(
+    center=DEFAULT_CENTER_METHOD,
+    orientation=DEFAULT_ORIENTATION,
+    geometry="physical",
+    label=None,
+    segment=None,
+    point_ras=None,
+) -> dict:
     """Validate the options that change the cube; fail before any heavy work."""
     from DFM50NLib.geometry.orientation import normalise_code
 
     if center not in CENTER_METHODS:
         raise InputError(f"Unknown centre method {center!r}: use one of {', '.join(CENTER_METHODS)}.")
     if geometry not in GEOMETRY_MODES:
-        raise InputError(f"Unknown geometry mode {geometry!r}: use 'physical' (default) or 'reference' "
-                         "(upstream-script parity, SPEC §3).")
+        raise InputError(
+            f"Unknown geometry mode {geometry!r}: use 'physical' (default) or 'reference' "
+            "(upstream-script parity, METHOD.md §3)."
+        )
     if center == "point":
         if point_ras is None:
             raise InputError("Centre method 'point' needs a point: give --point R A S (RAS mm).")
@@ -63,16 +74,33 @@ def normalise_options(center=DEFAULT_CENTER_METHOD, orientation=DEFAULT_ORIENTAT
         if len(point_ras) != 3 or not np.all(np.isfinite(point_ras)):
             raise InputError(f"The centre point must be 3 finite RAS coordinates in mm, got {point_ras!r}.")
         if geometry == "reference":
-            raise InputError("Reference geometry reproduces the upstream scripts, which only know "
-                             "'dt_peak' and 'centroid'; use physical geometry with a given point.")
+            raise InputError(
+                "Reference geometry reproduces the upstream scripts, which only know "
+                "'dt_peak' and 'centroid'; use physical geometry with a given point."
+            )
     orientation = normalise_code(orientation) if geometry == "physical" else "file-ijk"
-    return {"center": center, "orientation": orientation, "geometry": geometry,
-            "label": None if label is None else int(label), "segment": segment,
-            "point_ras": point_ras}
+    return {
+        "center": center,
+        "orientation": orientation,
+        "geometry": geometry,
+        "label": None if label is None else int(label),
+        "segment": segment,
+        "point_ras": point_ras,
+    }
 
 
-def prepare_case(image, mask, *, case_id=None, label=None, segment=None, center=DEFAULT_CENTER_METHOD,
-                 point_ras=None, orientation=DEFAULT_ORIENTATION, geometry="physical") -> PreparedCase:
+def prepare_case(
+    image,
+    mask,
+    *,
+    case_id=None,
+    label=None,
+    segment=None,
+    center=DEFAULT_CENTER_METHOD,
+    point_ras=None,
+    orientation=DEFAULT_ORIENTATION,
+    geometry="physical",
+) -> PreparedCase:
     """Read (if paths), check, mask, centre and cut the cube. No network involved."""
     options = normalise_options(center, orientation, geometry, label, segment, point_ras)
     case_id = case_id or _case_id_from(image)
@@ -91,8 +119,9 @@ def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
     t = time.perf_counter()
     ct = image if isinstance(image, Volume) else io.read_volume(image)
     notes += io.check_ct_intensities(ct)
-    mask_vol = mask if isinstance(mask, Volume) else io.read_mask(mask, label=options["label"],
-                                                                 segment=options["segment"])
+    mask_vol = (
+        mask if isinstance(mask, Volume) else io.read_mask(mask, label=options["label"], segment=options["segment"])
+    )
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -111,8 +140,9 @@ def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
     cube = extract_cube(ct, pm, center_ras, options["orientation"])
     stats = dict(cube_stats(cube, pm))
     timings["cube"] = time.perf_counter() - t
-    stats.update(mask_voxels=int(pm.voxels), mask_volume_mm3=float(pm.volume_mm3),
-                 components_dropped=int(pm.components_dropped))
+    stats.update(
+        mask_voxels=int(pm.voxels), mask_volume_mm3=float(pm.volume_mm3), components_dropped=int(pm.components_dropped)
+    )
 
     diam = _measure_diameters(pm, notes)
     notes += _geometry_warnings(stats)
@@ -123,18 +153,31 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
     from DFM50NLib.geometry.reference import reference_cube_from_files
 
     if isinstance(image, Volume) or isinstance(mask, Volume):
-        raise InputError("Reference geometry reproduces the upstream scripts on files: give file paths "
-                         "(NIfTI as the upstream scripts read it), not in-memory volumes.")
+        raise InputError(
+            "Reference geometry reproduces the upstream scripts on files: give file paths "
+            "(NIfTI as the upstream scripts read it), not in-memory volumes."
+        )
     t = time.perf_counter()
     ref = reference_cube_from_files(image, mask, center_method=options["center"], label=options["label"])
     timings = {"cube": time.perf_counter() - t}
     cube = ref.cube
     center_ras = np.asarray(ref.center_ras, dtype=float)
-    stats = {k: ref.stats[k] for k in ("mask_voxels", "mask_volume_mm3", "components_dropped",
-                                          "cube_mask_voxels", "coverage", "touches_border")}
+    stats = {
+        k: ref.stats[k]
+        for k in (
+            "mask_voxels",
+            "mask_volume_mm3",
+            "components_dropped",
+            "cube_mask_voxels",
+            "coverage",
+            "touches_border",
+        )
+    }
     notes = _geometry_warnings(stats)
-    notes.append("Reference geometry (SPEC §3): upstream-script arithmetic, not 1 mm isotropic; "
-                 "use only with a classifier trained on upstream cubes.")
+    notes.append(
+        "Reference geometry (METHOD.md §3): upstream-script arithmetic, not 1 mm isotropic; "
+        "use only with a classifier trained on upstream cubes."
+    )
     return PreparedCase(case_id, options, cube, center_ras, stats, None, None, None, timings, notes)
 
 
@@ -153,19 +196,24 @@ def _measure_diameters(pm, notes):
 def _geometry_warnings(stats) -> list:
     notes = []
     if stats["coverage"] < 0.999:
-        notes.append(f"Lesion larger than the 50 mm cube: only {stats['coverage']:.1%} of its volume is "
-                     "inside the cube the model sees.")
+        notes.append(
+            f"Lesion larger than the 50 mm cube: only {stats['coverage']:.1%} of its volume is "
+            "inside the cube the model sees."
+        )
     if stats["touches_border"]:
         notes.append("The lesion touches the border of the 50 mm cube.")
     if stats["components_dropped"]:
-        notes.append(f"{stats['components_dropped']} smaller disconnected mask component(s) were ignored; "
-                     "only the largest (6-connected) component was scored.")
+        notes.append(
+            f"{stats['components_dropped']} smaller disconnected mask component(s) were ignored; "
+            "only the largest (6-connected) component was scored."
+        )
     return notes
 
 
-def finish_case(prep: PreparedCase, features_4096, classifier, encoder, *, clinical=None,
-                keep_features=9, device="cpu") -> "Result":
-    """9 features -> forest -> Result (SPEC §4). `clinical`: dict(smoking, spiculated, short_axis_cm)."""
+def finish_case(
+    prep: PreparedCase, features_4096, classifier, encoder, *, clinical=None, keep_features=9, device="cpu"
+) -> Result:
+    """9 features -> forest -> Result (METHOD.md §4). `clinical`: dict(smoking, spiculated, short_axis_cm)."""
     from DFM50NLib.scoring.result import Result
 
     t = time.perf_counter()
@@ -178,20 +226,32 @@ def finish_case(prep: PreparedCase, features_4096, classifier, encoder, *, clini
     center_ras = [float(v) for v in prep.center_ras]
     s = prep.stats
     result = Result(
-        case_id=str(prep.case_id), score=score, threshold=float(classifier.threshold),
+        case_id=str(prep.case_id),
+        score=score,
+        threshold=float(classifier.threshold),
         risk_label=RISK_HIGH if score >= classifier.threshold else RISK_LOW,
         high_risk=bool(score >= classifier.threshold),
-        classifier_is_demo=bool(classifier.is_demo), classifier_name=str(classifier.name),
-        classifier_sha256=str(classifier.sha256), fcib_weights_sha256=str(encoder.weights_sha256),
-        software_version=__version__, geometry=prep.options["geometry"], orientation=prep.options["orientation"],
-        center_method=prep.options["center"], center_ras=center_ras,
+        classifier_is_demo=bool(classifier.is_demo),
+        classifier_name=str(classifier.name),
+        classifier_sha256=str(classifier.sha256),
+        fcib_weights_sha256=str(encoder.weights_sha256),
+        software_version=__version__,
+        geometry=prep.options["geometry"],
+        orientation=prep.options["orientation"],
+        center_method=prep.options["center"],
+        center_ras=center_ras,
         center_lps=[float(v) for v in ras_to_lps(center_ras)],
         cube_to_ras=np.asarray(prep.cube.cube_to_ras, dtype=float).tolist(),
-        mask_volume_mm3=float(s["mask_volume_mm3"]), mask_voxels=int(s["mask_voxels"]),
-        cube_mask_voxels=int(s["cube_mask_voxels"]), coverage=float(s["coverage"]),
-        touches_border=bool(s["touches_border"]), components_dropped=int(s["components_dropped"]),
+        mask_volume_mm3=float(s["mask_volume_mm3"]),
+        mask_voxels=int(s["mask_voxels"]),
+        cube_mask_voxels=int(s["cube_mask_voxels"]),
+        coverage=float(s["coverage"]),
+        touches_border=bool(s["touches_border"]),
+        components_dropped=int(s["components_dropped"]),
         label=None if prep.options["label"] is None else str(prep.options["label"]),
-        device=str(device), timings=timings, warnings=list(prep.warnings),
+        device=str(device),
+        timings=timings,
+        warnings=list(prep.warnings),
         features={name: float(v) for name, v in zip(classifier.feature_names, x9)},
         all_features=feats.tolist() if keep_features == 4096 else None,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -212,8 +272,13 @@ def _apply_clinical(result, clinical, diameters):
 
     clinical = dict(clinical or {})
     measured = None if diameters is None else float(diameters.short_mm) / 10.0
-    apply_clinical(result, smoking=clinical.get("smoking"), spiculated=clinical.get("spiculated"),
-                   short_axis_cm=clinical.get("short_axis_cm"), measured_short_axis_cm=measured)
+    apply_clinical(
+        result,
+        smoking=clinical.get("smoking"),
+        spiculated=clinical.get("spiculated"),
+        short_axis_cm=clinical.get("short_axis_cm"),
+        measured_short_axis_cm=measured,
+    )
 
 
 def load_encoder(weights=None, device="cpu", *, download=False, progress=None, settings_path=None):
@@ -228,8 +293,9 @@ def load_encoder(weights=None, device="cpu", *, download=False, progress=None, s
     return get_encoder(path, device=device)
 
 
-def load_models(weights=None, model=None, device="cpu", *, encoder=None, classifier=None, download=False,
-                progress=None):
+def load_models(
+    weights=None, model=None, device="cpu", *, encoder=None, classifier=None, download=False, progress=None
+):
     """The (encoder, classifier) pair; `model` is a classifier folder or a loaded `Classifier`."""
     from DFM50NLib.model.classifier import Classifier, load_classifier
 
@@ -240,34 +306,63 @@ def load_models(weights=None, model=None, device="cpu", *, encoder=None, classif
     return encoder, classifier
 
 
-def score_case(image, mask, *, case_id=None, label=None, segment=None, center=DEFAULT_CENTER_METHOD,
-               point_ras=None, orientation=DEFAULT_ORIENTATION, geometry="physical", weights=None, model=None,
-               device="cpu", clinical=None, keep_features=9, out_dir=None, write_cubes=False, report=False,
-               stability=False, encoder=None, classifier=None, download=False) -> "Result":
+def score_case(
+    image,
+    mask,
+    *,
+    case_id=None,
+    label=None,
+    segment=None,
+    center=DEFAULT_CENTER_METHOD,
+    point_ras=None,
+    orientation=DEFAULT_ORIENTATION,
+    geometry="physical",
+    weights=None,
+    model=None,
+    device="cpu",
+    clinical=None,
+    keep_features=9,
+    out_dir=None,
+    write_cubes=False,
+    report=False,
+    stability=False,
+    encoder=None,
+    classifier=None,
+    download=False,
+) -> Result:
     """Score one case end to end. `image`/`mask`: file paths or `Volume`s.
 
     With `out_dir`, writes `<case_id>.dfm50n.json/.csv` (and the audit cubes / report when asked),
     each atomically: an error never leaves a half-written or stale-looking result behind.
     """
     t0 = time.perf_counter()
-    prep = prepare_case(image, mask, case_id=case_id, label=label, segment=segment, center=center,
-                        point_ras=point_ras, orientation=orientation, geometry=geometry)
+    prep = prepare_case(
+        image,
+        mask,
+        case_id=case_id,
+        label=label,
+        segment=segment,
+        center=center,
+        point_ras=point_ras,
+        orientation=orientation,
+        geometry=geometry,
+    )
     t = time.perf_counter()
-    encoder, classifier = load_models(weights, model, device, encoder=encoder, classifier=classifier,
-                                      download=download)
+    encoder, classifier = load_models(weights, model, device, encoder=encoder, classifier=classifier, download=download)
     prep.timings["load_models"] = time.perf_counter() - t
     t = time.perf_counter()
     feats = encoder.features(prep.cube.ct)[0]
     prep.timings["forward"] = time.perf_counter() - t
-    result = finish_case(prep, feats, classifier, encoder, clinical=clinical, keep_features=keep_features,
-                         device=device)
+    result = finish_case(
+        prep, feats, classifier, encoder, clinical=clinical, keep_features=keep_features, device=device
+    )
     if isinstance(image, (str, Path)):
         result.image_path = str(image)
     if isinstance(mask, (str, Path)):
         result.mask_path = str(mask)
     stab = add_stability(result, prep, encoder, classifier) if stability else None
     result.timings["total"] = time.perf_counter() - t0
-    for note in result.warnings[1 if result.classifier_is_demo else 0:]:
+    for note in result.warnings[1 if result.classifier_is_demo else 0 :]:
         warnings.warn(note, DFM50NWarning, stacklevel=2)
     if out_dir is not None:
         write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report, stability=stab)
@@ -282,14 +377,19 @@ def add_stability(result, prep, encoder, classifier):
     t = time.perf_counter()
     stab = stability(prep.ct, prep.prepared_mask, prep.center_ras, prep.options, encoder, classifier)
     result.timings["stability"] = time.perf_counter() - t
-    result.stability = {"min": stab.min, "median": stab.median, "max": stab.max,
-                        "n_flipped": stab.n_flipped, "n": len(stab.perturbations)}
+    result.stability = {
+        "min": stab.min,
+        "median": stab.median,
+        "max": stab.max,
+        "n_flipped": stab.n_flipped,
+        "n": len(stab.perturbations),
+    }
     if stab.warning:
         result.warnings.append(stab.warning)
     return stab
 
 
-def score_volumes(ct: Volume, mask: Volume, **options) -> "Result":
+def score_volumes(ct: Volume, mask: Volume, **options) -> Result:
     """Slicer entry point: both volumes already in memory (mask on any grid, label or 0/1)."""
     return score_case(ct, mask, **options)
 
@@ -301,8 +401,10 @@ def model_geometry_warnings(classifier, options) -> list:
     for key in ("geometry", "orientation"):
         expected = meta.get(key)
         if expected and expected != options[key]:
-            notes.append(f"The classifier was trained on cubes with {key} '{expected}' but this case used "
-                         f"'{options[key]}': its score is not meaningful. Use --{key} {expected}.")
+            notes.append(
+                f"The classifier was trained on cubes with {key} '{expected}' but this case used "
+                f"'{options[key]}': its score is not meaningful. Use --{key} {expected}."
+            )
     return notes
 
 
@@ -312,8 +414,10 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, sta
 
     out_dir = Path(out_dir)
     stem = safe_stem(result.case_id)
-    paths = {"json": write_json(result, out_dir / f"{stem}.dfm50n.json"),
-             "csv": write_csv(result, out_dir / f"{stem}.dfm50n.csv")}
+    paths = {
+        "json": write_json(result, out_dir / f"{stem}.dfm50n.json"),
+        "csv": write_csv(result, out_dir / f"{stem}.dfm50n.csv"),
+    }
     if write_cubes:
         from DFM50NLib.geometry.io import write_volume
 
@@ -322,8 +426,17 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, sta
     if report:
         from DFM50NLib.report.writer import write_report
 
-        paths.update(write_report(result, out_dir, ct=prep.ct, prepared_mask=prep.prepared_mask,
-                                  cube=prep.cube, diameters=prep.diameters, stability=stability))
+        paths.update(
+            write_report(
+                result,
+                out_dir,
+                ct=prep.ct,
+                prepared_mask=prep.prepared_mask,
+                cube=prep.cube,
+                diameters=prep.diameters,
+                stability=stability,
+            )
+        )
     return paths
 
 

@@ -1,4 +1,4 @@
-"""`Result`: everything SPEC §4 says a DFM50N score must carry, and its JSON/CSV forms."""
+"""`Result`: everything METHOD.md §4 says a DFM50N score must carry, and its JSON/CSV forms."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class Result:
     coverage: float  # mask volume inside the cube / whole mask volume
     touches_border: bool  # mask reaches a face of the cube
     components_dropped: int
-    # optional clinical model (SPEC §2.10); None = not given, never guessed
+    # optional clinical model (METHOD.md §2.10); None = not given, never guessed
     smoking: Optional[bool] = None
     spiculated: Optional[bool] = None
     short_axis_cm: Optional[float] = None
@@ -75,7 +75,7 @@ class Result:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
+    def from_dict(cls, d: dict) -> Result:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

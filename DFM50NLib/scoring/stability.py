@@ -61,9 +61,11 @@ class StabilityResult:
     def warning(self) -> Optional[str]:
         if not self.n_flipped:
             return None
-        return (f"Unstable near the threshold: {self.n_flipped} of {len(self.perturbations)} small perturbations "
-                f"(±{CENTER_SHIFT_MM:g} mm centre, ±{MASK_MARGIN_MM:g} mm mask) move the score across "
-                f"{self.threshold:g}. Check the segmentation and interpret the risk label with caution.")
+        return (
+            f"Unstable near the threshold: {self.n_flipped} of {len(self.perturbations)} small perturbations "
+            f"(±{CENTER_SHIFT_MM:g} mm centre, ±{MASK_MARGIN_MM:g} mm mask) move the score across "
+            f"{self.threshold:g}. Check the segmentation and interpret the risk label with caution."
+        )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -77,8 +79,10 @@ def stability(ct, prepared_mask, center_ras, options, encoder, classifier) -> St
     from DFM50NLib.geometry.cube import extract_cube
 
     if ct is None or prepared_mask is None:
-        raise InputError("The stability panel needs the CT and the prepared mask (physical geometry); "
-                         "it is not available in reference geometry.")
+        raise InputError(
+            "The stability panel needs the CT and the prepared mask (physical geometry); "
+            "it is not available in reference geometry."
+        )
     options = dict(options or {})
     method = options.get("center", "dt_peak")
     orientation = options.get("orientation", "LPS")
@@ -103,8 +107,7 @@ def stability(ct, prepared_mask, center_ras, options, encoder, classifier) -> St
             kinds.append("mask")
             centers.append(np.asarray(find_center(pm2, method, options.get("point_ras")), float))
 
-    cubes = np.stack([np.asarray(extract_cube(ct, prepared_mask, c, orientation).ct, np.float32)
-                      for c in centers])
+    cubes = np.stack([np.asarray(extract_cube(ct, prepared_mask, c, orientation).ct, np.float32) for c in centers])
     feats = np.asarray(encoder.features(cubes), np.float32).reshape(len(cubes), -1)
     x9 = feats[:, list(classifier.feature_indices)]
     scores = np.asarray(classifier.predict_proba(x9), float).reshape(-1)
@@ -112,8 +115,9 @@ def stability(ct, prepared_mask, center_ras, options, encoder, classifier) -> St
     base = float(scores[0])
     result = StabilityResult(base, threshold, notes=notes)
     for label, kind, c, s in zip(labels[1:], kinds[1:], centers[1:], scores[1:]):
-        result.perturbations.append(Perturbation(label, kind, [float(v) for v in c], float(s),
-                                                 bool((s >= threshold) != (base >= threshold))))
+        result.perturbations.append(
+            Perturbation(label, kind, [float(v) for v in c], float(s), bool((s >= threshold) != (base >= threshold)))
+        )
     return result
 
 
@@ -161,8 +165,12 @@ def perturb_mask(pm, op, margin_mm):
     new_vol = vol.with_array(out.astype(np.uint8))
     new_vol = type(vol)(new_vol.array, vol.ijk_to_ras @ shift, vol.name, dict(vol.meta))
     voxels = int(out.sum())
-    changes = dict(volume=new_vol, voxels=voxels, volume_mm3=float(voxels * abs(np.linalg.det(vol.ijk_to_ras[:3, :3]))),
-                   offset_ijk=tuple(int(o) - int(p) for o, p in zip(getattr(pm, "offset_ijk", (0, 0, 0)), pad)))
+    changes = dict(
+        volume=new_vol,
+        voxels=voxels,
+        volume_mm3=float(voxels * abs(np.linalg.det(vol.ijk_to_ras[:3, :3]))),
+        offset_ijk=tuple(int(o) - int(p) for o, p in zip(getattr(pm, "offset_ijk", (0, 0, 0)), pad)),
+    )
     if dataclasses.is_dataclass(pm):
         names = {f.name for f in dataclasses.fields(pm)}
         return dataclasses.replace(pm, **{k: v for k, v in changes.items() if k in names})

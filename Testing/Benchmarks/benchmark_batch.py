@@ -73,16 +73,15 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the generated cohort and outputs (else deleted)")
     args = ap.parse_args()
 
-    import torch
-
-    from DFM50NLib.model import fcib
-    from DFM50NLib.batch.cohort import score_cohort
-    from DFM50NLib.batch.manifest import read_manifest
-    from DFM50NLib.scoring.pipeline import load_encoder, score_case
-
     import warnings
 
+    import torch
+
+    from DFM50NLib.batch.cohort import score_cohort
+    from DFM50NLib.batch.manifest import read_manifest
     from DFM50NLib.errors import DFM50NWarning
+    from DFM50NLib.model import fcib
+    from DFM50NLib.scoring.pipeline import load_encoder, score_case
 
     warnings.simplefilter("ignore", DFM50NWarning)  # DEMO banner etc.: recorded in every result anyway
     torch.set_num_threads(os.cpu_count() or 1)
@@ -90,8 +89,10 @@ def main():
     weights = args.weights or fcib.save_random_checkpoint(tmp / "random.torch")
     t = time.perf_counter()
     manifest = make_cohort(tmp / "cohort", args.cases, args.broken, args.shape)
-    print(f"{args.cases} cases ({args.broken} broken), CT {tuple(args.shape)} int16 uncompressed NRRD, "
-          f"{os.cpu_count()} cores; cohort built in {time.perf_counter() - t:.1f} s; weights {weights}")
+    print(
+        f"{args.cases} cases ({args.broken} broken), CT {tuple(args.shape)} int16 uncompressed NRRD, "
+        f"{os.cpu_count()} cores; cohort built in {time.perf_counter() - t:.1f} s; weights {weights}"
+    )
 
     t = time.perf_counter()
     load_encoder(weights)
@@ -104,24 +105,30 @@ def main():
             r = score_case(c.image, c.mask, case_id=c.case_id, weights=weights)
             fw += r.timings.get("forward", 0.0)
             n_ok += 1
-        except Exception:  # noqa: BLE001 - the broken cases fail here too
+        except Exception:
             pass
     t_seq, c_seq = time.perf_counter() - t_seq, time.process_time() - c_seq
-    print(f"sequential score_case (warm network): {n_ok} ok in {t_seq:.1f} s = {n_ok / t_seq:.2f} cases/s; "
-          f"forward share {fw / t_seq:.0%}; CPU {c_seq / n_ok:.2f} s/case")
+    print(
+        f"sequential score_case (warm network): {n_ok} ok in {t_seq:.1f} s = {n_ok / t_seq:.2f} cases/s; "
+        f"forward share {fw / t_seq:.0%}; CPU {c_seq / n_ok:.2f} s/case"
+    )
 
     out = tmp / "out"
     t, c = time.perf_counter(), time.process_time()
     s = score_cohort(manifest, out, weights=weights, batch_size=args.batch_size)
     t_batch, c_batch = time.perf_counter() - t, time.process_time() - c
     st = s.stats
-    print(f"batch (in-process, prefetch + batch {args.batch_size}): {s.n_done} ok, {s.n_failed} failed in "
-          f"{t_batch:.1f} s = {s.n_done / t_batch:.2f} cases/s  ->  {t_seq / n_ok / (t_batch / s.n_done):.2f}x "
-          f"sequential; CPU {c_batch / s.n_done:.2f} s/case")
+    print(
+        f"batch (in-process, prefetch + batch {args.batch_size}): {s.n_done} ok, {s.n_failed} failed in "
+        f"{t_batch:.1f} s = {s.n_done / t_batch:.2f} cases/s  ->  {t_seq / n_ok / (t_batch / s.n_done):.2f}x "
+        f"sequential; CPU {c_batch / s.n_done:.2f} s/case"
+    )
     work = st["wall_s"] - st.get("load_s", 0.0)  # the network is already built (warm): ~0
-    print(f"  engine wall {work:.1f} s: forward {st['forward_s']:.1f} s ({st['forward_s'] / work:.0%}, "
-          f"target >= 70 %), waiting for the reader {st['wait_s']:.1f} s, finish {st['finish_s']:.1f} s; "
-          f"job overhead (hashing weights, tables) {t_batch - st['wall_s']:.1f} s")
+    print(
+        f"  engine wall {work:.1f} s: forward {st['forward_s']:.1f} s ({st['forward_s'] / work:.0%}, "
+        f"target >= 70 %), waiting for the reader {st['wait_s']:.1f} s, finish {st['finish_s']:.1f} s; "
+        f"job overhead (hashing weights, tables) {t_batch - st['wall_s']:.1f} s"
+    )
     with open(out / "errors.csv", newline="") as f:
         errors = list(csv.DictReader(f))
     with open(out / "results.csv", newline="") as f:
@@ -140,16 +147,19 @@ def main():
         s1 = score_cohort(manifest, tmp / "out_bs1", weights=weights, batch_size=1)
         t1 = time.perf_counter() - t
         w1 = s1.stats["wall_s"] - s1.stats.get("load_s", 0.0)
-        print(f"batch, prefetch only (batch 1): {s1.n_done / t1:.2f} cases/s = {t_seq / n_ok / (t1 / s1.n_done):.2f}x "
-              f"sequential; forward share {s1.stats['forward_s'] / w1:.0%}")
+        print(
+            f"batch, prefetch only (batch 1): {s1.n_done / t1:.2f} cases/s = {t_seq / n_ok / (t1 / s1.n_done):.2f}x "
+            f"sequential; forward share {s1.stats['forward_s'] / w1:.0%}"
+        )
 
     if args.workers > 1:
         t = time.perf_counter()
-        p = score_cohort(manifest, tmp / "out_pool", weights=weights, batch_size=args.batch_size,
-                         workers=args.workers)
+        p = score_cohort(manifest, tmp / "out_pool", weights=weights, batch_size=args.batch_size, workers=args.workers)
         tp = time.perf_counter() - t
-        print(f"local pool, {args.workers} workers (cold: each builds the network): {p.n_done} ok in {tp:.1f} s "
-              f"= {p.n_done / tp:.2f} cases/s")
+        print(
+            f"local pool, {args.workers} workers (cold: each builds the network): {p.n_done} ok in {tp:.1f} s "
+            f"= {p.n_done / tp:.2f} cases/s"
+        )
     if args.keep:
         print(f"files left in {tmp}")
     else:

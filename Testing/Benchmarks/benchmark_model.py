@@ -26,8 +26,10 @@ def rss() -> str:
             k, _, v = line.partition(":")
             if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
                 fields[k] = int(v.split()[0]) / 2**20
-        return (f"RSS {fields['VmRSS']:.2f} GB (anonymous {fields['RssAnon']:.2f}, weights pages "
-                f"{fields['RssFile']:.2f}), peak {fields['VmHWM']:.2f} GB")
+        return (
+            f"RSS {fields['VmRSS']:.2f} GB (anonymous {fields['RssAnon']:.2f}, weights pages "
+            f"{fields['RssFile']:.2f}), peak {fields['VmHWM']:.2f} GB"
+        )
     except (OSError, KeyError):
         import resource
 
@@ -47,8 +49,9 @@ def main():
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"import torch: {time.perf_counter() - t:.2f} s; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"import torch: {time.perf_counter() - t:.2f} s; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     from DFM50NLib.model import fcib
 
     weights = args.weights

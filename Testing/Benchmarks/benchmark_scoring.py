@@ -53,8 +53,10 @@ def make_ct():
     mask[sl][inside] = 1
     ct[sl][inside] = 40
     origin = (-179.0, -179.0, -187.0)
-    return (Volume.from_geometry(ct, SPACING, origin, name="bench"),
-            Volume.from_geometry(mask, SPACING, origin, name="bench_mask"))
+    return (
+        Volume.from_geometry(ct, SPACING, origin, name="bench"),
+        Volume.from_geometry(mask, SPACING, origin, name="bench_mask"),
+    )
 
 
 def rotated(vol, axis, degrees):
@@ -103,8 +105,7 @@ def child_load(weights):
     import numpy as np
 
     enc.features(np.full((50, 50, 50), -1000.0, dtype=np.float32))
-    print(json.dumps({"load_s": load_s,
-                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    print(json.dumps({"load_s": load_s, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
 
 def child_score(weights):
@@ -117,9 +118,16 @@ def child_score(weights):
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     t = time.perf_counter()
     score_volumes(ct, mask, weights=weights)
-    print(json.dumps({"cold_score_s": time.perf_counter() - t, "ct_gb": ct.array.nbytes / 2**30,
-                      "rss_before_gb": base,
-                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    print(
+        json.dumps(
+            {
+                "cold_score_s": time.perf_counter() - t,
+                "ct_gb": ct.array.nbytes / 2**30,
+                "rss_before_gb": base,
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            }
+        )
+    )
 
 
 def child_reference(folder):
@@ -138,8 +146,14 @@ def child_reference(folder):
     except MemoryError:
         print(json.dumps({"memory_error_after_s": time.perf_counter() - t}))
         return
-    print(json.dumps({"reference_s": time.perf_counter() - t,
-                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    print(
+        json.dumps(
+            {
+                "reference_s": time.perf_counter() - t,
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            }
+        )
+    )
 
 
 def reference_run(ct, mask, tmp) -> dict:
@@ -152,8 +166,9 @@ def reference_run(ct, mask, tmp) -> dict:
 
 
 def run_child(fn, arg) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", fn, "--weights", str(arg)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", fn, "--weights", str(arg)], capture_output=True, text=True
+    )
     if out.returncode:
         raise RuntimeError(f"benchmark child '{fn}' failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -181,15 +196,17 @@ def main():
 def run(args, tmp):
     import numpy as np
 
-    from DFM50NLib.model import fcib
     from DFM50NLib.geometry.center import find_center
     from DFM50NLib.geometry.cube import extract_cube
     from DFM50NLib.geometry.mask import prepare_mask
+    from DFM50NLib.model import fcib
     from DFM50NLib.scoring.pipeline import score_volumes
 
     weights = args.weights or fcib.save_random_checkpoint(tmp / "random.torch")
-    print(f"CT {SHAPE} int16, spacing {SPACING} mm; weights {weights}; {os.cpu_count()} cores; "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"CT {SHAPE} int16, spacing {SPACING} mm; weights {weights}; {os.cpu_count()} cores; "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
 
     ct, mask = make_ct()
     pm = prepare_mask(mask, ct)
@@ -200,24 +217,32 @@ def run(args, tmp):
         ct_o, mask_o = rotated(ct, axis, 10), rotated(mask, axis, 10)
         pm_o = prepare_mask(mask_o, ct_o)
         c_o = find_center(pm_o, "dt_peak")
-        t_o = median_time(lambda: extract_cube(ct_o, pm_o, c_o, "LPS"), 20)
-        print(f"physical cube extraction, CT grid {what}: median {t_o * 1e3:.1f} ms over 20 "
-              f"= {t_o / phys:.1f} x axis-aligned (target <= 50 ms)")
+        t_o = median_time(lambda ct_o=ct_o, pm_o=pm_o, c_o=c_o: extract_cube(ct_o, pm_o, c_o, "LPS"), 20)
+        print(
+            f"physical cube extraction, CT grid {what}: median {t_o * 1e3:.1f} ms over 20 "
+            f"= {t_o / phys:.1f} x axis-aligned (target <= 50 ms)"
+        )
     t_mask = median_time(lambda: prepare_mask(mask, ct), 5)
     t_center = median_time(lambda: find_center(pm, "dt_peak"), 5)
-    print(f"prepare_mask (full-size same-grid mask): median {t_mask * 1e3:.1f} ms; "
-          f"find_center dt_peak: median {t_center * 1e3:.1f} ms")
+    print(
+        f"prepare_mask (full-size same-grid mask): median {t_mask * 1e3:.1f} ms; "
+        f"find_center dt_peak: median {t_center * 1e3:.1f} ms"
+    )
 
     if not args.skip_reference:
         ref = reference_run(ct, mask, tmp)
         if "reference_s" in ref:
-            print(f"reference cube extraction (upstream arithmetic, incl. reading the files, fresh process): "
-                  f"{ref['reference_s']:.2f} s = {ref['reference_s'] / phys:.0f} x physical; "
-                  f"peak RSS {ref['peak_rss_gb']:.2f} GB")
+            print(
+                f"reference cube extraction (upstream arithmetic, incl. reading the files, fresh process): "
+                f"{ref['reference_s']:.2f} s = {ref['reference_s'] / phys:.0f} x physical; "
+                f"peak RSS {ref['peak_rss_gb']:.2f} GB"
+            )
         else:
-            print(f"reference cube extraction (upstream arithmetic): MemoryError after "
-                  f"{ref['memory_error_after_s']:.1f} s under a {REFERENCE_MEMORY_GB:g} GB address-space cap "
-                  "(it zooms the whole CT to 731x731x960 float64 and more)")
+            print(
+                f"reference cube extraction (upstream arithmetic): MemoryError after "
+                f"{ref['memory_error_after_s']:.1f} s under a {REFERENCE_MEMORY_GB:g} GB address-space cap "
+                "(it zooms the whole CT to 731x731x960 float64 and more)"
+            )
         # the same comparison on a slab that reference mode can hold in memory
         slab_ct, slab_mask = slab(ct, SLAB), slab(mask, SLAB)
         slab_pm = prepare_mask(slab_mask, slab_ct)
@@ -225,13 +250,17 @@ def run(args, tmp):
         phys_slab = median_time(lambda: extract_cube(slab_ct, slab_pm, slab_center, "LPS"), 20)
         ref = reference_run(slab_ct, slab_mask, tmp)
         if "reference_s" in ref:
-            print(f"on a {slab_ct.shape[0]}x{slab_ct.shape[1]}x{slab_ct.shape[2]} slab of that CT: physical "
-                  f"{phys_slab * 1e3:.1f} ms, reference {ref['reference_s']:.2f} s (incl. reading the files) = "
-                  f"{ref['reference_s'] / phys_slab:.0f} x physical; reference peak RSS {ref['peak_rss_gb']:.2f} GB")
+            print(
+                f"on a {slab_ct.shape[0]}x{slab_ct.shape[1]}x{slab_ct.shape[2]} slab of that CT: physical "
+                f"{phys_slab * 1e3:.1f} ms, reference {ref['reference_s']:.2f} s (incl. reading the files) = "
+                f"{ref['reference_s'] / phys_slab:.0f} x physical; reference peak RSS {ref['peak_rss_gb']:.2f} GB"
+            )
 
     load = run_child("load", weights)
-    print(f"model load (cold process): {load['load_s']:.2f} s (target <= 3 s); "
-          f"peak RSS after load + 1 forward: {load['peak_rss_gb']:.2f} GB")
+    print(
+        f"model load (cold process): {load['load_s']:.2f} s (target <= 3 s); "
+        f"peak RSS after load + 1 forward: {load['peak_rss_gb']:.2f} GB"
+    )
 
     enc = fcib.get_encoder(weights)
     cube = extract_cube(ct, pm, center, "LPS")
@@ -256,8 +285,10 @@ def run(args, tmp):
     print("  its stages: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in stages.items()))
 
     sc = run_child("score", weights)
-    print(f"cold score of the 512x512x600 CT in a fresh process: {sc['cold_score_s']:.2f} s; peak RSS "
-          f"{sc['peak_rss_gb']:.2f} GB (CT alone {sc['ct_gb']:.2f} GB; target <= 2.5 GB)")
+    print(
+        f"cold score of the 512x512x600 CT in a fresh process: {sc['cold_score_s']:.2f} s; peak RSS "
+        f"{sc['peak_rss_gb']:.2f} GB (CT alone {sc['ct_gb']:.2f} GB; target <= 2.5 GB)"
+    )
     print(f"ratios: warm re-score / forward = {warm / fw:.2f}; cube / forward = {phys / fw:.3f}")
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

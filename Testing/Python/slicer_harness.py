@@ -16,8 +16,8 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from DFM50NLib.scene import mrml  # noqa: E402
-from DFM50NLib.geometry.volume import Volume  # noqa: E402
+from DFM50NLib.geometry.volume import Volume
+from DFM50NLib.scene import mrml
 
 
 def fresh_scene():
@@ -33,15 +33,19 @@ def fresh_scene():
     scene.AddNode(selection)
     slicer.mrmlScene = scene
     logics = {}
-    for name, cls in (("volumes", slicer.vtkSlicerVolumesLogic),
-                      ("segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
-                      ("tables", slicer.vtkSlicerTablesLogic), ("transforms", slicer.vtkSlicerTransformLogic),
-                      ("markups", slicer.vtkSlicerMarkupsLogic)):
+    for name, cls in (
+        ("volumes", slicer.vtkSlicerVolumesLogic),
+        ("segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+        ("tables", slicer.vtkSlicerTablesLogic),
+        ("transforms", slicer.vtkSlicerTransformLogic),
+        ("markups", slicer.vtkSlicerMarkupsLogic),
+    ):
         logic = cls()
         logic.SetMRMLScene(scene)
         logics[name] = logic
     slicer.modules = types.SimpleNamespace(
-        **{name: types.SimpleNamespace(logic=(lambda lg=lg: lg)) for name, lg in logics.items()})
+        **{name: types.SimpleNamespace(logic=(lambda lg=lg: lg)) for name, lg in logics.items()}
+    )
     return scene
 
 
@@ -71,7 +75,8 @@ def add_segmentation(masks: dict, name="Segmentation", scene=None):
     ids = {}
     for seg_name, vol in masks.items():
         ids[seg_name] = node.AddSegmentFromBinaryLabelmapRepresentation(
-            oriented_image(vol.array, vol.ijk_to_ras), seg_name, [0.9, 0.2, 0.2])
+            oriented_image(vol.array, vol.ijk_to_ras), seg_name, [0.9, 0.2, 0.2]
+        )
     return node, ids
 
 

@@ -90,7 +90,7 @@ def find_cycle(graph: dict):
                 stack.pop()
             elif colour[child] == grey:
                 path = [n for n, _ in stack]
-                return path[path.index(child):] + [child]
+                return path[path.index(child) :] + [child]
             elif colour[child] == white:
                 colour[child] = grey
                 stack.append((child, iter(graph[child])))
@@ -125,8 +125,13 @@ def test_only_scene_imports_slicer_vtk_or_qt():
 
 
 def test_scene_never_imports_qt():
-    offenders = [f"{p.relative_to(ROOT)}:{line} imports {mod}" for name, p in MODULES.items()
-                 if subpackage(name) == "scene" for mod, line in imports_of(p) if mod.split(".")[0] in ("qt", "ctk")]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{line} imports {mod}"
+        for name, p in MODULES.items()
+        if subpackage(name) == "scene"
+        for mod, line in imports_of(p)
+        if mod.split(".")[0] in ("qt", "ctk")
+    ]
     assert offenders == []
 
 

@@ -28,8 +28,20 @@ N_CASES = 30
 BROKEN = {"p3": "not found", "p14": "empty", "p25": "NaN"}  # missing mask file, empty mask, NaN in the CT
 ALL = [f"p{n}" for n in range(N_CASES)]
 GOOD = [c for c in ALL if c not in BROKEN]
-COMPARED = ("score", "risk_label", "center_ras", "coverage", "mask_voxels", "cube_mask_voxels", "features",
-            "combined_probability", "orientation", "geometry", "fcib_weights_sha256", "classifier_sha256")
+COMPARED = (
+    "score",
+    "risk_label",
+    "center_ras",
+    "coverage",
+    "mask_voxels",
+    "cube_mask_voxels",
+    "features",
+    "combined_probability",
+    "orientation",
+    "geometry",
+    "fcib_weights_sha256",
+    "classifier_sha256",
+)
 
 
 def write_case(folder: Path, name: str, seed: int, *, empty=False, nan=False):
@@ -99,8 +111,13 @@ def _results(out: Path) -> dict:
 def local_run(cohort, random_weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "out"
     calls = []
-    summary = score_cohort(cohort / "cases.csv", out, weights=random_weights, batch_size=1,
-                           progress=lambda done, total, cid: calls.append((done, total, cid)))
+    summary = score_cohort(
+        cohort / "cases.csv",
+        out,
+        weights=random_weights,
+        batch_size=1,
+        progress=lambda done, total, cid: calls.append((done, total, cid)),
+    )
     return out, summary, calls
 
 
@@ -108,7 +125,12 @@ def test_local_run_results_errors_and_equality_with_score_case(local_run, cohort
     from DFM50NLib.scoring.pipeline import score_case
 
     out, summary, calls = local_run
-    assert (summary.n_total, summary.n_done, summary.n_skipped, summary.n_failed) == (N_CASES, len(GOOD), 0, len(BROKEN))
+    assert (summary.n_total, summary.n_done, summary.n_skipped, summary.n_failed) == (
+        N_CASES,
+        len(GOOD),
+        0,
+        len(BROKEN),
+    )
     assert sorted(summary.failed) == sorted(BROKEN)
     assert sorted(c for _, _, c in calls) == sorted(ALL)  # each case once
     assert [d for d, _, _ in calls] == list(range(1, N_CASES + 1))
@@ -118,8 +140,13 @@ def test_local_run_results_errors_and_equality_with_score_case(local_run, cohort
     assert results["p1"]["smoking"] is True and results["p1"]["combined_probability"] is not None
     for cid in GOOD:
         clinical = {"smoking": True, "spiculated": False} if cid == "p1" else None
-        single = score_case(cohort / f"{cid}.nrrd", cohort / f"{cid}_mask.nii.gz", case_id=cid,
-                            weights=random_weights, clinical=clinical).to_dict()
+        single = score_case(
+            cohort / f"{cid}.nrrd",
+            cohort / f"{cid}_mask.nii.gz",
+            case_id=cid,
+            weights=random_weights,
+            clinical=clinical,
+        ).to_dict()
         for key in COMPARED:
             assert results[cid][key] == single[key], (cid, key)
         assert len(results[cid]["config_hash"]) == 64
@@ -147,8 +174,7 @@ def test_rerun_skips_done_cases_retries_failed_and_follows_input_changes(local_r
 def test_batched_forward_and_feature_tables(local_run, cohort, random_weights, tmp_path):
     """Batches of 4 cubes: same features up to float32 rounding of the batched convolution."""
     out_local, _, _ = local_run
-    summary = score_cohort(cohort / "cases.csv", tmp_path, weights=random_weights, batch_size=4,
-                           save_features=4096)
+    summary = score_cohort(cohort / "cases.csv", tmp_path, weights=random_weights, batch_size=4, save_features=4096)
     assert (summary.n_done, summary.n_failed) == (len(GOOD), len(BROKEN))
     ref = _results(out_local)
     f9 = {r["case_id"]: r for r in _csv(tmp_path / "features_9.csv")}
@@ -170,8 +196,20 @@ def test_cli_folders_unpaired_and_exit_code(cohort, random_weights, tmp_path, ca
     folder.mkdir()
     for name in ("p0.nrrd", "p0_mask.nii.gz", "p1.nrrd", "p1_mask.nii.gz", "p2.nrrd"):
         (folder / name).write_bytes((cohort / name).read_bytes())
-    code = main(["batch", "--images", str(folder), "--masks", str(folder), "--out", str(tmp_path / "o"),
-                 "--weights", str(random_weights), "--no-progress"])
+    code = main(
+        [
+            "batch",
+            "--images",
+            str(folder),
+            "--masks",
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+            "--weights",
+            str(random_weights),
+            "--no-progress",
+        ]
+    )
     assert code == 1  # something needs the user's attention
     assert [r["case_id"] for r in _csv(tmp_path / "o" / "results.csv")] == ["p0", "p1"]
     (err,) = _csv(tmp_path / "o" / "errors.csv")
@@ -187,8 +225,21 @@ def _finished_case_files(out):
 
 def test_kill9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(cohort, random_weights, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "DFM50NLib", "batch", "--manifest", str(cohort / "cases.csv"), "--out", str(out),
-           "--weights", str(random_weights), "--batch-size", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "DFM50NLib",
+        "batch",
+        "--manifest",
+        str(cohort / "cases.csv"),
+        "--out",
+        str(out),
+        "--weights",
+        str(random_weights),
+        "--batch-size",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
@@ -214,8 +265,17 @@ def test_dask_cluster_losing_a_worker_scores_every_case_once(cohort, random_weig
     from distributed import Client, LocalCluster
 
     out_local = local_run[0]
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None, memory_limit="4GiB") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit="4GiB",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(lambda: __import__("torch").set_num_threads(1))
         pids = client.run(os.getpid)
         seen, killed = [], {}
@@ -229,8 +289,14 @@ def test_dask_cluster_losing_a_worker_scores_every_case_once(cohort, random_weig
                     killed.update(pid=pids[victim], keys=list(busy[victim]))
                     os.kill(pids[victim], signal.SIGKILL)
 
-        summary = score_cohort(cohort / "cases.csv", tmp_path, weights=random_weights, batch_size=1,
-                               scheduler=cluster.scheduler_address, progress=progress)
+        summary = score_cohort(
+            cohort / "cases.csv",
+            tmp_path,
+            weights=random_weights,
+            batch_size=1,
+            scheduler=cluster.scheduler_address,
+            progress=progress,
+        )
     import psutil
 
     assert killed["keys"] and not psutil.pid_exists(killed["pid"])  # it died with work in flight
@@ -248,8 +314,9 @@ def test_dask_cluster_losing_a_worker_scores_every_case_once(cohort, random_weig
 
 def test_local_process_pool_equals_in_process_run(cohort, random_weights, local_run, tmp_path):
     """Two worker processes (each builds the network once), chunks of 2 cases, list-of-dicts input."""
-    cases = [{"case_id": c, "image": cohort / f"{c}.nrrd", "mask": cohort / f"{c}_mask.nii.gz"}
-             for c in ("p0", "p2", "p4")]
+    cases = [
+        {"case_id": c, "image": cohort / f"{c}.nrrd", "mask": cohort / f"{c}_mask.nii.gz"} for c in ("p0", "p2", "p4")
+    ]
     summary = score_cohort(cases, tmp_path, weights=random_weights, batch_size=2, workers=2)
     assert (summary.n_done, summary.n_failed) == (3, 0)
     local = _results(local_run[0])
@@ -262,10 +329,12 @@ def test_local_process_pool_equals_in_process_run(cohort, random_weights, local_
 def test_parquet_feature_tables_hold_the_results_values(cohort, random_weights, tmp_path):
     """features_*.parquet (typed, atomic) equal the per-case results; a csv re-run writes the same numbers."""
     pq = pytest.importorskip("pyarrow.parquet")
-    cases = [{"case_id": c, "image": cohort / f"{c}.nrrd", "mask": cohort / f"{c}_mask.nii.gz"}
-             for c in ("p1", "p0")]  # manifest order, not alphabetical
-    summary = score_cohort(cases, tmp_path, weights=random_weights, batch_size=2, save_features=4096,
-                           features_format="parquet")
+    cases = [
+        {"case_id": c, "image": cohort / f"{c}.nrrd", "mask": cohort / f"{c}_mask.nii.gz"} for c in ("p1", "p0")
+    ]  # manifest order, not alphabetical
+    summary = score_cohort(
+        cases, tmp_path, weights=random_weights, batch_size=2, save_features=4096, features_format="parquet"
+    )
     assert (summary.n_done, summary.n_failed) == (2, 0)
     assert summary.paths["features_9_parquet"] == tmp_path / "features_9.parquet"
     assert not (tmp_path / "features_9.csv").exists()
@@ -287,8 +356,10 @@ def test_parquet_feature_tables_hold_the_results_values(cohort, random_weights, 
 
 
 def test_feature_format_refusals(cohort, tmp_path, monkeypatch):
-    for kwargs, words in (({"features_format": "xlsx", "save_features": 9}, "csv, parquet"),
-                          ({"features_format": "parquet"}, "--save-features 9")):
+    for kwargs, words in (
+        ({"features_format": "xlsx", "save_features": 9}, "csv, parquet"),
+        ({"features_format": "parquet"}, "--save-features 9"),
+    ):
         with pytest.raises(InputError, match=words):
             score_cohort(cohort / "cases.csv", tmp_path, **kwargs)
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed

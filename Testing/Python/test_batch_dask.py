@@ -37,8 +37,10 @@ def _flaky(counter_dir: Path, failures: dict):
 def client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False, threads_per_worker=2, dashboard_address=None) as cluster, \
-            Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=1, processes=False, threads_per_worker=2, dashboard_address=None) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 

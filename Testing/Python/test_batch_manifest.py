@@ -23,7 +23,8 @@ def test_manifest_columns_paths_options_and_passthrough(tmp_path):
         "p1,img/p1.nii.gz,msk/p1.nrrd,2,centroid,yes,no,1.5,12.5,A\n"
         "p2,/abs/p2.nrrd,/abs/p2_seg.nrrd,,10 -20.5 3,,,,7,B\n"
         ",,,,,,,,,\n"
-        "p3,p3.mha,p3.seg.nrrd,,,0,1,,,\n")
+        "p3,p3.mha,p3.seg.nrrd,,,0,1,,,\n"
+    )
     cases = read_manifest(tmp_path / "m.csv")
     assert [c.case_id for c in cases] == ["p1", "p2", "p3"] and [c.row for c in cases] == [0, 1, 2]
     p1, p2, p3 = cases
@@ -70,14 +71,26 @@ def test_pairing_rule_suffixes_dicom_folders_and_unpaired(tmp_path):
     _touch(img / "dicom_f" / "1.dcm")  # a DICOM series folder: its folder name is the base name
     _touch(img / "dicom_g" / "1.dcm")
     _touch(img / "loose.dcm")  # a loose DICOM file is never an image
-    for name in ("a_mask.nii.gz", "b.seg.nrrd", "c-SEG.nrrd", "dicom_f_label.nrrd", "e_seg.nii", "e.nii",
-                 "orphan_mask.nii.gz", "dicom_g_seg.dcm"):  # a DICOM-SEG file pairs like any mask
+    for name in (
+        "a_mask.nii.gz",
+        "b.seg.nrrd",
+        "c-SEG.nrrd",
+        "dicom_f_label.nrrd",
+        "e_seg.nii",
+        "e.nii",
+        "orphan_mask.nii.gz",
+        "dicom_g_seg.dcm",
+    ):  # a DICOM-SEG file pairs like any mask
         _touch(msk / name)
     cases, problems = pair_folders(img, msk)
     pairs = {c.case_id: (os.path.basename(c.image), os.path.basename(c.mask)) for c in cases}
-    assert pairs == {"a": ("a.nii.gz", "a_mask.nii.gz"), "b": ("b.nrrd", "b.seg.nrrd"),
-                     "c": ("c.mha", "c-SEG.nrrd"), "dicom_f": ("dicom_f", "dicom_f_label.nrrd"),
-                     "dicom_g": ("dicom_g", "dicom_g_seg.dcm")}
+    assert pairs == {
+        "a": ("a.nii.gz", "a_mask.nii.gz"),
+        "b": ("b.nrrd", "b.seg.nrrd"),
+        "c": ("c.mha", "c-SEG.nrrd"),
+        "dicom_f": ("dicom_f", "dicom_f_label.nrrd"),
+        "dicom_g": ("dicom_g", "dicom_g_seg.dcm"),
+    }
     why = {(p["case_id"], p["error"].split(":")[0]) for p in problems}
     assert why == {("d", "unpaired image"), ("e", "ambiguous"), ("orphan", "unpaired mask")}
 
@@ -87,8 +100,11 @@ def test_pairing_in_one_shared_folder(tmp_path):
         _touch(tmp_path / name)
     _touch(tmp_path / "p3" / "1.dcm")
     cases, problems = pair_folders(tmp_path, tmp_path)
-    assert [(c.case_id, os.path.basename(c.mask)) for c in cases] == [("p1", "p1_mask.nii.gz"),
-                                                                      ("p2", "p2_seg.nrrd"), ("p3", "p3_seg.dcm")]
+    assert [(c.case_id, os.path.basename(c.mask)) for c in cases] == [
+        ("p1", "p1_mask.nii.gz"),
+        ("p2", "p2_seg.nrrd"),
+        ("p3", "p3_seg.dcm"),
+    ]
     assert problems == []
 
 

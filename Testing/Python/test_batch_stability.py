@@ -9,12 +9,11 @@ import csv
 import json
 
 import pytest
+from test_batch import write_case
 
 from DFM50NLib.batch.cohort import score_cohort
 from DFM50NLib.cli import main
 from DFM50NLib.errors import InputError
-
-from test_batch import write_case
 
 CASES = ("s0", "s1")
 STATS = ("min", "median", "max", "n_flipped", "n")
@@ -52,8 +51,13 @@ def test_stability_is_recorded_hashed_reported_and_resumed(two_cases, random_wei
         got = _case(out, cid)
         assert got["config_hash"] != before[cid]["config_hash"]
         assert got["score"] == pytest.approx(before[cid]["score"], rel=1e-4, abs=1e-6)  # same cube, same score
-        single = score_case(two_cases / f"{cid}.nrrd", two_cases / f"{cid}_mask.nii.gz", case_id=cid,
-                            weights=random_weights, stability=True)
+        single = score_case(
+            two_cases / f"{cid}.nrrd",
+            two_cases / f"{cid}_mask.nii.gz",
+            case_id=cid,
+            weights=random_weights,
+            stability=True,
+        )
         assert set(got["stability"]) == set(STATS) and got["stability"]["n"] == 8  # 6 centre + 2 mask moves
         for stat in STATS:
             assert got["stability"][stat] == pytest.approx(single.stability[stat], rel=1e-5, abs=1e-7), (cid, stat)
@@ -71,13 +75,23 @@ def test_stability_is_recorded_hashed_reported_and_resumed(two_cases, random_wei
     assert config["stability"] is True
 
     # the same job again, through the CLI: nothing to redo
-    code = main(["batch", "--manifest", str(manifest), "--out", str(out), "--weights", str(random_weights),
-                 "--stability", "--no-progress"])
+    code = main(
+        [
+            "batch",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--weights",
+            str(random_weights),
+            "--stability",
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "0 scored, 2 already done" in capsys.readouterr().out
 
 
 def test_stability_refused_in_reference_geometry(two_cases, random_weights, tmp_path):
     with pytest.raises(InputError, match="not available with --geometry reference"):
-        score_cohort(two_cases / "cases.csv", tmp_path, weights=random_weights, stability=True,
-                     geometry="reference")
+        score_cohort(two_cases / "cases.csv", tmp_path, weights=random_weights, stability=True, geometry="reference")
     assert not (tmp_path / "cases").exists()  # refused before any work

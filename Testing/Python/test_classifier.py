@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
+from DFM50NLib.errors import InputError, ModelError
 from DFM50NLib.model import forest_io
 from DFM50NLib.model.classifier import default_model_dir, load_classifier
-from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
 from DFM50NLib.model.demo_model import make_demo_model
-from DFM50NLib.errors import InputError, ModelError
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "DFM50NLib" / "model" / "bundled"
 sklearn = pytest.importorskip("sklearn")
-from sklearn.ensemble import RandomForestClassifier  # noqa: E402
+from sklearn.ensemble import RandomForestClassifier
 
 
 def _data(seed=0, n=300):
@@ -30,8 +30,16 @@ def _data(seed=0, n=300):
     return X, y
 
 
-@pytest.mark.parametrize("params", [{}, {"max_depth": 4}, {"class_weight": "balanced"}, {"bootstrap": False},
-                                    {"n_estimators": 7, "max_features": None, "min_samples_leaf": 3}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"max_depth": 4},
+        {"class_weight": "balanced"},
+        {"bootstrap": False},
+        {"n_estimators": 7, "max_features": None, "min_samples_leaf": 3},
+    ],
+)
 def test_numpy_forest_equals_sklearn(params):
     X, y = _data()
     rf = RandomForestClassifier(random_state=1, **params).fit(X, y)
@@ -101,8 +109,10 @@ def test_demo_model_is_reproducible(tmp_path):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     shipped = json.loads((BUNDLED / forest_io.METADATA_FILE).read_text())
     if shipped["provenance"]["sklearn_version"] != sklearn.__version__:
-        pytest.skip(f"shipped demo was fitted with scikit-learn {shipped['provenance']['sklearn_version']}, "
-                    f"this is {sklearn.__version__}: forests may differ; regenerate the bundled model to compare")
+        pytest.skip(
+            f"shipped demo was fitted with scikit-learn {shipped['provenance']['sklearn_version']}, "
+            f"this is {sklearn.__version__}: forests may differ; regenerate the bundled model to compare"
+        )
     for name in names:
         if name != forest_io.METADATA_FILE:
             assert (a / name).read_bytes() == (BUNDLED / name).read_bytes(), name
@@ -112,9 +122,11 @@ def test_demo_model_is_reproducible(tmp_path):
 
 
 def test_scoring_needs_no_sklearn():
-    code = ("import sys; sys.modules['sklearn'] = None\n"
-            "from DFM50NLib.model.classifier import load_classifier\n"
-            "print(load_classifier().predict_proba([[0.5] * 9])[0])")
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "from DFM50NLib.model.classifier import load_classifier\n"
+        "print(load_classifier().predict_proba([[0.5] * 9])[0])"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert float(out.stdout) == load_classifier().predict_proba([[0.5] * 9])[0]
 
@@ -145,21 +157,26 @@ def test_forest_with_valid_hash_but_8_features_refused(model_copy):
     X, y = _data()
     rf = RandomForestClassifier(n_estimators=3, random_state=0).fit(X[:, :8], y)
     forest_io.write_forest(model_copy / forest_io.FOREST_FILE, forest_io.forest_to_arrays(rf, range(8)))
-    _edit_json(model_copy / forest_io.METADATA_FILE,
-               lambda m: m.update(forest_sha256=forest_io.sha256_file(model_copy / forest_io.FOREST_FILE)))
+    _edit_json(
+        model_copy / forest_io.METADATA_FILE,
+        lambda m: m.update(forest_sha256=forest_io.sha256_file(model_copy / forest_io.FOREST_FILE)),
+    )
     with pytest.raises(ModelError, match="8 features"):
         load_classifier(model_copy)
 
 
-@pytest.mark.parametrize("file, change, message", [
-    (forest_io.COLS_FILE, lambda d: d["feature_cols"].reverse(), "edited by hand"),
-    (forest_io.COLS_FILE, lambda d: d["feature_cols"].__setitem__(0, "pred_x"), "not an FCIB feature"),
-    (forest_io.THRESHOLDS_FILE, lambda d: d["dfm50n"].update(youden=0.3), "edit both"),
-    (forest_io.THRESHOLDS_FILE, lambda d: d["dfm50n"].update(youden=1.5), "strictly between 0 and 1"),
-    (forest_io.THRESHOLDS_FILE, lambda d: d.clear(), "youden"),
-    (forest_io.METADATA_FILE, lambda d: d.update(format_version=99), "not supported"),
-    (forest_io.METADATA_FILE, lambda d: d.update(is_demo="yes"), "is_demo"),
-])
+@pytest.mark.parametrize(
+    "file, change, message",
+    [
+        (forest_io.COLS_FILE, lambda d: d["feature_cols"].reverse(), "edited by hand"),
+        (forest_io.COLS_FILE, lambda d: d["feature_cols"].__setitem__(0, "pred_x"), "not an FCIB feature"),
+        (forest_io.THRESHOLDS_FILE, lambda d: d["dfm50n"].update(youden=0.3), "edit both"),
+        (forest_io.THRESHOLDS_FILE, lambda d: d["dfm50n"].update(youden=1.5), "strictly between 0 and 1"),
+        (forest_io.THRESHOLDS_FILE, lambda d: d.clear(), "youden"),
+        (forest_io.METADATA_FILE, lambda d: d.update(format_version=99), "not supported"),
+        (forest_io.METADATA_FILE, lambda d: d.update(is_demo="yes"), "is_demo"),
+    ],
+)
 def test_inconsistent_folder_refused(model_copy, file, change, message):
     _edit_json(model_copy / file, change)
     with pytest.raises(ModelError, match=message):
@@ -167,8 +184,10 @@ def test_inconsistent_folder_refused(model_copy, file, change, message):
 
 
 def test_upstream_spellings_in_cols_accepted(model_copy):
-    _edit_json(model_copy / forest_io.COLS_FILE,
-               lambda d: d.update(feature_cols=[f"FCIB50N_F{i}" for i in DFM50N_FEATURE_INDICES]))
+    _edit_json(
+        model_copy / forest_io.COLS_FILE,
+        lambda d: d.update(feature_cols=[f"FCIB50N_F{i}" for i in DFM50N_FEATURE_INDICES]),
+    )
     assert load_classifier(model_copy).feature_names == DFM50N_FEATURE_NAMES
 
 
@@ -196,8 +215,9 @@ def test_bundled_folder_protected_from_user_models():
     X, y = _data()
     rf = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y)
     with pytest.raises(ModelError, match="bundled DEMO"):
-        forest_io.write_model_folder(BUNDLED, forest_io.forest_to_arrays(rf, DFM50N_FEATURE_INDICES),
-                                     threshold=0.3, is_demo=False, name="mine")
+        forest_io.write_model_folder(
+            BUNDLED, forest_io.forest_to_arrays(rf, DFM50N_FEATURE_INDICES), threshold=0.3, is_demo=False, name="mine"
+        )
 
 
 def test_leaf_counts_from_old_pickles_are_normalised():
@@ -206,10 +226,19 @@ def test_leaf_counts_from_old_pickles_are_normalised():
 
     X, y = _data()
     rf = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
-    old_trees = [SimpleNamespace(tree_=SimpleNamespace(
-        value=e.tree_.value * e.tree_.weighted_n_node_samples[:, None, None], children_left=e.tree_.children_left,
-        children_right=e.tree_.children_right, feature=e.tree_.feature, threshold=e.tree_.threshold,
-        node_count=e.tree_.node_count)) for e in rf.estimators_]
+    old_trees = [
+        SimpleNamespace(
+            tree_=SimpleNamespace(
+                value=e.tree_.value * e.tree_.weighted_n_node_samples[:, None, None],
+                children_left=e.tree_.children_left,
+                children_right=e.tree_.children_right,
+                feature=e.tree_.feature,
+                threshold=e.tree_.threshold,
+                node_count=e.tree_.node_count,
+            )
+        )
+        for e in rf.estimators_
+    ]
     old = SimpleNamespace(estimators_=old_trees, classes_=rf.classes_, n_outputs_=1, n_features_in_=9)
     assert not np.allclose(old_trees[0].tree_.value.sum(axis=2), 1)
     forest = forest_io.Forest(forest_io.forest_to_arrays(old, DFM50N_FEATURE_INDICES))
@@ -238,10 +267,12 @@ def test_forest_fitted_with_missing_values_and_chunked_rows():
 
 def test_model_orientation_is_validated_and_normalised(tmp_path):
     X, y = _data()
-    arrays = forest_io.forest_to_arrays(RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y),
-                                        DFM50N_FEATURE_INDICES)
+    arrays = forest_io.forest_to_arrays(
+        RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y), DFM50N_FEATURE_INDICES
+    )
     with pytest.raises(ModelError, match="orientation"):
-        forest_io.write_model_folder(tmp_path / "bad", arrays, threshold=0.3, is_demo=False, name="m",
-                                     orientation="LLS")
+        forest_io.write_model_folder(
+            tmp_path / "bad", arrays, threshold=0.3, is_demo=False, name="m", orientation="LLS"
+        )
     forest_io.write_model_folder(tmp_path / "ok", arrays, threshold=0.3, is_demo=False, name="m", orientation="spl")
     assert load_classifier(tmp_path / "ok").metadata["orientation"] == "SPL"

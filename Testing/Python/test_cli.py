@@ -10,16 +10,17 @@ import sys
 import numpy as np
 import pytest
 
-from DFM50NLib.geometry import io
 from DFM50NLib.cli import build_parser, main
+from DFM50NLib.geometry import io
 from DFM50NLib.geometry.synthetic import sphere_case
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    ct, mask = sphere_case(center_ras=(0.0, 0.0, 0.0), radius_mm=7.0, shape=(80, 80, 30),
-                           spacing=(0.8, 0.8, 2.0), seed=3)
+    ct, mask = sphere_case(
+        center_ras=(0.0, 0.0, 0.0), radius_mm=7.0, shape=(80, 80, 30), spacing=(0.8, 0.8, 2.0), seed=3
+    )
     return io.write_volume(ct, d / "ct.nii.gz"), io.write_volume(mask, d / "mask.nrrd")
 
 
@@ -35,8 +36,25 @@ def test_help_texts_exist_for_every_command(capsys):
 def test_score_writes_json_and_csv(files, tmp_path, random_weights, capsys):
     ct, mask = files
     out = tmp_path / "out"
-    code = main(["score", "--image", str(ct), "--mask", str(mask), "--weights", str(random_weights),
-                 "--out", str(out), "--case-id", "p1", "--smoking", "no", "--spiculated", "yes"])
+    code = main(
+        [
+            "score",
+            "--image",
+            str(ct),
+            "--mask",
+            str(mask),
+            "--weights",
+            str(random_weights),
+            "--out",
+            str(out),
+            "--case-id",
+            "p1",
+            "--smoking",
+            "no",
+            "--spiculated",
+            "yes",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     data = json.loads((out / "p1.dfm50n.json").read_text())
@@ -50,10 +68,29 @@ def test_score_writes_json_and_csv(files, tmp_path, random_weights, capsys):
 def test_features_csv_matches_the_score_features(files, tmp_path, random_weights):
     ct, mask = files
     out9, out_all = tmp_path / "f9.csv", tmp_path / "fall.csv"
-    assert main(["features", "--image", str(ct), "--mask", str(mask), "--weights", str(random_weights),
-                 "--out", str(out9)]) == 0
-    assert main(["features", "--image", str(ct), "--mask", str(mask), "--weights", str(random_weights),
-                 "--out", str(out_all), "--all"]) == 0
+    assert (
+        main(
+            ["features", "--image", str(ct), "--mask", str(mask), "--weights", str(random_weights), "--out", str(out9)]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "features",
+                "--image",
+                str(ct),
+                "--mask",
+                str(mask),
+                "--weights",
+                str(random_weights),
+                "--out",
+                str(out_all),
+                "--all",
+            ]
+        )
+        == 0
+    )
     r9 = next(csv.DictReader(open(out9)))
     rall = next(csv.DictReader(open(out_all)))
     assert len(r9) == 1 + 9 and len(rall) == 1 + 4096
@@ -65,8 +102,9 @@ def test_bad_mask_is_a_clear_error_with_exit_code_2(files, tmp_path, random_weig
     vol = io.read_volume(ct)
     empty = io.write_volume(vol.with_array(np.zeros(vol.shape, np.uint8)), tmp_path / "empty.nii.gz")
     out = tmp_path / "out"
-    code = main(["score", "--image", str(ct), "--mask", str(empty), "--weights", str(random_weights),
-                 "--out", str(out)])
+    code = main(
+        ["score", "--image", str(ct), "--mask", str(empty), "--weights", str(random_weights), "--out", str(out)]
+    )
     assert code == 2
     assert "empty" in capsys.readouterr().err.lower()
     assert not (out / "ct.dfm50n.json").exists()

@@ -1,4 +1,4 @@
-"""Combined clinical + DFM50N model against the formula written out from SPEC §2.10."""
+"""Combined clinical + DFM50N model against the formula written out from METHOD.md §2.10."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from DFM50NLib.errors import InputError
 from DFM50NLib.scoring.clinical import (
     apply_clinical,
     combined_positive,
@@ -14,11 +15,10 @@ from DFM50NLib.scoring.clinical import (
     parse_short_axis_cm,
     parse_yes_no,
 )
-from DFM50NLib.errors import InputError
 
 
 def spec_formula(dfm50n, smoking, spiculated, short_axis_cm):
-    """Typed from the SPEC text, independently of constants.py."""
+    """Typed from the METHOD.md §2.10 text, independently of constants.py."""
     logit = -1.34614 - 0.60818 * smoking + (-0.33883) * short_axis_cm - 0.19792 * spiculated + 6.22427 * dfm50n
     return 1 / (1 + math.exp(-logit))
 
@@ -55,8 +55,15 @@ def test_threshold_is_0254_not_025():
 
 
 def result(score=0.3):
-    return SimpleNamespace(score=score, smoking="x", spiculated="x", short_axis_cm="x", short_axis_source="x",
-                           combined_probability="x", combined_positive="x")
+    return SimpleNamespace(
+        score=score,
+        smoking="x",
+        spiculated="x",
+        short_axis_cm="x",
+        short_axis_source="x",
+        combined_probability="x",
+        combined_positive="x",
+    )
 
 
 def test_apply_with_all_inputs_uses_measured_axis_by_default():
@@ -72,12 +79,15 @@ def test_user_short_axis_wins_over_measured():
     assert r.combined_probability == pytest.approx(spec_formula(0.3, 0, 1, 2.2))
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(spiculated="no", short_axis_cm=1.0),  # no smoking
-    dict(smoking="no", short_axis_cm=1.0),  # no spiculation
-    dict(smoking="no", spiculated="no"),  # no short axis at all
-    dict(),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(spiculated="no", short_axis_cm=1.0),  # no smoking
+        dict(smoking="no", short_axis_cm=1.0),  # no spiculation
+        dict(smoking="no", spiculated="no"),  # no short axis at all
+        dict(),
+    ],
+)
 def test_missing_inputs_mean_not_reported(kwargs):
     r = apply_clinical(result(0.3), **kwargs)
     assert r.combined_probability is None and r.combined_positive is None
@@ -88,11 +98,27 @@ def test_missing_short_axis_records_no_source():
     assert r.short_axis_cm is None and r.short_axis_source is None
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("yes", True), ("YES", True), ("y", True), ("1", True), ("true", True), (" True ", True), (1, True), (True, True),
-    ("no", False), ("n", False), ("0", False), ("false", False), (0, False), (False, False),
-    (None, None), ("", None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("yes", True),
+        ("YES", True),
+        ("y", True),
+        ("1", True),
+        ("true", True),
+        (" True ", True),
+        (1, True),
+        (True, True),
+        ("no", False),
+        ("n", False),
+        ("0", False),
+        ("false", False),
+        (0, False),
+        (False, False),
+        (None, None),
+        ("", None),
+    ],
+)
 def test_parse_yes_no(text, expected):
     assert parse_yes_no(text) is expected
 
@@ -121,11 +147,30 @@ def test_bad_input_through_apply_is_input_error():
 def test_with_real_result_dataclass():
     from DFM50NLib.scoring.result import Result
 
-    r = Result(case_id="c", score=0.41, threshold=0.25, risk_label="high OLM risk", high_risk=True,
-               classifier_is_demo=True, classifier_name="demo", classifier_sha256="a", fcib_weights_sha256="b",
-               software_version="0", geometry="physical", orientation="LPS", center_method="dt_peak",
-               center_ras=[0, 0, 0], center_lps=[0, 0, 0], cube_to_ras=[], mask_volume_mm3=1.0, mask_voxels=1,
-               cube_mask_voxels=1, coverage=1.0, touches_border=False, components_dropped=0)
+    r = Result(
+        case_id="c",
+        score=0.41,
+        threshold=0.25,
+        risk_label="high OLM risk",
+        high_risk=True,
+        classifier_is_demo=True,
+        classifier_name="demo",
+        classifier_sha256="a",
+        fcib_weights_sha256="b",
+        software_version="0",
+        geometry="physical",
+        orientation="LPS",
+        center_method="dt_peak",
+        center_ras=[0, 0, 0],
+        center_lps=[0, 0, 0],
+        cube_to_ras=[],
+        mask_volume_mm3=1.0,
+        mask_voxels=1,
+        cube_mask_voxels=1,
+        coverage=1.0,
+        touches_border=False,
+        components_dropped=0,
+    )
     apply_clinical(r, smoking=True, spiculated=True, measured_short_axis_cm=1.1)
     assert r.combined_probability == pytest.approx(spec_formula(0.41, 1, 1, 1.1))
     assert '"short_axis_source": "measured"' in r.to_json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_mask_center import CENTER, GRIDS, LESIONS, case, rotation
 
 from DFM50NLib.geometry import io
 from DFM50NLib.geometry.center import find_center
@@ -12,13 +13,11 @@ from DFM50NLib.geometry.mask import prepare_mask
 from DFM50NLib.geometry.synthetic import ellipsoid_case, ellipsoid_volume, sphere_case
 from DFM50NLib.geometry.volume import Volume
 
-from test_mask_center import CENTER, GRIDS, LESIONS, case, rotation
-
-SAMPLE_OFFSETS = np.arange(50) - 25.0  # mm, SPEC §2.3
+SAMPLE_OFFSETS = np.arange(50) - 25.0  # mm, METHOD.md §2.3
 
 
 def sample_points(center, code_rows):
-    """World RAS of every cube sample, written from SPEC §2.3 directly: centre + (n - 25) mm along each axis."""
+    """World RAS of every cube sample, written from METHOD.md §2.3 directly: centre + (n - 25) mm along each axis."""
     a, b, c = np.meshgrid(SAMPLE_OFFSETS, SAMPLE_OFFSETS, SAMPLE_OFFSETS, indexing="ij")
     rows = np.asarray(code_rows, float)
     return center + a[..., None] * rows[0] + b[..., None] * rows[1] + c[..., None] * rows[2]
@@ -43,7 +42,7 @@ def test_cube_mask_volume_matches_the_analytic_volume(grid, lesion):
 @pytest.mark.parametrize("grid", ["aniso", "flipped_permuted", "oblique"])
 def test_ct_samples_are_the_image_at_the_sample_points(grid):
     """A CT that is a linear function of world position: a cubic B-spline reproduces it, so every cube
-    sample must equal the function at the sample's world position (SPEC §2.3 offsets)."""
+    sample must equal the function at the sample's world position (METHOD.md §2.3 offsets)."""
     g = GRIDS[grid]
     n = np.ceil(120.0 / np.asarray(g["spacing"])).astype(int)  # cube + spline context inside
     grid_vol = sphere_case(CENTER, 5.0, shape=n, seed=0, **g)[1]
@@ -57,13 +56,15 @@ def test_ct_samples_are_the_image_at_the_sample_points(grid):
     expected = sample_points(center, LPS_ROWS) @ slope - 200.0
     np.testing.assert_allclose(cube.ct, expected, atol=2e-3)
     np.testing.assert_allclose(cube.cube_to_ras @ [25, 25, 25, 1], [*center, 1])
-    np.testing.assert_allclose(cube.ct_volume().ijk_to_world([[0, 0, 0], [49, 3, 7]]),
-                               sample_points(center, LPS_ROWS)[[0, 49], [0, 3], [0, 7]])
+    np.testing.assert_allclose(
+        cube.ct_volume().ijk_to_world([[0, 0, 0], [49, 3, 7]]), sample_points(center, LPS_ROWS)[[0, 49], [0, 3], [0, 7]]
+    )
 
 
 def test_outside_samples_are_air_and_follow_the_documented_extent():
-    ct, mask = sphere_case(CENTER, 6.0, shape=(40, 30, 12), spacing=(0.7, 0.9, 2.5),
-                           direction_ras=rotation((1, 0, 1), 20))
+    ct, mask = sphere_case(
+        CENTER, 6.0, shape=(40, 30, 12), spacing=(0.7, 0.9, 2.5), direction_ras=rotation((1, 0, 1), 20)
+    )
     pm = prepare_mask(mask, ct)
     center = find_center(pm)
     cube = extract_cube(ct, pm, center, "LPS")
@@ -97,8 +98,15 @@ def test_permuted_codes_give_transposed_cubes_bit_for_bit():
 
 def test_same_lesion_in_two_file_orientations_gives_the_same_cube(tmp_path):
     """The same phantom written as an RAS-ordered file and as a flipped + permuted (LPS-like) file."""
-    ct, mask = ellipsoid_case(CENTER, (10.0, 7.0, 8.0), rotation((1, -1, 2), 35), shape=(72, 72, 26),
-                              spacing=(0.7, 0.7, 2.5), grid_center_ras=CENTER + 1.3, seed=4)
+    ct, mask = ellipsoid_case(
+        CENTER,
+        (10.0, 7.0, 8.0),
+        rotation((1, -1, 2), 35),
+        shape=(72, 72, 26),
+        spacing=(0.7, 0.7, 2.5),
+        grid_center_ras=CENTER + 1.3,
+        seed=4,
+    )
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
     flip[0, 3], flip[1, 3] = ct.shape[0] - 1, ct.shape[1] - 1  # i' = n - 1 - i, j' = n - 1 - j
     perm = (2, 0, 1)
@@ -188,8 +196,9 @@ def test_fast_paths_fill_outside_samples_with_air():
     from DFM50NLib.geometry import cube as cube_mod
 
     rng = np.random.default_rng(5)
-    ct = Volume.from_geometry(rng.normal(0, 200, (40, 50, 30)), (0.8, 0.8, 1.2), (0.0, 0.0, 0.0),
-                              rotation((0, 0, 1), 15))
+    ct = Volume.from_geometry(
+        rng.normal(0, 200, (40, 50, 30)), (0.8, 0.8, 1.2), (0.0, 0.0, 0.0), rotation((0, 0, 1), 15)
+    )
     center = ct.ijk_to_world([3.0, 45.0, 2.3])  # no sample exactly on the border
     cm = cube_to_ras_matrix(center, "LPS")
     m = (ct.ras_to_ijk @ cm)[:3]

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from DFM50NLib.geometry.diameters import axial_diameters
 from DFM50NLib.errors import InputError
+from DFM50NLib.geometry.diameters import axial_diameters
 from DFM50NLib.geometry.volume import Volume
 
 

@@ -10,13 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+from test_mask_center import rotation
 
-from DFM50NLib.geometry import io
 from DFM50NLib.errors import InputError
+from DFM50NLib.geometry import io
 from DFM50NLib.geometry.synthetic import sphere_case
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
-
-from test_mask_center import rotation
 
 hd = pytest.importorskip("highdicom")
 pydicom = pytest.importorskip("pydicom")
@@ -45,8 +44,13 @@ def ct_datasets(ct: Volume) -> list:
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "P1", "Test^Phantom", "", "O"
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = \
-            "20240101", "120000", "1", "", ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = (
+            "20240101",
+            "120000",
+            "1",
+            "",
+            "",
+        )
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CT", 1, k + 1, "test"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImageOrientationPatient = [float(v) for v in np.concatenate([lps[:3, 0] / sp[0], lps[:3, 1] / sp[1]])]
@@ -68,17 +72,32 @@ def make_seg(sources, masks: dict, path, order):
 
     srcs = [sources[k] for k in order]
     pixels = np.stack([np.stack([np.asarray(m[:, :, k]).T for k in order]) for m in masks.values()], axis=-1)
-    descs = [hd.seg.SegmentDescription(
-        segment_number=n + 1, segment_label=name,
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
-        for n, name in enumerate(masks)]
+    descs = [
+        hd.seg.SegmentDescription(
+            segment_number=n + 1,
+            segment_label=name,
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Neoplasm,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for n, name in enumerate(masks)
+    ]
     descs[0].SegmentDescription = "primary tumour"
     seg = hd.seg.Segmentation(
-        source_images=srcs, pixel_array=pixels.astype(np.uint8), segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="test", manufacturer_model_name="test", software_versions="0",
-        device_serial_number="0", omit_empty_frames=True)
+        source_images=srcs,
+        pixel_array=pixels.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descs,
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="0",
+        omit_empty_frames=True,
+    )
     seg.save_as(str(path))
     return seg
 
@@ -92,8 +111,9 @@ def world_of(vol: Volume, value=None) -> np.ndarray:
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     d = tmp_path_factory.mktemp("dicomseg")
-    ct, mask = sphere_case(CENTER_RAS, 6.0, shape=(40, 36, 14), spacing=(0.7, 0.8, 2.5),
-                           direction_ras=DIRECTION, seed=7)
+    ct, mask = sphere_case(
+        CENTER_RAS, 6.0, shape=(40, 36, 14), spacing=(0.7, 0.8, 2.5), direction_ras=DIRECTION, seed=7
+    )
     other = np.zeros(mask.shape, np.uint8)
     other[2:6, 3:8, 1:3] = 1  # a second, small segment in a corner
     sources = ct_datasets(ct)
@@ -113,8 +133,10 @@ def test_seg_is_sparse_and_unordered(case):
     assert seg.NumberOfFrames == n_nonempty < 2 * ct.shape[2]  # empty frames omitted
     lps = RAS_TO_LPS @ ct.ijk_to_ras
     normal = np.cross(lps[:3, 0], lps[:3, 1])
-    depth = [float(np.dot(f.PlanePositionSequence[0].ImagePositionPatient, normal))
-             for f in seg.PerFrameFunctionalGroupsSequence]
+    depth = [
+        float(np.dot(f.PlanePositionSequence[0].ImagePositionPatient, normal))
+        for f in seg.PerFrameFunctionalGroupsSequence
+    ]
     assert np.any(np.diff(depth) > 0) and np.any(np.diff(depth) < 0)  # frames stored out of slice order
 
 

@@ -23,8 +23,9 @@ HEAVY = ("torch", "monai", "sklearn", "matplotlib", "dask", "pandas")
 
 def tree_files() -> list:
     try:
-        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split("\n")
+        out = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split("\n")
         files = [f for f in out if f and (ROOT / f).is_file()]
     except (OSError, subprocess.CalledProcessError):
         files = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()]
@@ -43,8 +44,9 @@ def test_every_library_file_and_resource_is_packaged():
     files = tree_files()
     scripts, resources = set(cmake_list("MODULE_PYTHON_SCRIPTS")), set(cmake_list("MODULE_PYTHON_RESOURCES"))
     need_scripts = {f for f in files if f.startswith("DFM50NLib/") and f.endswith(".py")} | {"DFM50N.py"}
-    need_resources = {f for f in files if f.startswith("Resources/")
-                      or (f.startswith("DFM50NLib/") and not f.endswith(".py"))}  # e.g. the bundled DEMO model
+    need_resources = {
+        f for f in files if f.startswith("Resources/") or (f.startswith("DFM50NLib/") and not f.endswith(".py"))
+    }  # e.g. the bundled DEMO model
     assert sorted(need_scripts - scripts) == [], "add these to MODULE_PYTHON_SCRIPTS in CMakeLists.txt"
     assert sorted(need_resources - resources) == [], "add these to MODULE_PYTHON_RESOURCES in CMakeLists.txt"
     listed = scripts | resources
@@ -54,8 +56,13 @@ def test_every_library_file_and_resource_is_packaged():
 
 def test_extension_metadata_and_build():
     text = CMAKE.read_text()
-    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
-                "EXTENSION_SCREENSHOTURLS"):
+    for key in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+    ):
         assert re.search(rf'set\({key} "[^"]+"\)', text), key
     assert re.search(r'set\(EXTENSION_CATEGORY "Quantification"\)', text)
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', text)
@@ -87,6 +94,7 @@ def loaded_imports(tree) -> list:
                 visit(getattr(node, "body", []) + getattr(node, "orelse", []) + getattr(node, "finalbody", []))
                 for h in getattr(node, "handlers", []):
                     visit(h.body)
+
     visit(tree.body)
     return names
 
@@ -101,11 +109,15 @@ def test_module_file_imports_nothing_heavy_at_load_time():
 def test_loading_the_module_libraries_does_not_import_torch():
     """What DFM50N.py imports at load, imported in a fresh interpreter: no torch/monai/sklearn appears."""
     pytest.importorskip("slicer")
-    libs = sorted({n for n in loaded_imports(ast.parse((ROOT / "DFM50N.py").read_text()))
-                   if n.startswith("DFM50NLib")} | {"DFM50NLib.scene.logic", "DFM50NLib.scene.dependencies"})
-    code = ("import sys, importlib\n"
-            f"for m in {libs!r}: importlib.import_module(m)\n"
-            f"print(sorted(h for h in {HEAVY!r} if h in sys.modules))")
+    libs = sorted(
+        {n for n in loaded_imports(ast.parse((ROOT / "DFM50N.py").read_text())) if n.startswith("DFM50NLib")}
+        | {"DFM50NLib.scene.logic", "DFM50NLib.scene.dependencies"}
+    )
+    code = (
+        "import sys, importlib\n"
+        f"for m in {libs!r}: importlib.import_module(m)\n"
+        f"print(sorted(h for h in {HEAVY!r} if h in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

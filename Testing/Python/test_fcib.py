@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from DFM50NLib.model import fcib
 from DFM50NLib.constants import FCIB_PARAMETER_COUNT, FCIB_STATE_DICT_ENTRIES, N_FCIB_FEATURES
 from DFM50NLib.errors import DFM50NError, InputError, WeightsError
+from DFM50NLib.model import fcib
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def _private_cache(tmp_path, monkeypatch):
 
 def tiny_state():
     """Every key of the trunk with the right shape and dtype, each a view of a single element."""
-    spec = {k: v for k, v in fcib.build_trunk("meta").state_dict().items()}
+    spec = dict(fcib.build_trunk("meta").state_dict().items())
     return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in spec.items()}
 
 
@@ -49,6 +49,7 @@ def cubes(n, seed=0):
 
 
 # ---------------------------------------------------------------------------------------------- strict loading
+
 
 def test_real_format_checkpoint_loads_strictly(random_weights):
     state = fcib.load_trunk_state(random_weights)
@@ -125,8 +126,9 @@ def test_one_shape_changed(tmp_path):
     state = tiny_state()
     state["conv1.weight"] = torch.zeros(()).expand(128, 1, 3, 7, 7)
     msg = load_error(save({"trunk_state_dict": state}, tmp_path / "shape.torch"))
-    assert "1 shape/dtype mismatch(es): conv1.weight (128, 1, 3, 7, 7) float32 (expected (128, 1, 7, 7, 7) float32)" \
-        in msg
+    assert (
+        "1 shape/dtype mismatch(es): conv1.weight (128, 1, 3, 7, 7) float32 (expected (128, 1, 7, 7, 7) float32)" in msg
+    )
 
 
 def test_one_dtype_changed(tmp_path):
@@ -150,6 +152,7 @@ def test_many_problems_are_summarised(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- normalisation
 
+
 def test_normalize_is_bit_equal_to_fcib_monai_transform():
     from monai.transforms import NormalizeIntensityd
 
@@ -172,6 +175,7 @@ def test_normalize_casts_like_fcib_loader():
 
 
 # ---------------------------------------------------------------------------------------------- features
+
 
 @pytest.fixture(scope="module")
 def encoder(random_weights, tmp_path_factory):
@@ -243,6 +247,7 @@ def test_cuda_matches_cpu(encoder, random_weights):
 
 
 # ---------------------------------------------------------------------------------------------- cache
+
 
 def test_get_encoder_is_cached_per_file_and_device(tmp_path):
     path = save({"trunk_state_dict": tiny_state()}, tmp_path / "tiny.torch")

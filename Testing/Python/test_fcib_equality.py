@@ -30,16 +30,15 @@ import numpy as np
 import pytest
 import torch
 
-from DFM50NLib.model import fcib
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES, N_FCIB_FEATURES
+from DFM50NLib.model import fcib
 
 
 def _fmcib_or_skip():
     try:
-        import fmcib  # noqa: F401  (its __init__ only sets __version__)
+        import fmcib
     except ImportError:
-        why = ("fmcib is not installed: pip install --no-deps foundation-cancer-image-biomarker==1.0.0 "
-               "loguru wget")
+        why = "fmcib is not installed: pip install --no-deps foundation-cancer-image-biomarker==1.0.0 loguru wget"
         if os.environ.get("CI"):
             pytest.fail(f"{why} (required in CI: the FCIB equality proof must run)")
         pytest.skip(why)
@@ -116,7 +115,7 @@ def _cubes():
     """Three unlike cubes: noisy lung + nodule (float32), extreme values (no clipping), integer HU (int16)."""
     rng = np.random.default_rng(11)
     g = np.indices((50, 50, 50)) - 25.0
-    r = np.sqrt((g ** 2).sum(0))
+    r = np.sqrt((g**2).sum(0))
     nodule = np.where(r < 9, 40.0, -820.0) + rng.normal(0, 25, (50, 50, 50))
     extreme = rng.uniform(-3000, 6000, (50, 50, 50))
     integer = np.clip(rng.normal(-300, 500, (50, 50, 50)), -1024, 3071).round().astype(np.int16)

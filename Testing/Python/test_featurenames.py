@@ -7,8 +7,10 @@ from DFM50NLib.errors import ModelError
 from DFM50NLib.model.featurenames import canonical_name, column_map, feature_index
 
 
-@pytest.mark.parametrize("name", ["pred_1105", "FCIB50N_F1105", "pred_F1105", "PRED_1105", "fcib50n_f1105",
-                                  "pred_f1105", " pred_1105 ", 1105])
+@pytest.mark.parametrize(
+    "name",
+    ["pred_1105", "FCIB50N_F1105", "pred_F1105", "PRED_1105", "fcib50n_f1105", "pred_f1105", " pred_1105 ", 1105],
+)
 def test_spellings_map_to_1105(name):
     assert feature_index(name) == 1105
     assert canonical_name(name) == "pred_1105"
@@ -18,8 +20,25 @@ def test_range_ends():
     assert feature_index("pred_0") == 0 and feature_index("FCIB50N_F4095") == 4095
 
 
-@pytest.mark.parametrize("name", ["pred_4096", "pred_-1", "pred_", "1105", "embedding_1105", "pred_1105x",
-                                  "pred_01105", "FCIB50N_1105", "pred 1105", "", -1, 4096, True, None])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pred_4096",
+        "pred_-1",
+        "pred_",
+        "1105",
+        "embedding_1105",
+        "pred_1105x",
+        "pred_01105",
+        "FCIB50N_1105",
+        "pred 1105",
+        "",
+        -1,
+        4096,
+        True,
+        None,
+    ],
+)
 def test_bad_names_refused(name):
     with pytest.raises(ModelError, match="FCIB"):
         feature_index(name)

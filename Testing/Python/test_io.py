@@ -6,13 +6,12 @@ import gzip
 
 import numpy as np
 import pytest
+from test_mask_center import rotation
 
-from DFM50NLib.geometry import io
 from DFM50NLib.errors import InputError
+from DFM50NLib.geometry import io
 from DFM50NLib.geometry.synthetic import sphere_case, write_demo_case
 from DFM50NLib.geometry.volume import Volume
-
-from test_mask_center import rotation
 
 # direction columns = RAS of i, j, k: oblique and left-handed (a flip), anisotropic spacing
 DIRECTION = rotation((1, 2, 3), 25) @ np.diag([-1.0, 1.0, 1.0])
@@ -20,8 +19,9 @@ DIRECTION = rotation((1, 2, 3), 25) @ np.diag([-1.0, 1.0, 1.0])
 
 @pytest.fixture(scope="module")
 def phantom():
-    return sphere_case((5.0, -12.0, 40.0), 6.0, shape=(40, 36, 14), spacing=(0.7, 0.8, 2.5),
-                       direction_ras=DIRECTION, seed=7)
+    return sphere_case(
+        (5.0, -12.0, 40.0), 6.0, shape=(40, 36, 14), spacing=(0.7, 0.8, 2.5), direction_ras=DIRECTION, seed=7
+    )
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
@@ -48,8 +48,10 @@ def test_nifti_geometry_as_nibabel_sees_it(phantom, tmp_path):
     np.testing.assert_array_equal(np.asarray(img.dataobj), ct.array)
     vol = io.read_volume(path)
     # a file written by nibabel (not by SimpleITK) reads back with nibabel's affine
-    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine @ _flip_i(ct.shape[0])),
-             str(tmp_path / "nib.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine @ _flip_i(ct.shape[0])),
+        str(tmp_path / "nib.nii.gz"),
+    )
     other = io.read_volume(tmp_path / "nib.nii.gz")
     np.testing.assert_allclose(other.ijk_to_world([0, 0, 0]), vol.ijk_to_world([ct.shape[0] - 1, 0, 0]), atol=1e-4)
     assert other.array[0, 3, 5] == vol.array[-1, 3, 5]
@@ -85,12 +87,17 @@ def write_dicom_series(vol: Volume, folder, series_uid, first=0):
     d = img.GetDirection()
     for k in range(img.GetDepth()):
         s = img[:, :, k]
-        tags = {"0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.1", "0020|000e": series_uid,
-                "0020|0037": "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
-                "0020|0032": "\\".join(f"{v:.6f}" for v in img.TransformIndexToPhysicalPoint((0, 0, k))),
-                "0020|0013": str(k + 1), "0008|0018": f"{series_uid}.{k + 1}",
-                "0028|0030": f"{img.GetSpacing()[1]:.6f}\\{img.GetSpacing()[0]:.6f}",
-                "0018|0050": f"{img.GetSpacing()[2]:.6f}"}
+        tags = {
+            "0008|0060": "CT",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0020|000e": series_uid,
+            "0020|0037": "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in img.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0020|0013": str(k + 1),
+            "0008|0018": f"{series_uid}.{k + 1}",
+            "0028|0030": f"{img.GetSpacing()[1]:.6f}\\{img.GetSpacing()[0]:.6f}",
+            "0018|0050": f"{img.GetSpacing()[2]:.6f}",
+        }
         for key, value in tags.items():
             s.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"s{first + k:03d}.dcm"))
@@ -98,8 +105,14 @@ def write_dicom_series(vol: Volume, folder, series_uid, first=0):
 
 
 def test_dicom_series_folder(tmp_path):
-    ct, _ = sphere_case((0.0, 0.0, 0.0), 5.0, shape=(32, 28, 6), spacing=(0.7, 0.7, 2.5),
-                        direction_ras=np.diag([-1.0, -1.0, 1.0]), seed=1)
+    ct, _ = sphere_case(
+        (0.0, 0.0, 0.0),
+        5.0,
+        shape=(32, 28, 6),
+        spacing=(0.7, 0.7, 2.5),
+        direction_ras=np.diag([-1.0, -1.0, 1.0]),
+        seed=1,
+    )
     write_dicom_series(ct, tmp_path / "dcm", "1.2.826.0.1.3680043.2.1125.2")
     vol = io.read_volume(tmp_path / "dcm")
     np.testing.assert_array_equal(vol.array, ct.array)
@@ -158,13 +171,26 @@ def write_seg_nrrd(path, layers, ijk_to_ras, segments):
     data = np.stack(layers) if len(layers) > 1 else layers[0]
     four = len(layers) > 1
     sizes = " ".join(str(s) for s in ((len(layers),) if four else ()) + layers[0].shape)
-    header = ["NRRD0004", "type: unsigned char", f"dimension: {4 if four else 3}", "space: left-posterior-superior",
-              f"sizes: {sizes}", f"space directions: {'none ' if four else ''}{dirs}",
-              f"kinds: {'list ' if four else ''}domain domain domain", "endian: little", "encoding: raw",
-              "space origin: (" + ",".join(f"{v:.6f}" for v in lps[:3, 3]) + ")"]
+    header = [
+        "NRRD0004",
+        "type: unsigned char",
+        f"dimension: {4 if four else 3}",
+        "space: left-posterior-superior",
+        f"sizes: {sizes}",
+        f"space directions: {'none ' if four else ''}{dirs}",
+        f"kinds: {'list ' if four else ''}domain domain domain",
+        "endian: little",
+        "encoding: raw",
+        "space origin: (" + ",".join(f"{v:.6f}" for v in lps[:3, 3]) + ")",
+    ]
     for n, (name, value, layer) in enumerate(segments):
-        header += [f"Segment{n}_ID:=Segment_{n + 1}", f"Segment{n}_Name:={name}", f"Segment{n}_LabelValue:={value}",
-                   f"Segment{n}_Layer:={layer}", f"Segment{n}_Color:=0.5 0.5 0.5"]
+        header += [
+            f"Segment{n}_ID:=Segment_{n + 1}",
+            f"Segment{n}_Name:={name}",
+            f"Segment{n}_LabelValue:={value}",
+            f"Segment{n}_Layer:={layer}",
+            f"Segment{n}_Color:=0.5 0.5 0.5",
+        ]
     # file order: layer fastest (4-D), then i, j, k; data axes are (layer,) i, j, k
     path.write_bytes(("\n".join(header) + "\n\n").encode() + data.tobytes(order="F"))
     return path
@@ -175,8 +201,7 @@ def test_seg_nrrd_by_segment_name_and_label(phantom, tmp_path):
     other = np.zeros_like(mask.array)
     other[:5, :5, :3] = 1
     layer0 = (mask.array * 2 + other * 5).astype(np.uint8)  # one layer, two segments
-    p = write_seg_nrrd(tmp_path / "one.seg.nrrd", [layer0], ct.ijk_to_ras,
-                       [("lesion", 2, 0), ("vessel", 5, 0)])
+    p = write_seg_nrrd(tmp_path / "one.seg.nrrd", [layer0], ct.ijk_to_ras, [("lesion", 2, 0), ("vessel", 5, 0)])
     seg = io.read_mask(p, segment="lesion")
     np.testing.assert_array_equal(seg.array, mask.array)
     np.testing.assert_allclose(seg.ijk_to_ras, ct.ijk_to_ras, atol=1e-5)
@@ -190,8 +215,12 @@ def test_seg_nrrd_by_segment_name_and_label(phantom, tmp_path):
     # two layers (overlapping segments): 4-D file
     overlap = np.zeros_like(mask.array)
     overlap[10:30, 10:30, 4:10] = 1
-    p4 = write_seg_nrrd(tmp_path / "two.seg.nrrd", [mask.array.astype(np.uint8), overlap * 3],
-                        ct.ijk_to_ras, [("lesion", 1, 0), ("lobe", 3, 1)])
+    p4 = write_seg_nrrd(
+        tmp_path / "two.seg.nrrd",
+        [mask.array.astype(np.uint8), overlap * 3],
+        ct.ijk_to_ras,
+        [("lesion", 1, 0), ("lobe", 3, 1)],
+    )
     np.testing.assert_array_equal(io.read_mask(p4, segment="lobe").array, overlap)
     np.testing.assert_array_equal(io.read_mask(p4, segment="lesion").array, mask.array)
     np.testing.assert_array_equal(io.read_mask(p4, label=3).array, overlap * 3)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from DFM50NLib.geometry.center import find_center
 from DFM50NLib.errors import DFM50NWarning, InputError
+from DFM50NLib.geometry.center import find_center
 from DFM50NLib.geometry.mask import prepare_mask
 from DFM50NLib.geometry.synthetic import ellipsoid_case, ellipsoid_volume, make_grid, sphere_case
 from DFM50NLib.geometry.volume import Volume
@@ -78,7 +78,9 @@ def test_mask_volume_and_voxels(grid):
     # the crop sits where the lesion is on the CT grid
     o = pm.offset_ijk
     s = pm.volume.shape
-    np.testing.assert_array_equal(pm.volume.array, mask.array[o[0]:o[0] + s[0], o[1]:o[1] + s[1], o[2]:o[2] + s[2]])
+    np.testing.assert_array_equal(
+        pm.volume.array, mask.array[o[0] : o[0] + s[0], o[1] : o[1] + s[1], o[2] : o[2] + s[2]]
+    )
     np.testing.assert_allclose(pm.volume.ijk_to_world([0, 0, 0]), ct.ijk_to_world(o))
     assert all(n < 0.8 * m for n, m in zip(s, ct.shape))  # cropped, not a full-size copy
 
@@ -90,16 +92,27 @@ def test_mask_on_a_coarser_rotated_grid_is_resampled_in_world_space():
 
     ct, _ = case("aniso", "sphere")
     # the same sphere drawn on a 1.5 mm grid rotated 30 degrees about an oblique axis, flipped on one axis
-    _, coarse = sphere_case(CENTER, 8.0, shape=(26, 26, 26), spacing=(1.5, 1.5, 1.5),
-                            direction_ras=rotation((1, 1, 0), 30) @ np.diag([1.0, -1.0, 1.0]), seed=0)
+    _, coarse = sphere_case(
+        CENTER,
+        8.0,
+        shape=(26, 26, 26),
+        spacing=(1.5, 1.5, 1.5),
+        direction_ras=rotation((1, 1, 0), 30) @ np.diag([1.0, -1.0, 1.0]),
+        seed=0,
+    )
     pm = prepare_mask(coarse, ct)
     # independent reference: SimpleITK's own nearest-neighbour resampling onto the whole CT grid
-    ref = sitk.Resample(to_sitk(coarse), to_sitk(ct.with_array(np.zeros(ct.shape, np.uint8))),
-                        sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    ref = sitk.Resample(
+        to_sitk(coarse),
+        to_sitk(ct.with_array(np.zeros(ct.shape, np.uint8))),
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        0,
+    )
     full = sitk.GetArrayFromImage(ref).T
     o, s = pm.offset_ijk, pm.volume.shape
     assert int(full.sum()) == pm.voxels
-    np.testing.assert_array_equal(full[o[0]:o[0] + s[0], o[1]:o[1] + s[1], o[2]:o[2] + s[2]], pm.volume.array)
+    np.testing.assert_array_equal(full[o[0] : o[0] + s[0], o[1] : o[1] + s[1], o[2] : o[2] + s[2]], pm.volume.array)
     assert pm.volume_mm3 == pytest.approx(4 / 3 * np.pi * 8.0**3, rel=0.05)
 
 
@@ -178,8 +191,9 @@ def test_no_full_size_allocation_for_a_mask_on_another_grid():
 
     big = np.broadcast_to(np.int16(-1000), (512, 512, 600))  # a full-size CT that costs no memory
     ct = Volume.from_geometry(big, (0.7, 0.7, 1.0), origin_ras=(-180.0, -180.0, -300.0))
-    _, m = sphere_case((10.0, 20.0, 30.0), 10.0, shape=(40, 40, 40), spacing=(0.9, 0.9, 0.9),
-                       direction_ras=rotation((0, 0, 1), 15))
+    _, m = sphere_case(
+        (10.0, 20.0, 30.0), 10.0, shape=(40, 40, 40), spacing=(0.9, 0.9, 0.9), direction_ras=rotation((0, 0, 1), 15)
+    )
     tracemalloc.start()
     pm = prepare_mask(m, ct)
     peak = tracemalloc.get_traced_memory()[1]

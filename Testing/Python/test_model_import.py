@@ -7,18 +7,18 @@ import pickle
 import numpy as np
 import pytest
 
-from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.cli import models as models_cli
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
 from DFM50NLib.errors import ModelError
+from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.model.model_import import import_model
 
 sklearn = pytest.importorskip("sklearn")
 joblib = pytest.importorskip("joblib")
-from sklearn.ensemble import RandomForestClassifier  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import Pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 
 def _fit(n_features=9, labels=(0, 1), seed=0, **params):
@@ -56,6 +56,7 @@ def test_imported_forest_scores_like_the_pickle(tmp_path, cols_file, how):
     assert clf.feature_names == DFM50N_FEATURE_NAMES
     prov = clf.metadata["provenance"]
     import hashlib
+
     assert prov["source_sha256"] == hashlib.sha256(pkl.read_bytes()).hexdigest()
     assert prov["pickled_with_sklearn_version"] == sklearn.__version__
     assert prov["estimator_params"]["min_samples_leaf"] == 2
@@ -88,14 +89,17 @@ def test_pickled_sklearn_version_recorded(tmp_path, cols_file, monkeypatch):
     assert clf.metadata["provenance"]["pickled_with_sklearn_version"] == "1.4.2"
 
 
-@pytest.mark.parametrize("obj, message", [
-    (LogisticRegression(), "not a scikit-learn RandomForestClassifier"),
-    ({"model": "x"}, "builtins.dict"),
-    (Pipeline([("scale", StandardScaler()), ("rf", RandomForestClassifier())]), "bare random forest"),
-    (RandomForestClassifier(), "not fitted"),
-    (_fit(n_features=8), "takes 8 features"),
-    (_fit(labels=(1, 2)), r"classes \[1, 2\]"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        (LogisticRegression(), "not a scikit-learn RandomForestClassifier"),
+        ({"model": "x"}, "builtins.dict"),
+        (Pipeline([("scale", StandardScaler()), ("rf", RandomForestClassifier())]), "bare random forest"),
+        (RandomForestClassifier(), "not fitted"),
+        (_fit(n_features=8), "takes 8 features"),
+        (_fit(labels=(1, 2)), r"classes \[1, 2\]"),
+    ],
+)
 def test_wrong_objects_refused(tmp_path, cols_file, obj, message):
     pkl = _pickle(obj, tmp_path / "bad.pkl")
     with pytest.raises(ModelError, match=message):
@@ -126,9 +130,25 @@ def test_cli_import_requires_trust(tmp_path, cols_file, capsys):
     pkl = _pickle(_fit(n_estimators=5), tmp_path / "m.pkl")
     with pytest.raises(ModelError, match="runs code"):
         _cli("import-model", str(pkl), "--cols", str(cols_file), "--out", str(tmp_path / "out"))
-    assert _cli("import-model", str(pkl), "--trust", "--cols", str(cols_file), "--out", str(tmp_path / "out"),
-                "--geometry", "reference", "--orientation", "lps") == 0
+    assert (
+        _cli(
+            "import-model",
+            str(pkl),
+            "--trust",
+            "--cols",
+            str(cols_file),
+            "--out",
+            str(tmp_path / "out"),
+            "--geometry",
+            "reference",
+            "--orientation",
+            "lps",
+        )
+        == 0
+    )
     clf = load_classifier(tmp_path / "out")
     assert clf.metadata["geometry"] == "reference" and clf.metadata["orientation"] == "LPS"
-    assert clf.threshold == 0.25 and clf.metadata["provenance"]["command"].startswith(f"python -m DFM50NLib import-model {pkl} --trust --cols")
+    assert clf.threshold == 0.25 and clf.metadata["provenance"]["command"].startswith(
+        f"python -m DFM50NLib import-model {pkl} --trust --cols"
+    )
     assert "5 trees" in capsys.readouterr().out

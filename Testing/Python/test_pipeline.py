@@ -8,17 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from DFM50NLib.geometry import io
-from DFM50NLib.scoring import pipeline
-from DFM50NLib.geometry.center import find_center
-from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DISCLAIMER
-from DFM50NLib.geometry.cube import extract_cube
 from DFM50NLib.errors import InputError
-from DFM50NLib.model.fcib import get_encoder
+from DFM50NLib.geometry import io
+from DFM50NLib.geometry.center import find_center
+from DFM50NLib.geometry.cube import extract_cube
 from DFM50NLib.geometry.mask import prepare_mask
-from DFM50NLib.scoring.result import read_json
 from DFM50NLib.geometry.synthetic import sphere_case
+from DFM50NLib.model.classifier import load_classifier
+from DFM50NLib.model.fcib import get_encoder
+from DFM50NLib.scoring import pipeline
+from DFM50NLib.scoring.result import read_json
 
 RADIUS = 8.0
 CENTER = np.array([10.0, -20.0, 35.0])
@@ -29,8 +29,9 @@ def case():
     """A sphere on an anisotropic, oblique grid (as scanners write them)."""
     theta = np.deg2rad(20)
     rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
-    return sphere_case(center_ras=CENTER, radius_mm=RADIUS, shape=(96, 96, 40), spacing=(0.7, 0.7, 2.5),
-                       direction_ras=rot, seed=1)
+    return sphere_case(
+        center_ras=CENTER, radius_mm=RADIUS, shape=(96, 96, 40), spacing=(0.7, 0.7, 2.5), direction_ras=rot, seed=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +106,16 @@ def test_files_in_two_orientations_give_the_same_score(case, tmp_path, random_we
 def test_outputs_are_written_and_read_back(case, tmp_path, random_weights):
     ct, mask = case
     out = tmp_path / "out"
-    result = pipeline.score_case(ct, mask, case_id="c/1", weights=random_weights, out_dir=out,
-                                 write_cubes=True, keep_features=4096,
-                                 clinical={"smoking": True, "spiculated": False, "short_axis_cm": 1.5})
+    result = pipeline.score_case(
+        ct,
+        mask,
+        case_id="c/1",
+        weights=random_weights,
+        out_dir=out,
+        write_cubes=True,
+        keep_features=4096,
+        clinical={"smoking": True, "spiculated": False, "short_axis_cm": 1.5},
+    )
     back = read_json(out / "c_1.dfm50n.json")
     assert back.score == result.score and back.case_id == "c/1"
     assert len(back.all_features) == 4096
@@ -169,8 +177,7 @@ def test_result_json_has_no_nan(case, random_weights):
 def test_report_and_stability_end_to_end(case, tmp_path, random_weights, encoder):
     ct, mask = case
     out = tmp_path / "rep"
-    r = pipeline.score_case(ct, mask, case_id="rep1", weights=random_weights, out_dir=out, report=True,
-                            stability=True)
+    r = pipeline.score_case(ct, mask, case_id="rep1", weights=random_weights, out_dir=out, report=True, stability=True)
     html = (out / "rep1_report.html").read_text()
     assert f"{r.score:.3f}" in html and "data:image/png;base64," in html
     assert (out / "rep1_report.pdf").read_bytes().startswith(b"%PDF")

@@ -1,4 +1,4 @@
-"""Reference geometry (SPEC §3) against a straightforward reimplementation written from the SPEC text."""
+"""Reference geometry (METHOD.md §3) against a straightforward reimplementation written from the METHOD.md §3 text."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from DFM50NLib.geometry.reference import reference_cube_from_files
 
 
 def upstream_cube(image_path, mask_path, center_method):
-    """SPEC §3, step by step, as the upstream scripts would do it."""
+    """METHOD.md §3, step by step, as the upstream scripts would do it."""
     import nibabel as nib
     from scipy import ndimage
 
@@ -31,9 +31,9 @@ def upstream_cube(image_path, mask_path, center_method):
         center = ndimage.center_of_mass(mdata)
     c = [int(np.round(v)) for v in center]
     padded = np.pad(data, 25, mode="constant", constant_values=0)
-    cube = padded[c[0]:c[0] + 50, c[1]:c[1] + 50, c[2]:c[2] + 50]  # [c-25, c+25) in unpadded indices
+    cube = padded[c[0] : c[0] + 50, c[1] : c[1] + 50, c[2] : c[2] + 50]  # [c-25, c+25) in unpadded indices
     mpadded = np.pad(mdata, 25)
-    return cube.astype(np.float32), mpadded[c[0]:c[0] + 50, c[1]:c[1] + 50, c[2]:c[2] + 50], c
+    return cube.astype(np.float32), mpadded[c[0] : c[0] + 50, c[1] : c[1] + 50, c[2] : c[2] + 50], c
 
 
 def write_pair(folder, shape, zooms, lesions, seed=0):

@@ -12,17 +12,24 @@ import tempfile
 import numpy as np
 import pytest
 
-from DFM50NLib.report import views as rv
 from DFM50NLib.errors import InputError
+from DFM50NLib.geometry.volume import Volume
+from DFM50NLib.report import views as rv
 from DFM50NLib.report.writer import report_html_minimal, write_cohort_summary, write_report
 from DFM50NLib.scoring.result import Result
-from DFM50NLib.geometry.volume import Volume
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def chest_phantom(lesion_center=(-60.0, 15.0, 20.0), semi=(14.0, 9.0, 10.0), spin_deg=30.0,
-                  spacing=(0.9, 0.9, 2.5), shape=(300, 230, 44), direction=None, seed=1):
+def chest_phantom(
+    lesion_center=(-60.0, 15.0, 20.0),
+    semi=(14.0, 9.0, 10.0),
+    spin_deg=30.0,
+    spacing=(0.9, 0.9, 2.5),
+    shape=(300, 230, 44),
+    direction=None,
+    seed=1,
+):
     """A small chest-like CT (body, lungs, spine, heart, vessels) with an ellipsoidal, lobulated lesion."""
     from scipy import ndimage
 
@@ -49,8 +56,13 @@ def chest_phantom(lesion_center=(-60.0, 15.0, 20.0), semi=(14.0, 9.0, 10.0), spi
         if lung:
             ct[((x - vx) ** 2 + (y - vy) ** 2) <= rng.uniform(1.0, 2.5) ** 2] = -50.0
     c = np.asarray(lesion_center, float)
-    rot = np.array([[math.cos(math.radians(spin_deg)), -math.sin(math.radians(spin_deg)), 0],
-                    [math.sin(math.radians(spin_deg)), math.cos(math.radians(spin_deg)), 0], [0, 0, 1]])
+    rot = np.array(
+        [
+            [math.cos(math.radians(spin_deg)), -math.sin(math.radians(spin_deg)), 0],
+            [math.sin(math.radians(spin_deg)), math.cos(math.radians(spin_deg)), 0],
+            [0, 0, 1],
+        ]
+    )
     local = (ras - c) @ rot
     q = np.sqrt(((local / np.asarray(semi)) ** 2).sum(-1))
     mask = q <= 1.0
@@ -63,18 +75,39 @@ def chest_phantom(lesion_center=(-60.0, 15.0, 20.0), semi=(14.0, 9.0, 10.0), spi
 
 
 def make_result(case_id="Case-001", score=0.312, demo=True, **kw) -> Result:
-    r = Result(case_id=case_id, score=score, threshold=0.25, risk_label="high OLM risk" if score >= 0.25 else
-               "low OLM risk", high_risk=score >= 0.25, classifier_is_demo=demo, classifier_name="dfm50n-demo-v1",
-               classifier_sha256="3f" * 32, fcib_weights_sha256="a1" * 32, software_version="0.1.0",
-               geometry="physical", orientation="LPS", center_method="dt_peak", center_ras=[0.0, 0.0, 0.0],
-               center_lps=[0.0, 0.0, 0.0], cube_to_ras=[], mask_volume_mm3=5278.0, mask_voxels=2606,
-               cube_mask_voxels=5270, coverage=1.0, touches_border=False, components_dropped=1,
-               timings={"read": 0.41, "mask": 0.05, "center": 0.02, "cube": 0.08, "forward": 3.2, "classify": 0.001},
-               warnings=(["DEMO — not the published DFM50N classifier"] if demo else [])
-               + ["1 smaller disconnected mask component(s) were ignored; only the largest (6-connected) "
-                  "component was scored."],
-               created="2024-05-17T09:31:00+00:00", image_path="/data/cases/Case-001/ct.nii.gz",
-               mask_path="/data/cases/Case-001/lesion.nii.gz")
+    r = Result(
+        case_id=case_id,
+        score=score,
+        threshold=0.25,
+        risk_label="high OLM risk" if score >= 0.25 else "low OLM risk",
+        high_risk=score >= 0.25,
+        classifier_is_demo=demo,
+        classifier_name="dfm50n-demo-v1",
+        classifier_sha256="3f" * 32,
+        fcib_weights_sha256="a1" * 32,
+        software_version="0.1.0",
+        geometry="physical",
+        orientation="LPS",
+        center_method="dt_peak",
+        center_ras=[0.0, 0.0, 0.0],
+        center_lps=[0.0, 0.0, 0.0],
+        cube_to_ras=[],
+        mask_volume_mm3=5278.0,
+        mask_voxels=2606,
+        cube_mask_voxels=5270,
+        coverage=1.0,
+        touches_border=False,
+        components_dropped=1,
+        timings={"read": 0.41, "mask": 0.05, "center": 0.02, "cube": 0.08, "forward": 3.2, "classify": 0.001},
+        warnings=(["DEMO — not the published DFM50N classifier"] if demo else [])
+        + [
+            "1 smaller disconnected mask component(s) were ignored; only the largest (6-connected) "
+            "component was scored."
+        ],
+        created="2024-05-17T09:31:00+00:00",
+        image_path="/data/cases/Case-001/ct.nii.gz",
+        mask_path="/data/cases/Case-001/lesion.nii.gz",
+    )
     for k, v in kw.items():
         setattr(r, k, v)
     return r
@@ -87,20 +120,26 @@ def case():
 
 def build_case(**phantom):
     from DFM50NLib.geometry.center import find_center
-    from DFM50NLib.scoring.clinical import apply_clinical
     from DFM50NLib.geometry.cube import extract_cube
     from DFM50NLib.geometry.diameters import axial_diameters
     from DFM50NLib.geometry.mask import prepare_mask
     from DFM50NLib.geometry.volume import ras_to_lps
+    from DFM50NLib.scoring.clinical import apply_clinical
 
     ct, mask, _ = chest_phantom(**phantom)
     pm = prepare_mask(mask, ct)
     center = find_center(pm, "dt_peak")
     cube = extract_cube(ct, pm, center, "LPS")
     diam = axial_diameters(pm)
-    result = make_result(center_ras=[float(v) for v in center], center_lps=[float(v) for v in ras_to_lps(center)],
-                         cube_to_ras=cube.cube_to_ras.tolist(), mask_volume_mm3=pm.volume_mm3, mask_voxels=pm.voxels,
-                         cube_mask_voxels=int(cube.mask.sum()), long_axis_mm=diam.long_mm)
+    result = make_result(
+        center_ras=[float(v) for v in center],
+        center_lps=[float(v) for v in ras_to_lps(center)],
+        cube_to_ras=cube.cube_to_ras.tolist(),
+        mask_volume_mm3=pm.volume_mm3,
+        mask_voxels=pm.voxels,
+        cube_mask_voxels=int(cube.mask.sum()),
+        long_axis_mm=diam.long_mm,
+    )
     apply_clinical(result, smoking="yes", spiculated="no", measured_short_axis_cm=diam.short_cm)
     return dict(ct=ct, pm=pm, cube=cube, diam=diam, result=result)
 
@@ -110,8 +149,9 @@ def data_pngs(text):
 
 
 def test_html_is_self_contained_with_images_and_numbers(case, tmp_path):
-    paths = write_report(case["result"], tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"],
-                         formats=("html",))
+    paths = write_report(
+        case["result"], tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"], formats=("html",)
+    )
     assert set(paths) == {"report_html"} and paths["report_html"].name == "Case-001_report.html"
     text = paths["report_html"].read_text(encoding="utf-8")
     pngs = data_pngs(text)
@@ -176,11 +216,13 @@ def test_cohort_summary(tmp_path):
 
 # ---- geometry of the pictures, against independent computations
 
+
 def test_ct_planes_follow_radiological_convention_on_oblique_grid():
     c = np.array([10.0, -20.0, 5.0])
     d = np.array([[math.cos(0.3), 0, math.sin(0.3)], [0, 1, 0], [-math.sin(0.3), 0, math.cos(0.3)]])  # oblique
-    grid = Volume.from_geometry(np.zeros((90, 90, 90), np.float32), (1.1, 1.1, 1.1),
-                                c - (d * 1.1) @ np.array([44.5] * 3), d)
+    grid = Volume.from_geometry(
+        np.zeros((90, 90, 90), np.float32), (1.1, 1.1, 1.1), c - (d * 1.1) @ np.array([44.5] * 3), d
+    )
     ras = grid.ijk_to_world(np.indices(grid.shape).reshape(3, -1).T).reshape(*grid.shape, 3)
     ct = grid.with_array((ras[..., 0] * 3 + ras[..., 1] * 5 + ras[..., 2] * 7).astype(np.float32))  # linear in RAS
     views = rv.ct_planes(c, ct=ct, fov_mm=40, pixel_mm=1.0)
@@ -198,8 +240,14 @@ def test_ct_planes_follow_radiological_convention_on_oblique_grid():
 
 
 def test_cube_outline_and_lesion_in_planes(case):
-    views = rv.ct_planes(case["result"].center_ras, ct=case["ct"], mask_vol=case["pm"].volume,
-                         cube_to_ras=case["cube"].cube_to_ras, fov_mm=120, pixel_mm=0.5)
+    views = rv.ct_planes(
+        case["result"].center_ras,
+        ct=case["ct"],
+        mask_vol=case["pm"].volume,
+        cube_to_ras=case["cube"].cube_to_ras,
+        fov_mm=120,
+        pixel_mm=0.5,
+    )
     for v in views:
         assert v.cube.sum() * 0.25 == pytest.approx(50 * 50, rel=0.03)  # a 50 mm square cross-section
         assert v.lesion.any()
@@ -231,6 +279,7 @@ def test_cube_views_are_the_samples_shown_radiologically():
 
 # ---- real viewers
 
+
 def grey_fraction(img):
     """Share of mid/dark grey pixels (CT in lung window), as opposed to white paper and coloured text."""
     rgb = img[..., :3].astype(float)
@@ -242,14 +291,16 @@ def _tool(name):
 
 
 def test_pdf_has_score_text_and_images(case, tmp_path):
-    paths = write_report(case["result"], tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"],
-                         formats=("pdf",))
+    paths = write_report(
+        case["result"], tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"], formats=("pdf",)
+    )
     data = paths["report_pdf"].read_bytes()
     assert data.startswith(b"%PDF") and b"/Subtype /Image" in data
     if not _tool("pdftotext"):
         pytest.skip("pdftotext (poppler-utils) not installed")
-    text = subprocess.run(["pdftotext", "-layout", str(paths["report_pdf"]), "-"], capture_output=True,
-                          text=True, check=True, timeout=60).stdout
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(paths["report_pdf"]), "-"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert "0.312" in text and "HIGH OLM RISK" in text and "Research use only" in text
     assert "Case-001" in text and "DEMO" in text
 
@@ -259,8 +310,9 @@ def test_pdf_converts_to_png_pages(case, tmp_path):
         pytest.skip("pdftoppm (poppler-utils) not installed")
     from matplotlib.image import imread
 
-    pdf = write_report(case["result"], tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"],
-                       formats=("pdf",))["report_pdf"]
+    pdf = write_report(
+        case["result"], tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"], formats=("pdf",)
+    )["report_pdf"]
     subprocess.run(["pdftoppm", "-png", "-r", "60", str(pdf), str(tmp_path / "page")], check=True, timeout=120)
     pages = sorted(tmp_path.glob("page*.png"))
     assert len(pages) == 2
@@ -277,14 +329,31 @@ def test_html_renders_in_headless_chromium(case, tmp_path):
         pytest.skip("chromium not installed (Debian package `chromium`)")
     from matplotlib.image import imread
 
-    html = write_report(case["result"], tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"],
-                        formats=("html",))["report_html"]
+    html = write_report(
+        case["result"], tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"], formats=("html",)
+    )["report_html"]
     shot = tmp_path / "shot.png"
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        "--hide-scrollbars", f"--user-data-dir={profile}", "--window-size=900,1400",
-                        f"--screenshot={shot}", html.as_uri()], capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                "--window-size=900,1400",
+                f"--screenshot={shot}",
+                html.as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
     assert shot.exists()
     img = imread(shot)
     assert img.shape[:2] == (1400, 900)

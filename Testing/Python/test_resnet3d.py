@@ -22,8 +22,9 @@ def monai_trunk():
     """fmcib.models.fmcib_model's network, built by MONAI itself."""
     from monai.networks.nets import resnet50
 
-    return resnet50(pretrained=False, n_input_channels=1, widen_factor=2, conv1_t_stride=2, feed_forward=False,
-                    bias_downsample=True)
+    return resnet50(
+        pretrained=False, n_input_channels=1, widen_factor=2, conv1_t_stride=2, feed_forward=False, bias_downsample=True
+    )
 
 
 @pytest.fixture(scope="module")

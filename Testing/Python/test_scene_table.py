@@ -7,12 +7,11 @@ import math
 
 import numpy as np
 import pytest
-
 from slicer_harness import add_segmentation, add_volume, fresh_scene, slicer
 
+from DFM50NLib.geometry.synthetic import make_grid, sphere_case
 from DFM50NLib.scene import table as st
 from DFM50NLib.scene.logic import DFM50NLogic
-from DFM50NLib.geometry.synthetic import make_grid, sphere_case
 
 CENTER = np.array([-20.0, 15.0, -30.0])
 VTK_TYPES = {"double": 11, "int": 6, "string": 13}  # VTK_DOUBLE, VTK_INT, VTK_STRING
@@ -31,8 +30,9 @@ def case(random_weights):
     ct, _ = sphere_case(CENTER, 7.0, shape=(64, 64, 28), spacing=(0.8, 0.8, 2.0), seed=5)
     grid = make_grid((24, 24, 24), (1.25, 1.25, 1.25), center_ras=CENTER)
     ct_node = add_volume(ct)
-    seg, ids = add_segmentation({"Tumor": sphere_mask(grid, CENTER, 7.0, "Tumor"),
-                                 "Node": sphere_mask(grid, CENTER + [3, 3, 0], 4.0, "Node")})
+    seg, ids = add_segmentation(
+        {"Tumor": sphere_mask(grid, CENTER, 7.0, "Tumor"), "Node": sphere_mask(grid, CENTER + [3, 3, 0], 4.0, "Node")}
+    )
     logic = DFM50NLogic()
     opts = dict(weights=random_weights, checkDependencies=False)
     return scene, ct_node, seg, ids, logic, opts
@@ -90,7 +90,7 @@ def edit_segment(seg, segment_id, ct_node, grow_voxels=2):
     arr = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segment_id, ct_node)
     idx = np.argwhere(arr)
     k, j, i = idx[idx[:, 2].argmax()]  # a lesion voxel at the largest i: grow the lesion from there
-    arr[k, j, i + 1:i + 1 + grow_voxels] = 1
+    arr[k, j, i + 1 : i + 1 + grow_voxels] = 1
     slicer.util.updateSegmentBinaryLabelmapFromArray(arr, seg, segment_id, ct_node)
 
 
@@ -129,7 +129,7 @@ def test_mrb_round_trip_keeps_the_table_and_staleness_is_found_after_reload(case
     for name, kind, *_ in st.COLUMNS:  # numbers are still numbers after the round trip
         assert t.GetColumnByName(name).GetDataType() == VTK_TYPES[kind], name
     assert table.GetColumnUnitLabel("mask_volume_mm3") == "mm3"
-    assert table.GetColumnDescription("coverage") == dict((c[0], c[4]) for c in st.COLUMNS)["coverage"]
+    assert table.GetColumnDescription("coverage") == {c[0]: c[4] for c in st.COLUMNS}["coverage"]
     row = st.get_row(table, st.find_row(table, ct_node.GetID(), seg.GetID(), ids["Tumor"]))
     assert row["score"] == pytest.approx(r.score, abs=1e-9) and row["created"] == r.created
     # unedited segments are not stale after reload; an edit made after reload is found by the hash

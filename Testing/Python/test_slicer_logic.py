@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from slicer_harness import add_segmentation, add_volume, fresh_scene, linear_transform, node_count, rotation, slicer
 
-from slicer_harness import (add_segmentation, add_volume, fresh_scene, linear_transform, node_count,
-                            rotation, slicer)
-
-from DFM50NLib.scene import mrml
 from DFM50NLib.errors import InputError
-from DFM50NLib.scene.logic import DFM50NLogic, ScoringCancelled
 from DFM50NLib.geometry.synthetic import make_grid, sphere_case
 from DFM50NLib.geometry.volume import Volume
+from DFM50NLib.scene import mrml
+from DFM50NLib.scene.logic import DFM50NLogic, ScoringCancelled
 
 CENTER = np.array([12.0, -18.0, 40.0])
 RADIUS = 8.0
@@ -32,8 +30,9 @@ def affine(rot=np.eye(3), shift=(0, 0, 0)):
 @pytest.fixture(scope="module")
 def ct():
     """CT on an oblique anisotropic grid, sphere lesion at CENTER."""
-    ct, _ = sphere_case(CENTER, RADIUS, shape=(72, 72, 30), spacing=(0.75, 0.75, 2.0),
-                        direction_ras=rotation(2, 15.0), seed=3)
+    ct, _ = sphere_case(
+        CENTER, RADIUS, shape=(72, 72, 30), spacing=(0.75, 0.75, 2.0), direction_ras=rotation(2, 15.0), seed=3
+    )
     return ct
 
 
@@ -58,7 +57,7 @@ def nn_on_ct(ct: Volume, mask: Volume, mask_to_ct_frame=np.eye(4)) -> np.ndarray
 
 
 def largest_component(a):
-    """SPEC 2.1: keep the largest face-connected component (a corner-touching voxel is its own part)."""
+    """METHOD.md §2.1: keep the largest face-connected component (a corner-touching voxel is its own part)."""
     from scipy import ndimage
 
     labels, n = ndimage.label(a, structure=ndimage.generate_binary_structure(3, 1))
@@ -72,7 +71,7 @@ def full(pm, shape) -> np.ndarray:
     out = np.zeros(shape, np.uint8)
     o = pm.offset_ijk
     s = pm.volume.shape
-    out[o[0]:o[0] + s[0], o[1]:o[1] + s[1], o[2]:o[2] + s[2]] = pm.volume.array
+    out[o[0] : o[0] + s[0], o[1] : o[1] + s[1], o[2] : o[2] + s[2]] = pm.volume.array
     return out
 
 
@@ -163,8 +162,12 @@ def test_inputs_are_not_modified(scene, ct):
     pm = logic.maskOnCTGrid(ct_node, surf, sid)
     assert pm.volume_mm3 == pytest.approx(4 / 3 * np.pi * RADIUS**3, rel=0.08)
     assert not surf.GetSegmentation().ContainsRepresentation("Binary labelmap")
-    assert (ct_node.GetMTime(), seg.GetMTime(), seg.GetSegmentation().GetMTime(),
-            surf.GetSegmentation().GetMTime()) == mtimes
+    assert (
+        ct_node.GetMTime(),
+        seg.GetMTime(),
+        seg.GetSegmentation().GetMTime(),
+        surf.GetSegmentation().GetMTime(),
+    ) == mtimes
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct_node), ct_before)
     assert node_count(scene) == n
 
@@ -192,8 +195,14 @@ def test_coarse_rotated_segment_scores_as_the_same_sphere_given_on_the_ct_grid(s
     seg, ids = add_segmentation({"Tumor": coarse})
     seen = []
     logic = DFM50NLogic()
-    result = logic.scoreSegment(ct_node, seg, ids["Tumor"], weights=random_weights, checkDependencies=False,
-                                progress=lambda f, msg: seen.append(f))
+    result = logic.scoreSegment(
+        ct_node,
+        seg,
+        ids["Tumor"],
+        weights=random_weights,
+        checkDependencies=False,
+        progress=lambda f, msg: seen.append(f),
+    )
     direct = score_volumes(ct, ct.with_array(nn_on_ct(ct, coarse), name="Tumor"), weights=random_weights)
     assert abs(result.score - direct.score) < 1e-6
     np.testing.assert_allclose(result.center_ras, direct.center_ras, atol=1e-9)
@@ -226,16 +235,16 @@ def test_cancel_stops_before_the_network_and_writes_nothing(scene, ct, random_we
             logic.requestCancel()
 
     with pytest.raises(ScoringCancelled):
-        logic.scoreSegment(ct_node, seg, ids["Tumor"], weights=random_weights, checkDependencies=False,
-                           progress=progress)
+        logic.scoreSegment(
+            ct_node, seg, ids["Tumor"], weights=random_weights, checkDependencies=False, progress=progress
+        )
     assert node_count(scene) == n
 
 
 def test_all_segments_one_row_each_and_failures_reported_together(scene, ct, random_weights):
     ct_node = add_volume(ct)
     empty = coarse_sphere().with_array(np.zeros((20, 20, 20), np.uint8), name="Empty")
-    seg, ids = add_segmentation({"Tumor": coarse_sphere(), "Second": coarse_sphere(CENTER + [3, 0, 0]),
-                                 "Empty": empty})
+    seg, ids = add_segmentation({"Tumor": coarse_sphere(), "Second": coarse_sphere(CENTER + [3, 0, 0]), "Empty": empty})
     logic = DFM50NLogic()
     with pytest.raises(Exception, match="1 of 3 segments") as err:
         logic.scoreAllSegments(ct_node, seg, weights=random_weights, checkDependencies=False)
@@ -251,6 +260,7 @@ def test_all_segments_one_row_each_and_failures_reported_together(scene, ct, ran
 def readme_console_example(WEIGHTS, OUT_CSV):
     """Verbatim body of the README's "Slicer Python console" batch example (after loading the data)."""
     import slicer
+
     from DFM50NLib.scene.logic import DFM50NLogic
     from DFM50NLib.scoring.result import write_csv
 
@@ -287,8 +297,10 @@ def test_dependencies_are_installed_only_after_consent():
 
     calls, asked = [], []
     fake = types.SimpleNamespace(util=types.SimpleNamespace(pip_install=calls.append))
-    need = (dep.Requirement("dfm50n_no_such_module_xyz", "dfm50n-no-such-module-xyz>=1"),
-            dep.Requirement("numpy", "numpy>=1.24"))
+    need = (
+        dep.Requirement("dfm50n_no_such_module_xyz", "dfm50n-no-such-module-xyz>=1"),
+        dep.Requirement("numpy", "numpy>=1.24"),
+    )
     assert [r.module for r in dep.missing(need)] == ["dfm50n_no_such_module_xyz"]
     assert dep.missing() == []  # this environment has everything: nothing is asked, nothing installed
     assert dep.ensure(confirm=lambda m: pytest.fail("asked although nothing is missing")) == []
@@ -301,8 +313,11 @@ def test_dependencies_are_installed_only_after_consent():
         dep.ensure(lambda m: True, need, slicer_module=fake)
     assert calls == ["dfm50n-no-such-module-xyz>=1"]
     ensured = []
-    newer = types.SimpleNamespace(pydeps=types.SimpleNamespace(
-        pip_ensure=lambda reqs, requester: ensured.append(([str(r) for r in reqs], requester))))
+    newer = types.SimpleNamespace(
+        pydeps=types.SimpleNamespace(
+            pip_ensure=lambda reqs, requester: ensured.append(([str(r) for r in reqs], requester))
+        )
+    )
     with pytest.raises(dep.DependencyError, match="still missing"):
         dep.ensure(lambda m: True, need, slicer_module=newer)
     assert ensured == [(["dfm50n-no-such-module-xyz>=1"], "DFM50N")]
@@ -330,8 +345,9 @@ def test_reference_geometry_scores_as_the_upstream_files_exported_from_slicer(sc
     coarse = coarse_sphere()
     ct_node = add_volume(ct)
     seg, ids = add_segmentation({"Tumor": coarse})
-    result = DFM50NLogic().scoreSegment(ct_node, seg, ids["Tumor"], weights=random_weights, geometry="reference",
-                                        checkDependencies=False)
+    result = DFM50NLogic().scoreSegment(
+        ct_node, seg, ids["Tumor"], weights=random_weights, geometry="reference", checkDependencies=False
+    )
     ct_path = io.write_volume(ct, tmp_path / "ct.nii.gz")
     mask_path = io.write_volume(ct.with_array(nn_on_ct(ct, coarse)), tmp_path / "mask.nii.gz")
     files = score_case(ct_path, mask_path, geometry="reference", weights=random_weights)

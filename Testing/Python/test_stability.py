@@ -9,8 +9,8 @@ import pytest
 
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES
 from DFM50NLib.errors import InputError
-from DFM50NLib.scoring.stability import perturb_mask, stability
 from DFM50NLib.geometry.volume import Volume
+from DFM50NLib.scoring.stability import perturb_mask, stability
 
 SLOPE = np.array([10.0, 2.0, 0.5])  # HU per mm along R, A, S
 
@@ -97,16 +97,28 @@ def test_perturbations_scores_and_flips(setup):
 
 def test_no_flip_no_warning(setup):
     ct, pm, center, base_mean = setup
-    res = stability(ct, pm, center, {"center": "dt_peak", "orientation": "SPL"}, MeanEncoder(),
-                    LinearClassifier(base_mean, base_score=0.6))
+    res = stability(
+        ct,
+        pm,
+        center,
+        {"center": "dt_peak", "orientation": "SPL"},
+        MeanEncoder(),
+        LinearClassifier(base_mean, base_score=0.6),
+    )
     assert res.n_flipped == 0 and res.warning is None
 
 
 def test_point_centre_skips_mask_perturbations(setup):
     ct, pm, center, base_mean = setup
     enc = MeanEncoder()
-    res = stability(ct, pm, center, {"center": "point", "orientation": "LPS", "point_ras": list(center)}, enc,
-                    LinearClassifier(base_mean))
+    res = stability(
+        ct,
+        pm,
+        center,
+        {"center": "point", "orientation": "LPS", "point_ras": list(center)},
+        enc,
+        LinearClassifier(base_mean),
+    )
     assert enc.calls == [7] and len(res.perturbations) == 6 and res.notes
 
 
@@ -126,6 +138,7 @@ def test_erosion_dilation_match_smaller_and_larger_spheres():
 
     def centroid(m):
         return m.volume.ijk_to_world(np.argwhere(m.volume.array).mean(axis=0))
+
     np.testing.assert_allclose(centroid(di), centroid(pm), atol=1e-6)  # same world position after padding
     np.testing.assert_allclose(centroid(er), centroid(pm), atol=1e-6)
 
@@ -133,13 +146,13 @@ def test_erosion_dilation_match_smaller_and_larger_spheres():
 def test_physical_margin_on_anisotropic_grid_is_not_one_voxel(setup):
     _, pm, _, _ = setup  # sphere r = 8 mm on 0.7 x 0.7 x 2.5 mm, slices at centre + k * 2.5 mm
     er = perturb_mask(pm, "erode", 1.0)
-    slices = lambda m: int(np.any(m.volume.array, axis=(0, 1)).sum())  # noqa: E731
+    slices = lambda m: int(np.any(m.volume.array, axis=(0, 1)).sum())
     # slices at centre +-1.25, 3.75, 6.25 mm: the outermost (boundary halfway to 8.75) is 1.25 mm deep: kept
     assert slices(er) == slices(pm) == 6
     # in a central slice (1.25 mm off the centre) the disk loses 1 mm of radius (0.7 mm pixels), not 2.5 mm
-    mid = lambda m: int(m.volume.array[:, :, m.volume.array.shape[2] // 2].sum()) * 0.49  # noqa: E731
-    assert mid(er) == pytest.approx(math.pi * (7 ** 2 - 1.25 ** 2), rel=0.06)
-    assert mid(pm) == pytest.approx(math.pi * (8 ** 2 - 1.25 ** 2), rel=0.06)
+    mid = lambda m: int(m.volume.array[:, :, m.volume.array.shape[2] // 2].sum()) * 0.49
+    assert mid(er) == pytest.approx(math.pi * (7**2 - 1.25**2), rel=0.06)
+    assert mid(pm) == pytest.approx(math.pi * (8**2 - 1.25**2), rel=0.06)
 
 
 def test_mask_eroded_away_is_skipped(setup):

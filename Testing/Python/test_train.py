@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.cli import models as models_cli
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
 from DFM50NLib.errors import ModelError
+from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.model.train import read_feature_table, train_model, youden_threshold
 
 sklearn = pytest.importorskip("sklearn")
-from sklearn.metrics import roc_auc_score  # noqa: E402
+from sklearn.metrics import roc_auc_score
 
 
 def _cohort(n=160, seed=0, separation=1.5):
@@ -48,7 +48,7 @@ def test_train_on_separable_cohort(tmp_path):
     assert auc > 0.9 and tr["training_auc"] == pytest.approx(auc, abs=1e-12)
     assert 0 < clf.threshold < 1 and clf.threshold == tr["threshold"]["value"]
     # the threshold is a Youden cut-off: no other cut-off on the training scores does better
-    j = lambda t: (p[y == 1] >= t).mean() + (p[y == 0] < t).mean() - 1  # noqa: E731
+    j = lambda t: (p[y == 1] >= t).mean() + (p[y == 0] < t).mean() - 1
     assert j(clf.threshold) >= max(j(t) for t in np.unique(p)) - 1e-12
     assert tr["n_cases"] == 160 and tr["n_positive"] == int(y.sum()) and tr["seed"] == 0
     cv = tr["cross_validation"]
@@ -78,9 +78,25 @@ def test_all_4096_columns_oob_threshold_and_cli(tmp_path, capsys):
     csv_path = _write(tmp_path / "all.csv", [*(f"pred_{i}" for i in range(4096)), "label"], rows)
     parser = argparse.ArgumentParser()
     models_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train", "--features", str(csv_path), "--label", "label", "--out",
-                              str(tmp_path / "m"), "--youden-on", "oob", "--seed", "3", "--geometry", "physical",
-                              "--orientation", "LPS"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--features",
+            str(csv_path),
+            "--label",
+            "label",
+            "--out",
+            str(tmp_path / "m"),
+            "--youden-on",
+            "oob",
+            "--seed",
+            "3",
+            "--geometry",
+            "physical",
+            "--orientation",
+            "LPS",
+        ]
+    )
     assert args.func(args) == 0
     clf = load_classifier(tmp_path / "m")
     assert clf.metadata["training"]["threshold"]["on"] == "oob" and 0 < clf.threshold < 1
@@ -116,14 +132,13 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ModelError, match=r"1 missing.*case005 \(pred_2857\)"):
         read_feature_table(_write(tmp_path / "d.csv", ["case_id", *DFM50N_FEATURE_NAMES, "olm"], rows))
     with pytest.raises(ModelError, match="both name FCIB feature 93"):
-        read_feature_table(_csv(tmp_path / "e.csv", np.c_[X, X[:, 7]], y,
-                                names=(*DFM50N_FEATURE_NAMES, "FCIB50N_F93")))
+        read_feature_table(_csv(tmp_path / "e.csv", np.c_[X, X[:, 7]], y, names=(*DFM50N_FEATURE_NAMES, "FCIB50N_F93")))
     with pytest.raises(ModelError, match="youden_on"):
         train_model(good, tmp_path / "m", youden_on="test")
 
 
 def test_ids_and_x_order_do_not_matter(tmp_path):
-    """Columns in any order and spelling give the same model as the SPEC order."""
+    """Columns in any order and spelling give the same model as the METHOD.md §2.8 order."""
     X, y = _cohort(n=60, seed=4)
     a = load_classifier(train_model(_csv(tmp_path / "a.csv", X, y), tmp_path / "a"))
     perm = np.random.default_rng(0).permutation(9)

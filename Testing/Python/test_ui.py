@@ -23,8 +23,13 @@ def ui_widgets() -> dict:
 def module_lists() -> dict:
     """DFM50N.py's module-level NAME = [literal list] assignments (the combo-box choices)."""
     tree = ast.parse(MODULE.read_text())
-    return {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-            and isinstance(n.value, ast.List) for t in n.targets if isinstance(t, ast.Name)}
+    return {
+        t.id: ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.List)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
 
 
 def list_value(node_or_text, lists):
@@ -41,8 +46,11 @@ def parameter_fields() -> dict:
     fields = {}
     for stmt in cls.body:
         if isinstance(stmt, ast.AnnAssign):
-            choice = [c for c in ast.walk(stmt.annotation) if isinstance(c, ast.Call)
-                      and getattr(c.func, "id", "") == "Choice"]
+            choice = [
+                c
+                for c in ast.walk(stmt.annotation)
+                if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Choice"
+            ]
             fields[stmt.target.id] = list_value(choice[0].args[0], lists) if choice else None
     return fields
 
@@ -56,14 +64,25 @@ def test_ui_parses_and_every_widget_the_code_uses_exists():
 
 def test_required_controls_are_there_with_the_right_classes():
     w = ui_widgets()
-    expected = {"inputVolumeSelector": "qMRMLNodeComboBox", "segmentSelector": "qMRMLSegmentSelectorWidget",
-                "allSegmentsCheckBox": "QCheckBox", "centerMethodComboBox": "QComboBox",
-                "advancedCollapsibleButton": "ctkCollapsibleButton", "weightsPathLineEdit": "ctkPathLineEdit",
-                "classifierPathLineEdit": "ctkPathLineEdit", "smokingComboBox": "QComboBox",
-                "spiculationComboBox": "QComboBox", "shortAxisSpinBox": "QDoubleSpinBox",
-                "scoreButton": "QPushButton", "progressBar": "QProgressBar", "showCubeButton": "QPushButton",
-                "openReportButton": "QPushButton", "editSegmentButton": "QPushButton",
-                "downloadWeightsButton": "QPushButton", "browseWeightsButton": "QPushButton"}
+    expected = {
+        "inputVolumeSelector": "qMRMLNodeComboBox",
+        "segmentSelector": "qMRMLSegmentSelectorWidget",
+        "allSegmentsCheckBox": "QCheckBox",
+        "centerMethodComboBox": "QComboBox",
+        "advancedCollapsibleButton": "ctkCollapsibleButton",
+        "weightsPathLineEdit": "ctkPathLineEdit",
+        "classifierPathLineEdit": "ctkPathLineEdit",
+        "smokingComboBox": "QComboBox",
+        "spiculationComboBox": "QComboBox",
+        "shortAxisSpinBox": "QDoubleSpinBox",
+        "scoreButton": "QPushButton",
+        "progressBar": "QProgressBar",
+        "showCubeButton": "QPushButton",
+        "openReportButton": "QPushButton",
+        "editSegmentButton": "QPushButton",
+        "downloadWeightsButton": "QPushButton",
+        "browseWeightsButton": "QPushButton",
+    }
     assert {k: w[k].get("class") for k in expected} == expected
     types = [s.text for s in w["inputVolumeSelector"].iter("string")]
     assert "vtkMRMLScalarVolumeNode" in types

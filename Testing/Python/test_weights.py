@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from DFM50NLib.model import fcib
-from DFM50NLib.model import weights
 from DFM50NLib.errors import WeightsError
+from DFM50NLib.model import fcib, weights
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +35,9 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """A valid-structure checkpoint of ~100 KB (every tensor a stride-0 view of one element)."""
-    state = {k: torch.zeros((), dtype=v.dtype).expand(v.shape)
-             for k, v in fcib.build_trunk("meta").state_dict().items()}
+    state = {
+        k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in fcib.build_trunk("meta").state_dict().items()
+    }
     path = tmp_path_factory.mktemp("tiny") / "tiny.torch"
     torch.save({"trunk_state_dict": state}, path)
     return path
@@ -89,7 +89,7 @@ class Server:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 for i in range(start, stop, 1 << 20):
-                    self.wfile.write(data[i:min(i + (1 << 20), stop)])
+                    self.wfile.write(data[i : min(i + (1 << 20), stop)])
                 self.close_connection = True
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -124,12 +124,18 @@ def dl(server, name, dest, size, **kw):
 
 # ---------------------------------------------------------------------------------------------- resolve
 
+
 def test_resolve_order_and_errors(tmp_path, tiny, monkeypatch):
     with pytest.raises(WeightsError) as info:
         weights.resolve_weights()
     msg = str(info.value)
-    for needle in ("--weights PATH", "DFM50N_FCIB_WEIGHTS", "Slicer", "python -m DFM50NLib weights download",
-                   str(weights.cached_weights_path())):
+    for needle in (
+        "--weights PATH",
+        "DFM50N_FCIB_WEIGHTS",
+        "Slicer",
+        "python -m DFM50NLib weights download",
+        str(weights.cached_weights_path()),
+    ):
         assert needle in msg
     cached = weights.cached_weights_path()
     cached.parent.mkdir(parents=True)
@@ -164,6 +170,7 @@ def test_no_network_without_download(server):
 
 # ---------------------------------------------------------------------------------------------- download
 
+
 def test_download_full_size_checkpoint(server, random_weights, tmp_path, monkeypatch):
     """The real-size file: progress reported, checked, put in place, hash recorded; then a cache hit."""
     server.files["model_weights.torch"] = (random_weights, "ok")
@@ -172,8 +179,9 @@ def test_download_full_size_checkpoint(server, random_weights, tmp_path, monkeyp
     calls = []
     dest = weights.cached_weights_path()
     try:
-        got = weights.download_weights(f"{server.url}/model_weights.torch", expected_size=size,
-                                       progress=lambda d, t: calls.append((d, t)))
+        got = weights.download_weights(
+            f"{server.url}/model_weights.torch", expected_size=size, progress=lambda d, t: calls.append((d, t))
+        )
         assert got == dest and dest.stat().st_size == size
         assert calls[0] == (0, size) and calls[-1] == (size, size) and len(calls) > 10
         assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))
@@ -280,6 +288,7 @@ def test_force_redownloads_and_lock_blocks_a_second_downloader(server, tiny, tmp
 
 # ---------------------------------------------------------------------------------------------- hash records
 
+
 def test_hash_record_detects_changed_content(tiny, tmp_path):
     path = tmp_path / "w.torch"
     path.write_bytes(tiny.read_bytes())
@@ -314,6 +323,7 @@ def test_verify_rejects_bad_structure(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+
 
 def run_cli(*argv):
     from DFM50NLib.cli import main
