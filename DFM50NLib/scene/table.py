@@ -50,11 +50,20 @@ COLUMNS = (
     ("created", S, "Created", "", "When the score was computed (ISO 8601, UTC)"),
     ("stale", I, "Stale", "", "1 if the segment was edited after scoring: score again"),
     ("warnings", S, "Warnings", "", "Warnings shown with the score"),
-    ("volume_node_id", S, "Volume node", "", "MRML ID of the CT volume node"),
-    ("segmentation_node_id", S, "Segmentation node", "", "MRML ID of the segmentation node"),
     ("segment_id", S, "Segment ID", "", "Segment ID inside the segmentation"),
+    (
+        "exact",
+        S,
+        "Exact values",
+        "",
+        "Every number of the row at full precision (JSON): scenes save numeric columns to 6 digits",
+    ),
 )
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
+# Each row's CT volume and segmentation are MRML node references on the table node, the n-th reference of
+# each role belonging to row n: a scene import remaps them, where ID strings in cells would go stale.
+VOLUME_ROLE, SEGMENTATION_ROLE = "dfm50nVolume", "dfm50nSegmentation"
+REFERENCE_KEYS = {"volume_node_id": VOLUME_ROLE, "segmentation_node_id": SEGMENTATION_ROLE}
 _ARRAY = {D: vtk.vtkDoubleArray, I: vtk.vtkIntArray, S: vtk.vtkStringArray}
 
 
@@ -62,11 +71,11 @@ def get_table(scene, create=True):
     """Our table in `scene` (by attribute, then by name), created with every column when missing."""
     for node in _table_nodes(scene):
         if node.GetAttribute(KIND_ATTRIBUTE) == "1":
-            return ensure_columns(node)
+            return restore_precision(ensure_columns(node))
     node = scene.GetFirstNodeByName(TABLE_NAME)
     if node is not None and node.IsA("vtkMRMLTableNode"):
         node.SetAttribute(KIND_ATTRIBUTE, "1")
-        return ensure_columns(node)
+        return restore_precision(ensure_columns(node))
     if not create:
         return None
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", TABLE_NAME)
@@ -140,15 +149,52 @@ def row_values(
     return values
 
 
+def row_node_id(node, role, row) -> str:
+    """MRML ID of the node row `row` references in `role` ("" when none)."""
+    return node.GetNthNodeReferenceID(role, row) or ""
+
+
 def find_row(node, volume_node_id, segmentation_node_id, segment_id) -> int:
     """Row index of this (volume, segmentation, segment), or -1."""
     t = node.GetTable()
-    cols = [t.GetColumnByName(c) for c in ("volume_node_id", "segmentation_node_id", "segment_id")]
-    key = (volume_node_id, segmentation_node_id, segment_id)
+    seg_col = t.GetColumnByName("segment_id")
     for r in range(t.GetNumberOfRows()):
-        if tuple(c.GetValue(r) for c in cols) == key:
+        if (
+            seg_col.GetValue(r) == segment_id
+            and row_node_id(node, VOLUME_ROLE, r) == volume_node_id
+            and row_node_id(node, SEGMENTATION_ROLE, r) == segmentation_node_id
+        ):
             return r
     return -1
+
+
+def _exact_json(values) -> str:
+    import json
+
+    exact = {}
+    for name, kind, *_ in COLUMNS:
+        v = values.get(name)
+        if kind == D and v is not None:
+            exact[name] = repr(float(v))  # repr: the shortest text that reads back to the same double
+    return json.dumps(exact, sort_keys=True)
+
+
+def restore_precision(node):
+    """Numeric columns back to full precision from the "exact" cells (after loading a saved scene)."""
+    import json
+
+    t = node.GetTable()
+    col = t.GetColumnByName("exact")
+    if col is None:
+        return node
+    for r in range(t.GetNumberOfRows()):
+        text = col.GetValue(r)
+        for name, value in (json.loads(text) if text else {}).items():
+            arr = t.GetColumnByName(name)
+            if arr is not None:
+                arr.SetValue(r, float(value))
+    t.Modified()
+    return node
 
 
 def set_row(node, values: dict) -> int:
@@ -161,20 +207,30 @@ def set_row(node, values: dict) -> int:
         for name, kind, *_ in COLUMNS:
             arr = t.GetColumnByName(name)
             arr.InsertNextValue("" if kind == S else (0 if kind == I else float("nan")))
+    values = dict(values, exact=_exact_json(values))
     for name, kind, *_ in COLUMNS:
         _set(t.GetColumnByName(name), row, kind, values.get(name))
+    for key, role in REFERENCE_KEYS.items():
+        node.SetNthNodeReferenceID(role, row, values[key])
     t.Modified()
     node.Modified()
     return row
 
 
 def get_row(node, row) -> dict:
-    """A row as a dict of Python values (NaN for missing numbers)."""
+    """A row as a dict of Python values (NaN for missing numbers; numbers at full precision), with the
+    MRML IDs its node references point at now (`volume_node_id`, `segmentation_node_id`)."""
+    import json
+
     t = node.GetTable()
     out = {}
     for name, kind, *_ in COLUMNS:
         v = t.GetColumnByName(name).GetValue(row)
         out[name] = v if kind == S else (int(v) if kind == I else float(v))
+    for name, value in (json.loads(out["exact"]) if out["exact"] else {}).items():
+        out[name] = float(value)
+    for key, role in REFERENCE_KEYS.items():
+        out[key] = row_node_id(node, role, row)
     return out
 
 
