@@ -94,6 +94,9 @@ class SceneParameters:
 
     def __init__(self, node):
         object.__setattr__(self, "parameterNode", node)
+        for field in FIELDS if node is not None else ():  # as the wrapper does: write missing defaults
+            if not node.HasParameter(field.name):
+                setattr(self, field.name, field.default)
 
     def __getattr__(self, name):
         field = FIELD_BY_NAME.get(name)

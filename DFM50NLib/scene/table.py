@@ -168,28 +168,34 @@ def find_row(node, volume_node_id, segmentation_node_id, segment_id) -> int:
     return -1
 
 
-def _exact_json(values) -> str:
-    import json
+def _exact_text(values) -> str:
+    """name=repr(value);... for the double columns: repr is the shortest text that reads back to the
+    same double, and the text has no quote, comma or tab for the .tsv/.csv writer to mangle."""
+    return ";".join(
+        f"{name}={float(values[name])!r}" for name, kind, *_ in COLUMNS if kind == D and values.get(name) is not None
+    )
 
-    exact = {}
-    for name, kind, *_ in COLUMNS:
-        v = values.get(name)
-        if kind == D and v is not None:
-            exact[name] = repr(float(v))  # repr: the shortest text that reads back to the same double
-    return json.dumps(exact, sort_keys=True)
+
+def _parse_exact(text) -> dict:
+    out = {}
+    for item in (text or "").split(";"):
+        name, sep, value = item.partition("=")
+        if sep:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue  # a hand-edited cell: the numeric column stays as it is
+    return out
 
 
 def restore_precision(node):
     """Numeric columns back to full precision from the "exact" cells (after loading a saved scene)."""
-    import json
-
     t = node.GetTable()
     col = t.GetColumnByName("exact")
     if col is None:
         return node
     for r in range(t.GetNumberOfRows()):
-        text = col.GetValue(r)
-        for name, value in (json.loads(text) if text else {}).items():
+        for name, value in _parse_exact(col.GetValue(r)).items():
             arr = t.GetColumnByName(name)
             if arr is not None:
                 arr.SetValue(r, float(value))
@@ -207,7 +213,7 @@ def set_row(node, values: dict) -> int:
         for name, kind, *_ in COLUMNS:
             arr = t.GetColumnByName(name)
             arr.InsertNextValue("" if kind == S else (0 if kind == I else float("nan")))
-    values = dict(values, exact=_exact_json(values))
+    values = dict(values, exact=_exact_text(values))
     for name, kind, *_ in COLUMNS:
         _set(t.GetColumnByName(name), row, kind, values.get(name))
     for key, role in REFERENCE_KEYS.items():
@@ -220,15 +226,14 @@ def set_row(node, values: dict) -> int:
 def get_row(node, row) -> dict:
     """A row as a dict of Python values (NaN for missing numbers; numbers at full precision), with the
     MRML IDs its node references point at now (`volume_node_id`, `segmentation_node_id`)."""
-    import json
-
     t = node.GetTable()
     out = {}
     for name, kind, *_ in COLUMNS:
         v = t.GetColumnByName(name).GetValue(row)
         out[name] = v if kind == S else (int(v) if kind == I else float(v))
-    for name, value in (json.loads(out["exact"]) if out["exact"] else {}).items():
-        out[name] = float(value)
+    for name, value in _parse_exact(out["exact"]).items():
+        if name in out:
+            out[name] = value
     for key, role in REFERENCE_KEYS.items():
         out[key] = row_node_id(node, role, row)
     return out
