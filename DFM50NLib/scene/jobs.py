@@ -266,7 +266,14 @@ class DownloadJob(BackgroundJob):
         from DFM50NLib.model import weights
 
         self.report(0.0, "Connecting", "download")
-        return weights.download_weights(dest=self.dest, progress=self._progress, **self.kwargs)
+        try:
+            return weights.download_weights(dest=self.dest, progress=self._progress, **self.kwargs)
+        except ImportError as exc:  # the final structure check loads the file with torch
+            raise DFM50NError(
+                f"The weights file was downloaded but cannot be checked without PyTorch ({exc}); it is kept. "
+                "Press Score (it offers to install PyTorch through the PyTorch extension), then Download "
+                "again: it finishes without downloading anything."
+            ) from exc
 
     def _progress(self, done, total):
         mb = 1024 * 1024

@@ -85,13 +85,17 @@ class PanelView:
 class PanelPresenter:
     """Qt-free controller of the DFM50N panel.
 
-    presenter = PanelPresenter(logic, params=None, settings=None)
+    presenter = PanelPresenter(logic, params=None, settings=None, confirm=None, checkDependencies=True)
         logic: DFM50NLogic (its scene is used); params: the parameter node wrapper (default
-        `logic.getParameterNode()`); settings: QSettings-like `value`/`setValue` for machine settings.
+        `logic.getParameterNode()`); settings: QSettings-like `value`/`setValue` for machine settings;
+        confirm(message) -> bool: asked before installing a missing package (None = never install: a
+        missing package is an error that says how to install it).
     """
 
-    def __init__(self, logic, params=None, settings=None):
+    def __init__(self, logic, params=None, settings=None, confirm=None, checkDependencies=True):
         self.logic = logic
+        self.confirm = confirm
+        self.checkDependencies = checkDependencies
         self.params = params if params is not None else logic.getParameterNode()
         self.settings = settings if settings is not None else MemorySettings()
         self.job = None  # ScoringJob running or last run
@@ -194,6 +198,10 @@ class PanelPresenter:
         if problem:
             raise DFM50NError(problem)
         p = self.params
+        if self.checkDependencies:  # main thread, before any work; installs only with consent
+            from DFM50NLib.scene import dependencies
+
+            dependencies.ensure(self.confirm, dependencies.for_scoring(p.geometry))
         seg = p.segmentationNode
         ids = _segment_ids(seg) if p.allSegments else [p.segmentId]
         self._error = self._errors = ""
@@ -283,8 +291,16 @@ class PanelPresenter:
         return self.logic.reportTextNode(s.result, s.volume_node, s.segmentation_node, s.segment_id)
 
     def writeReport(self, outDir, segmentId=None, formats=("html",)):
-        """The full report of the scored segment into outDir; returns {kind: path}."""
+        """The full report of the scored segment into outDir; returns {kind: path}. The report's figures
+        need matplotlib: offered for installation first (declined = the short report, said in status)."""
         s = self.current(segmentId)
+        if self.checkDependencies:
+            from DFM50NLib.scene import dependencies
+
+            try:
+                dependencies.ensure(self.confirm, dependencies.REPORT_REQUIREMENTS)
+            except dependencies.DependencyError:
+                self._status = "Short report (no pictures): matplotlib is not installed."
         return self.logic.writeReport(s.result, s.volume_node, s.segmentation_node, s.segment_id, outDir, formats)
 
     def measureShortAxis(self):
