@@ -20,7 +20,7 @@ from DFM50NLib.scene import mrml
 from DFM50NLib.scene import table as st
 
 MODEL_SETTING = "DFM50N/ClassifierFolder"  # machine settings (QSettings in Slicer), never in the scene
-WEIGHTS_SETTING = "DFM50N/WeightsPath"
+WEIGHTS_SETTING = "DFM50N/FCIBWeightsPath"  # = model.weights.SETTING_NAME
 REPORT_ATTRIBUTE = "DFM50N.Report"  # "1" on our report text nodes
 SEGMENT_ATTRIBUTE = "DFM50N.SegmentID"  # segment IDs are not MRML IDs: plain text is right for them
 KIND_ATTRIBUTE = "DFM50N.Kind"  # report | cubeROI | cubeVolume
