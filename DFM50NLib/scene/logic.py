@@ -182,6 +182,9 @@ class DFM50NLogic(_LogicBase):
             from DFM50NLib.scene import dependencies
 
             dependencies.ensure(confirm)
+        from DFM50NLib.scene.jobs import resolve_device
+
+        options["device"] = resolve_device(options.get("device", "cpu"))
         self._step(progress, 0.05, "Reading the segment on the CT grid")
         ct = mrml.volume_from_node(volumeNode)
         mask = mrml.segment_mask(volumeNode, segmentationNode, segmentId)

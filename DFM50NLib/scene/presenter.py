@@ -372,7 +372,8 @@ class PanelPresenter:
         v.error, v.errors = self._error, self._errors
         self._renderResults(v)
         idle = state == IDLE
-        v.show_cube_enabled = v.open_report_enabled = idle and bool(self.scored)
+        v.open_report_enabled = idle and bool(self.scored)
+        v.show_cube_enabled = idle and any(s.result.geometry == "physical" for s in self.scored)
         p = self.params
         has_segment = bool(p is not None and p.segmentationNode is not None and p.segmentId)
         v.edit_segment_enabled = has_segment

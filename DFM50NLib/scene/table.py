@@ -89,8 +89,21 @@ def _table_nodes(scene):
     return out
 
 
+def _migrate_id_columns(node):
+    """Tables saved before rows used node references kept the MRML IDs in text columns: turn them into
+    references (right for a scene loaded on its own; an import may already have remapped other nodes)."""
+    table = node.GetTable()
+    for key, role in REFERENCE_KEYS.items():
+        col = table.GetColumnByName(key)
+        if col is not None and node.GetNumberOfNodeReferences(role) == 0:
+            for r in range(table.GetNumberOfRows()):
+                node.SetNthNodeReferenceID(role, r, col.GetValue(r))
+            table.RemoveColumnByName(key)
+
+
 def ensure_columns(node):
     """Add missing columns (typed, with title, unit, description); existing data is kept."""
+    _migrate_id_columns(node)
     table = node.GetTable()
     rows = table.GetNumberOfRows()
     for name, kind, title, unit, description in COLUMNS:

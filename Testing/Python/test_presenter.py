@@ -234,3 +234,33 @@ def test_weights_download_runs_in_the_background_and_cancel_keeps_the_part(panel
         assert v.status == f"FCIB weights ready: {dest}"
     finally:
         server.shutdown()
+
+
+def test_reference_geometry_and_auto_device_in_the_background_job(panel):
+    """The worker runs the upstream-parity path too, and "auto" picks the CPU on a machine without CUDA."""
+    import torch
+
+    scene, ct_node, seg, ids, logic, presenter, weights = panel
+    presenter.params.inputVolume = ct_node
+    presenter.selectSegment(seg, ids["Tumor"])
+    presenter.setParameter("geometry", "reference")
+    presenter.setParameter("device", "auto")
+    presenter.apply()
+    v = presenter.wait(300)
+    assert v.status == "Scored 1 segment.", v.error
+    [scored] = presenter.scored
+    direct = DFM50NLogic(scene).scoreSegment(
+        ct_node,
+        seg,
+        ids["Tumor"],
+        weights=weights,
+        geometry="reference",
+        checkDependencies=False,
+        addToTable=False,
+        reportNode=False,
+    )
+    assert scored.result.geometry == "reference" and abs(scored.result.score - direct.score) < 1e-7
+    assert scored.result.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert not v.show_cube_enabled and v.open_report_enabled  # a reference cube is not a 50 mm box
+    with pytest.raises(DFM50NError, match="physical geometry"):
+        presenter.showCube()

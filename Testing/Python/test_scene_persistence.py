@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from slicer_harness import add_segmentation, add_volume, fresh_scene, linear_transform, slicer
+from slicer_harness import add_segmentation, add_volume, fresh_scene, linear_transform, slicer, vtk
 
 from DFM50NLib.geometry.synthetic import make_grid, sphere_case
 from DFM50NLib.scene import params as P
@@ -192,3 +192,21 @@ def test_jump_goes_to_the_world_centre_when_the_ct_is_under_a_transform(random_w
     roi_local_centre = c2r[:3, :3] @ np.full(3, 24.5) + c2r[:3, 3]
     np.testing.assert_allclose(roi.GetCenterWorld(), roi_local_centre + shift[:3, 3], atol=1e-6)
     assert cube.GetParentTransformNode() is t
+
+
+def test_a_table_saved_with_id_columns_gets_node_references():
+    """Scenes written before rows used node references: the ID text columns become references."""
+    scene = fresh_scene()
+    ct_node, seg, ids = build()
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", st.TABLE_NAME)
+    old = (("segment_id", ids["Node"]), ("volume_node_id", ct_node.GetID()), ("segmentation_node_id", seg.GetID()))
+    for name, value in old:
+        col = vtk.vtkStringArray()
+        col.SetName(name)
+        col.InsertNextValue(value)
+        node.GetTable().AddColumn(col)
+    table = st.get_table(scene, create=False)
+    assert table is node and table.GetTable().GetColumnByName("volume_node_id") is None
+    row = st.get_row(table, 0)
+    assert (row["volume_node_id"], row["segmentation_node_id"]) == (ct_node.GetID(), seg.GetID())
+    assert row["segment_id"] == ids["Node"] and table.GetTable().GetNumberOfRows() == 1
