@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from DFM50NLib.errors import DFM50NError
+from DFM50NLib.scene.device import resolve_device
 
 RUNNING, CANCELLING, CANCELLED, FAILED, DONE = "running", "cancelling", "cancelled", "failed", "done"
 
@@ -160,20 +161,6 @@ class ScoredSegment:
     segment_id: str
     segment_name: str
     mask_sha256: str
-
-
-def resolve_device(device):
-    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without one is a clear error."""
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise DFM50NError("Device CUDA was chosen but PyTorch sees no CUDA GPU: choose Auto or CPU.")
-    return device
 
 
 class ScoringJob(BackgroundJob):

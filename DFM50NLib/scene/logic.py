@@ -182,7 +182,7 @@ class DFM50NLogic(_LogicBase):
             from DFM50NLib.scene import dependencies
 
             dependencies.ensure(confirm)
-        from DFM50NLib.scene.jobs import resolve_device
+        from DFM50NLib.scene.device import resolve_device
 
         options["device"] = resolve_device(options.get("device", "cpu"))
         self._step(progress, 0.05, "Reading the segment on the CT grid")
