@@ -127,15 +127,6 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DFM50NLogic(parameterWrapper=DFM50NParameterNode)
         self.presenter = PanelPresenter(self.logic, None, qt.QSettings(), confirm=confirmInstall)
-        for combo, items in (
-            (self.ui.centerMethodComboBox, CENTER_CHOICES),
-            (self.ui.orientationComboBox, ORIENTATION_CHOICES),
-            (self.ui.geometryComboBox, GEOMETRY_CHOICES),
-            (self.ui.deviceComboBox, DEVICE_CHOICES),
-            (self.ui.smokingComboBox, YES_NO_CHOICES),
-            (self.ui.spiculationComboBox, YES_NO_CHOICES),
-        ):
-            combo.addItems(items)
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self.onTimer)
