@@ -315,7 +315,7 @@ class ReportViewer:
 
     def show(self, htmlPath):
         self.htmlPath = str(htmlPath)
-        self.web.setUrl(qt.QUrl.fromLocalFile(self.htmlPath).toString())
+        self.web.url = qt.QUrl.fromLocalFile(self.htmlPath).toString()
         self.dialog.show()
         self.dialog.raise_()
 

@@ -124,6 +124,8 @@ class PanelPresenter:
         """The segment selector changed; ignored while a job runs (the job has its own copy anyway)."""
         if self.params is None or self.state() != IDLE:
             return
+        if segmentationNode is None or segmentationNode.GetSegmentation().GetSegment(segmentId or "") is None:
+            segmentId = ""  # qMRMLSegmentSelectorWidget can report the previous node's segment ID
         self.params.segmentationNode = segmentationNode
         self.params.segmentId = segmentId or ""
 

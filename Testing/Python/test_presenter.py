@@ -66,6 +66,8 @@ def test_state_machine_from_empty_panel_to_result(panel):
     assert presenter.view().apply_tooltip == "Select the segmentation that holds the lesion."
     presenter.selectSegment(seg, "")
     assert presenter.view().apply_tooltip == "Select the lesion segment."
+    presenter.selectSegment(seg, "Segment_of_another_node")  # a stale ID from the selector is not kept
+    assert presenter.params.segmentId == "" and presenter.view().apply_tooltip == "Select the lesion segment."
     presenter.selectSegment(seg, ids["Tumor"])
     v = presenter.view()
     assert v.apply_enabled and v.apply_text == "Score" and v.measure_enabled and v.edit_segment_enabled
