@@ -373,6 +373,8 @@ class DFM50NTest(ScriptedLoadableModuleTest):
         try:
             self.delayDisplay("Scoring")
             result = DFM50NLogic().scoreSegment(ctNode, segNode, segmentId, weights=weights)
+            self.delayDisplay("Scoring again the way the panel does (background job, polled)")
+            background = self.scoreLikeThePanel(ctNode, segNode, segmentId, weights)
         finally:
             fcib.clear_encoder_cache()
             shutil.rmtree(folder, ignore_errors=True)
@@ -382,5 +384,25 @@ class DFM50NTest(ScriptedLoadableModuleTest):
         table = scene_table.get_table(slicer.mrmlScene, create=False)
         self.assertEqual(table.GetTable().GetNumberOfRows(), 1)
         self.assertAlmostEqual(scene_table.get_row(table, 0)["score"], result.score, places=9)
+        self.assertAlmostEqual(background.score, result.score, places=6)
         logging.info("DFM50N self-test score %.4f", result.score)
         self.delayDisplay("Test passed")
+
+    def scoreLikeThePanel(self, ctNode, segNode, segmentId, weights):
+        """The presenter's path: worker thread, polled from this (the main) thread until it delivers."""
+        import time
+
+        from DFM50NLib.scene.logic import WEIGHTS_SETTING
+        from DFM50NLib.scene.presenter import MemorySettings, PanelPresenter
+
+        presenter = PanelPresenter(DFM50NLogic(), settings=MemorySettings({WEIGHTS_SETTING: weights}))
+        presenter.params.inputVolume = ctNode
+        presenter.selectSegment(segNode, segmentId)
+        presenter.setParameter("device", "cpu")
+        presenter.apply()
+        t0 = time.monotonic()
+        while presenter.poll().polling and time.monotonic() - t0 < 600:
+            time.sleep(0.05)
+        view = presenter.poll()
+        self.assertEqual(view.status, "Scored 1 segment.", view.error)
+        return presenter.scored[0].result

@@ -400,9 +400,10 @@ def test_module_self_test_body_passes_under_slicer_core(scene, random_weights, m
 
     src = (Path(__file__).resolve().parents[2] / "DFM50N.py").read_text()
     cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == "DFM50NTest")
-    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "test_score_synthetic_sphere")
+    wanted = ("test_score_synthetic_sphere", "scoreLikeThePanel")
+    fns = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
     namespace = {"slicer": slicer, "os": os, "logging": logging, "DFM50NLogic": DFM50NLogic}
-    exec(compile(ast.Module(body=[fn], type_ignores=[]), "DFM50N.py", "exec"), namespace)
+    exec(compile(ast.Module(body=fns, type_ignores=[]), "DFM50N.py", "exec"), namespace)
     # the 738 MB random checkpoint is already cached for the test session: link it instead of writing it again
     monkeypatch.setattr(fcib, "save_random_checkpoint", lambda path, seed=0: os.symlink(random_weights, path))
 
@@ -412,6 +413,8 @@ def test_module_self_test_body_passes_under_slicer_core(scene, random_weights, m
 
         def delayDisplay(self, message):
             logging.info(message)
+
+        scoreLikeThePanel = namespace["scoreLikeThePanel"]
 
     namespace["test_score_synthetic_sphere"](Case())
     assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
