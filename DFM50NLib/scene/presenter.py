@@ -13,16 +13,36 @@ MRML; `poll()` writes finished results into the scene.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
 
 from DFM50NLib.constants import DEMO_LABEL
 from DFM50NLib.errors import DFM50NError
 from DFM50NLib.scene import jobs
 from DFM50NLib.scene.logic import MODEL_SETTING, WEIGHTS_SETTING
+from DFM50NLib.scene.view import (
+    CANCELLING,
+    DOWNLOADING,
+    HIGH_COLOR,
+    IDLE,
+    POLL_INTERVAL_MS,
+    RUNNING,
+    PanelView,
+    ResultLine,
+    line_html,
+    model_status,
+    result_line,
+)
 
-IDLE, RUNNING, CANCELLING, DOWNLOADING = "idle", "running", "cancelling", "downloading"
-POLL_INTERVAL_MS = 100
-HIGH_COLOR, LOW_COLOR = "#b3261e", "#1e6b34"
+__all__ = [
+    "CANCELLING",
+    "DOWNLOADING",
+    "IDLE",
+    "POLL_INTERVAL_MS",
+    "RUNNING",
+    "MemorySettings",
+    "PanelPresenter",
+    "PanelView",
+    "ResultLine",
+]
 
 
 class MemorySettings:
@@ -36,50 +56,6 @@ class MemorySettings:
 
     def setValue(self, key, value):
         self.values[key] = value
-
-
-@dataclass
-class ResultLine:
-    """One scored segment as the result box lists it."""
-
-    segment: str
-    score: float
-    threshold: float
-    risk_label: str
-    high_risk: bool
-    demo: bool
-    combined: str = ""  # "Combined model: 0.412 (positive)" or ""
-
-
-@dataclass
-class PanelView:
-    """Everything a front end renders; a plain value object (compare two to skip unchanged repaints)."""
-
-    state: str = IDLE  # idle | running | cancelling | downloading
-    polling: bool = False  # True while a job runs: call poll() every POLL_INTERVAL_MS
-    apply_text: str = "Score"  # "Score" / "Cancel" / "Cancelling…"
-    apply_enabled: bool = False
-    apply_tooltip: str = ""  # why Score is disabled, or what it does
-    inputs_enabled: bool = True  # selectors and options are read-only while a job runs
-    progress_visible: bool = False
-    progress: int = 0  # 0..100
-    status: str = ""
-    result_lines: list = field(default_factory=list)  # ResultLine per scored segment of the last job
-    result_html: str = "Not scored yet."
-    demo_html: str = ""
-    warnings: str = ""
-    errors: str = ""  # per-segment failures of the last job (score-all)
-    error: str = ""  # the last job's failure, to show once (see `takeError`)
-    show_cube_enabled: bool = False
-    open_report_enabled: bool = False
-    edit_segment_enabled: bool = False
-    measure_enabled: bool = False
-    download_visible: bool = False
-    download_text: str = "Download…"
-    weights_status: str = ""
-    classifier_status: str = ""
-    table_id: str = ""  # the table the last job wrote: a front end shows it (layout with a table)
-    revision: int = 0  # increases each time a job delivers results
 
 
 class PanelPresenter:
@@ -351,7 +327,7 @@ class PanelPresenter:
     def modelStatus(self):
         """(weights found?, weights text, classifier text); cached until a path changes."""
         if self._model_status is None:
-            self._model_status = _model_status(self.weightsPath(), self.classifierFolder())
+            self._model_status = model_status(self.weightsPath(), self.classifierFolder())
         return self._model_status
 
     # ------------------------------------------------------------------ view
@@ -386,10 +362,10 @@ class PanelPresenter:
         return v
 
     def _renderResults(self, v):
-        v.result_lines = [_line(s) for s in self.scored]
+        v.result_lines = [result_line(s) for s in self.scored]
         if not v.result_lines:
             return
-        v.result_html = "<br>".join(_line_html(line, len(v.result_lines) > 1) for line in v.result_lines)
+        v.result_html = "<br>".join(line_html(line, len(v.result_lines) > 1) for line in v.result_lines)
         if any(line.demo for line in v.result_lines):
             v.demo_html = f'<b style="color:white;background:{HIGH_COLOR}">&nbsp;{html.escape(DEMO_LABEL)}&nbsp;</b>'
         notes = []
@@ -403,40 +379,3 @@ class PanelPresenter:
 def _segment_ids(segmentationNode) -> list:
     seg = segmentationNode.GetSegmentation()
     return [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
-
-
-def _line(s) -> ResultLine:
-    r = s.result
-    combined = ""
-    if r.combined_probability is not None:
-        combined = f"Combined model: {r.combined_probability:.3f} ({'positive' if r.combined_positive else 'negative'})"
-    return ResultLine(s.segment_name, r.score, r.threshold, r.risk_label, r.high_risk, r.classifier_is_demo, combined)
-
-
-def _line_html(line: ResultLine, named: bool) -> str:
-    color = HIGH_COLOR if line.high_risk else LOW_COLOR
-    name = f"{html.escape(line.segment)}: " if named else ""
-    text = (
-        f'{name}DFM50N score <b style="color:{color}">{line.score:.3f}</b> '
-        f'(threshold {line.threshold:g}): <b style="color:{color}">{html.escape(line.risk_label)}</b>'
-    )
-    return text + (f"<br>{html.escape(line.combined)}" if line.combined else "")
-
-
-def _model_status(weights_path, classifier_folder):
-    try:
-        from DFM50NLib.model.weights import resolve_weights
-
-        path = resolve_weights(weights_path)
-        found, weights_text = True, f"found: {path}"
-    except (DFM50NError, ImportError) as exc:
-        found, weights_text = False, f"not found ({exc})"
-    try:
-        from DFM50NLib.model.classifier import load_classifier
-
-        clf = load_classifier(classifier_folder)
-        demo = f' <b style="color:{HIGH_COLOR}">{html.escape(DEMO_LABEL)}</b>' if clf.is_demo else ""
-        classifier_text = f"{html.escape(clf.name)} (threshold {clf.threshold:g}){demo}"
-    except (DFM50NError, ImportError) as exc:
-        classifier_text = f'<span style="color:{HIGH_COLOR}">{html.escape(str(exc))}</span>'
-    return found, weights_text, classifier_text
