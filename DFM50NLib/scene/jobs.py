@@ -57,8 +57,8 @@ class BackgroundJob:
 
     def cancel(self):
         """Ask the worker to stop; the state becomes `cancelling` until the worker has stopped."""
-        self._cancel.set()
-        with self._lock:
+        with self._lock:  # same lock as `report`: a progress update cannot overwrite "Cancelling…"
+            self._cancel.set()
             if not self._status.finished:
                 self._status = JobStatus(CANCELLING, self._status.fraction, "Cancelling…", self._status.stage)
 
@@ -78,8 +78,8 @@ class BackgroundJob:
 
     def report(self, fraction, message, stage):
         """Called by the worker: progress, and the place where a cancel request takes effect."""
-        self.check_cancel()
         with self._lock:
+            self.check_cancel()
             self._status = JobStatus(RUNNING, float(fraction), message, stage)
 
     def check_cancel(self):

@@ -266,3 +266,18 @@ def test_reference_geometry_and_auto_device_in_the_background_job(panel):
     assert not v.show_cube_enabled and v.open_report_enabled  # a reference cube is not a 50 mm box
     with pytest.raises(DFM50NError, match="physical geometry"):
         presenter.showCube()
+
+
+def test_download_without_torch_keeps_the_file_and_says_what_to_do(monkeypatch, tmp_path):
+    """The download needs no torch; only the final structure check does, and its failure says how to finish."""
+    from DFM50NLib.model import weights
+
+    def fake_download(dest=None, progress=None, **kw):
+        progress(5, 10)
+        raise ModuleNotFoundError("No module named 'torch'")
+
+    monkeypatch.setattr(weights, "download_weights", fake_download)
+    job = jobs.DownloadJob(tmp_path / "w.torch").start()
+    status = job.wait(30)
+    assert status.state == jobs.FAILED and status.fraction == 0.5
+    assert "kept" in status.error and "PyTorch" in status.error and "Download again" in status.error
