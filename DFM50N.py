@@ -287,6 +287,8 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.downloadWeightsButton.visible, self.ui.downloadWeightsButton.text = v.download_visible, v.download_text
         self.ui.downloadWeightsButton.enabled = True
         self.ui.weightsStatusLabel.text, self.ui.classifierStatusLabel.text = v.weights_status, v.classifier_status
+        if self.ui.weightsPathLineEdit.currentPath != v.weights_path:
+            self.ui.weightsPathLineEdit.currentPath = v.weights_path
         self.ui.measureShortAxisButton.enabled = v.measure_enabled
 
     def renderResult(self, v):

@@ -357,6 +357,7 @@ class PanelPresenter:
         v.edit_segment_enabled = has_segment
         v.measure_enabled = idle and has_segment and p.inputVolume is not None
         found, v.weights_status, v.classifier_status = self.modelStatus()
+        v.weights_path = self.weightsPath() or ""
         v.download_visible = not found or state == DOWNLOADING
         v.download_text = "Cancel download" if state == DOWNLOADING else "Download…"
         return v

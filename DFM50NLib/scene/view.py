@@ -54,6 +54,7 @@ class PanelView:
     measure_enabled: bool = False
     download_visible: bool = False
     download_text: str = "Download…"
+    weights_path: str = ""  # the machine setting (also set by a finished download)
     weights_status: str = ""
     classifier_status: str = ""
     table_id: str = ""  # the table the last job wrote: a front end shows it (layout with a table)

@@ -232,7 +232,7 @@ def test_weights_download_runs_in_the_background_and_cancel_keeps_the_part(panel
         assert "cancelled" in v.status and not dest.exists() and part.stat().st_size >= 1 << 20
         presenter.startDownload(dest, url=url, expected_size=len(payload))
         v = poll_until(presenter, lambda v: v.state == IDLE)[-1]
-        assert dest.read_bytes() == payload and presenter.weightsPath() == str(dest)
+        assert dest.read_bytes() == payload and presenter.weightsPath() == str(dest) == v.weights_path
         assert v.status == f"FCIB weights ready: {dest}"
     finally:
         server.shutdown()
