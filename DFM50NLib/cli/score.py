@@ -57,7 +57,11 @@ def register(sub):
 
 def _add_inputs(p):
     p.add_argument("--image", required=True, help="CT: NIfTI, NRRD, MHA/MHD file or a DICOM series folder")
-    p.add_argument("--mask", required=True, help="lesion mask: NIfTI, NRRD, MHA or Slicer .seg.nrrd")
+    p.add_argument(
+        "--mask",
+        required=True,
+        help="lesion mask: NIfTI, NRRD, MHA, Slicer .seg.nrrd, DICOM-SEG or RTSTRUCT (RS*.dcm, with --segment)",
+    )
     p.add_argument("--case-id", default=None, help="case identifier (default: the image file name)")
 
 

@@ -120,8 +120,11 @@ def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
     ct = image if isinstance(image, Volume) else io.read_volume(image)
     notes += io.check_ct_intensities(ct)
     mask_vol = (
-        mask if isinstance(mask, Volume) else io.read_mask(mask, label=options["label"], segment=options["segment"])
+        mask
+        if isinstance(mask, Volume)
+        else io.read_mask(mask, label=options["label"], segment=options["segment"], reference=ct)
     )
+    notes += list(mask_vol.meta.get("warnings", []))
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
