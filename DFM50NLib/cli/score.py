@@ -39,6 +39,13 @@ def register(sub):
         "and warn if the risk label flips; shown in the report",
     )
     o.add_argument("--all-features", action="store_true", help="keep all 4096 FCIB features in the JSON")
+    o.add_argument(
+        "--dicom-sr",
+        default=None,
+        metavar="DIR",
+        help="also write a DICOM SR (TID 1500 measurement report) and a DICOM SEG of the lesion to DIR; "
+        "the CT must be a DICOM series folder",
+    )
     p.set_defaults(func=run_score)
 
     f = sub.add_parser(
@@ -88,6 +95,7 @@ def run_score(args) -> int:
         write_cubes=args.save_cubes,
         report=args.report,
         stability=args.stability,
+        dicom_sr=args.dicom_sr,
         **geometry_kwargs(args),
     )
     print(format_result(result))
