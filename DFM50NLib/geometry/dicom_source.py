@@ -33,29 +33,56 @@ def ct_series_files(folder) -> list:
 
 
 def ct_headers(ct) -> list:
-    """pydicom datasets (no pixel data) of every slice of the CT's series; [] when it did not come from DICOM."""
-    folder = ct_source_folder(ct)
-    if folder is None:
-        return []
+    """pydicom datasets (no pixel data) of the CT's slices, element k = slice k of `ct`; [] when not from DICOM.
+
+    The files are the series folder's (``meta["path"]``, as `read_volume` read it) or an explicit list
+    (``meta["dicom_files"]``, e.g. from Slicer's DICOM database). Each header is placed by its
+    ImagePositionPatient in the volume's own index space, so file order never matters; a header that is
+    not on a slice of the volume (another series, a different grid) is a clear error.
+    """
+    files = list((getattr(ct, "meta", None) or {}).get("dicom_files") or [])
+    if not files:
+        folder = ct_source_folder(ct)
+        if folder is None:
+            return []
+        files = ct_series_files(folder)
+    import numpy as np
     import pydicom
 
-    out = []
-    for f in ct_series_files(folder):
+    from DFM50NLib.geometry.volume import RAS_TO_LPS
+
+    by_k = {}
+    for f in files:
         try:
-            out.append(pydicom.dcmread(f, stop_before_pixels=True))
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
         except Exception as exc:
             raise InputError(f"Cannot read the DICOM header of {f}: {exc}") from None
-    return out
+        lps = np.asarray([float(v) for v in getattr(ds, "ImagePositionPatient", [np.nan] * 3)])
+        ijk = ct.world_to_ijk((RAS_TO_LPS[:3, :3] @ lps)[None, :])[0]
+        k = int(np.round(ijk[2]))
+        if not np.all(np.isfinite(ijk)) or np.max(np.abs(ijk - [0, 0, k])) > 0.01 or not 0 <= k < ct.shape[2]:
+            raise InputError(
+                f"The DICOM file {f} is not a slice of this CT volume (its position maps to voxel index "
+                f"{np.round(ijk, 2).tolist()}); the volume and its DICOM files do not match."
+            )
+        by_k[k] = ds
+    if sorted(by_k) != list(range(ct.shape[2])):
+        raise InputError(
+            f"The CT volume has {ct.shape[2]} slices but its DICOM files give {len(by_k)} distinct slice "
+            "positions; cannot tie every slice to its DICOM image. Put the series in a folder of its own."
+        )
+    return [by_k[k] for k in range(ct.shape[2])]
 
 
 def ct_frame_of_reference(ct) -> str | None:
     """FrameOfReferenceUID of the CT's DICOM series, or None when the CT did not come from DICOM."""
+    files = list((getattr(ct, "meta", None) or {}).get("dicom_files") or [])
     folder = ct_source_folder(ct)
-    if folder is None:
+    if not files and folder is None:
         return None
     import pydicom
 
-    first = ct_series_files(folder)[0]
+    first = files[0] if files else ct_series_files(folder)[0]
     ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["FrameOfReferenceUID"])
     uid = str(getattr(ds, "FrameOfReferenceUID", "") or "")
     return uid or None

@@ -68,11 +68,6 @@ def refuse_if_not_dicom(ct, what="A DICOM SR"):
             + " was not read from a DICOM series. Score the CT's DICOM series folder (--image DICOM_DIR), "
             "or leave out --dicom-sr."
         )
-    if ct is not None and len(headers) != ct.shape[2]:
-        raise InputError(
-            f"The CT's DICOM folder holds {len(headers)} slices but the CT volume has {ct.shape[2]}; "
-            "cannot tie the lesion to its slices. Put the series in a folder of its own."
-        )
     return headers
 
 
