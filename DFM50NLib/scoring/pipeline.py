@@ -279,7 +279,7 @@ def population_warnings(long_axis_mm, coverage) -> list:
     if long_axis_mm is not None and long_axis_mm > POPULATION_MAX_LONG_AXIS_MM:
         why.append(f"its longest diameter is {long_axis_mm:.0f} mm (more than {POPULATION_MAX_LONG_AXIS_MM:.0f} mm)")
     if coverage < 0.999:
-        why.append(f"only {coverage:.0%} of it fits in the 50 mm cube the model sees")
+        why.append(f"only {coverage:.1%} of it fits in the 50 mm cube the model sees")
     if not why:
         return []
     return [

@@ -120,9 +120,9 @@ def test_a_ct_not_from_dicom_is_refused_before_scoring(case, tmp_path, random_we
 def test_out_of_population_warning():
     assert population_warnings(30.0, 1.0) == []
     (w,) = population_warnings(62.4, 0.8)
-    assert w.startswith("Out of population") and "62 mm" in w and "80%" in w and "up to 5 cm" in w
+    assert w.startswith("Out of population") and "62 mm" in w and "80.0%" in w and "up to 5 cm" in w
     (w,) = population_warnings(None, 0.95)
-    assert "95%" in w
+    assert "95.0%" in w
 
 
 def test_batch_writes_an_sr_per_dicom_case_and_warns_for_the_others(case, tmp_path, random_weights):
