@@ -76,8 +76,8 @@ def read_mask(path, label=None, segment=None, reference=None) -> Volume:
         return read_rtstruct(path, reference, label=label, segment=segment)
     if segment is not None:
         raise InputError(
-            f"{path}: a segment name ({segment!r}) was given but this is not a segmentation file "
-            "(Slicer .seg.nrrd, DICOM-SEG or RTSTRUCT); give the lesion's label value instead "
+            f"{path}: a segment name ({segment!r}) was given but this is not a Slicer .seg.nrrd "
+            "segmentation, a DICOM-SEG or an RT Structure Set; give the lesion's label value instead "
             "(--label N), or the segmentation file."
         )
     vol = read_volume(path)
