@@ -248,6 +248,15 @@ def test_cli_score_rtstruct_equals_an_independent_nifti_label_map(case, tmp_path
     assert a["mask_voxels"] == b["mask_voxels"] and a["components_dropped"] == b["components_dropped"] == 1
     np.testing.assert_allclose(a["center_ras"], b["center_ras"], atol=1e-3)
     assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+    # `features` takes the same RTSTRUCT input and gives the features behind that score
+    fcsv = tmp_path / "f.csv"
+    args = ["features", "--image", str(d / "ct"), "--mask", str(rs), "--segment", "GTV-1", "--out", str(fcsv)]
+    assert main(args + common) == 0
+    header, row = fcsv.read_text().splitlines()
+    got = dict(zip(header.split(",")[1:], map(float, row.split(",")[1:])))
+    assert got.keys() == a["features"].keys()
+    for name, value in a["features"].items():
+        assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-6)
 
 
 def test_batch_manifest_takes_an_rtstruct_mask(case, tmp_path, random_weights):
