@@ -277,7 +277,7 @@ def finish(task: Task, prep, features, encoder, classifier, cfg: JobConfig, elap
             stability=stab,
         )
     if cfg.dicom_sr_dir:
-        _write_dicom_sr(result, prep, cfg.dicom_sr_dir)
+        _write_dicom_sr(result, prep, cfg.dicom_sr_dir, task.options.get("segment"))
     return {
         "case_id": task.case_id,
         "row": task.row,
@@ -287,12 +287,12 @@ def finish(task: Task, prep, features, encoder, classifier, cfg: JobConfig, elap
     }
 
 
-def _write_dicom_sr(result, prep, folder):
+def _write_dicom_sr(result, prep, folder, segment=None):
     """The score stands without its SR: a case whose CT is not DICOM gets a warning, not an error."""
     from DFM50NLib.report.dicom_sr import write_dicom_sr
 
     try:
-        write_dicom_sr(result, prep.ct, prep.prepared_mask, Path(folder))
+        write_dicom_sr(result, prep.ct, prep.prepared_mask, Path(folder), segment=segment)
     except InputError as exc:
         result.warnings.append(f"No DICOM SR written: {exc}")
 

@@ -71,7 +71,7 @@ def refuse_if_not_dicom(ct, what="A DICOM SR"):
     return headers
 
 
-def write_dicom_sr(result, ct, prepared_mask, out_dir, *, mask_path=None) -> dict:
+def write_dicom_sr(result, ct, prepared_mask, out_dir, *, mask_path=None, segment=None) -> dict:
     """Write ``<case>.dfm50n.sr.dcm`` (and ``<case>.dfm50n.seg.dcm`` unless the mask was a DICOM-SEG).
 
     Returns {"sr": path, "seg": path (the referenced SEG), "tracking_uid": uid}. Files are written atomically.
@@ -95,7 +95,7 @@ def write_dicom_sr(result, ct, prepared_mask, out_dir, *, mask_path=None) -> dic
         import pydicom
 
         seg = pydicom.dcmread(str(mask_path), stop_before_pixels=True)
-        segment_number = _segment_number(seg, result)
+        segment_number = _segment_number(seg, result, segment)
         paths["seg"] = Path(mask_path)
     else:
         seg = lesion_seg(result, headers, prepared_mask)
@@ -113,15 +113,12 @@ def _save(ds, path):
     return Path(path)
 
 
-def _segment_number(seg, result) -> int:
-    from DFM50NLib.geometry.io import dicom_seg_segments
+def _segment_number(seg, result, segment=None) -> int:
+    """The scored segment of a DICOM-SEG mask, chosen as `read_mask` chose it (name, or number)."""
+    from DFM50NLib.geometry.io import _choose_dicom_segment, dicom_seg_segments
 
-    table = dicom_seg_segments(seg)
-    if result.label is not None:
-        return int(result.label)
-    if len(table) == 1:
-        return table[0]["number"]
-    raise InputError("The DICOM-SEG mask holds several segments; the SR needs the scored one (--label N).")
+    label = None if result.label is None else int(result.label)
+    return _choose_dicom_segment(result.mask_path, dicom_seg_segments(seg), label, segment)
 
 
 def lesion_seg(result, headers, prepared_mask):

@@ -397,7 +397,7 @@ def score_case(
     if dicom_sr is not None:
         from DFM50NLib.report.dicom_sr import write_dicom_sr
 
-        write_dicom_sr(result, prep.ct, prep.prepared_mask, dicom_sr)
+        write_dicom_sr(result, prep.ct, prep.prepared_mask, dicom_sr, segment=segment)
     return result
 
 

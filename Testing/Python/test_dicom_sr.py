@@ -96,14 +96,19 @@ def test_sr_reads_back_to_the_same_score_and_passes_dciodvfy(case, tmp_path, ran
 def test_sr_references_a_given_dicom_seg_instead_of_writing_one(case, tmp_path, random_weights):
     d, ct, mask, sources, _ = case
     seg_in = tmp_path / "lesion_seg.dcm"
-    make_seg(sources, {"lesion": np.asarray(mask.array)}, seg_in, list(range(ct.shape[2])))
+    other = np.zeros(mask.shape, np.uint8)
+    other[2:6, 3:8, 1:3] = 1
+    make_seg(sources, {"vessel": other, "lesion": np.asarray(mask.array)}, seg_in, list(range(ct.shape[2])))
     srdir = tmp_path / "sr"
-    args = ["score", "--image", str(d / "ct"), "--mask", str(seg_in), "--weights", str(random_weights)]
+    args = ["score", "--image", str(d / "ct"), "--mask", str(seg_in), "--segment", "lesion"]
+    args += ["--weights", str(random_weights)]
     assert main(args + ["--out", str(tmp_path / "o"), "--dicom-sr", str(srdir), "--case-id", "c2"]) == 0
     assert sorted(p.name for p in srdir.iterdir()) == ["c2.dfm50n.sr.dcm"]
     sr = hd.sr.srread(str(srdir / "c2.dfm50n.sr.dcm"))
     (img,) = [i for i in content_items(sr.ContentSequence) if getattr(i, "ValueType", "") == "IMAGE"]
-    assert img.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == __import__("pydicom").dcmread(seg_in).SOPInstanceUID
+    ref = img.ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == __import__("pydicom").dcmread(seg_in).SOPInstanceUID
+    assert int(ref.ReferencedSegmentNumber) == 2  # "lesion" is the SEG's second segment
 
 
 def test_a_ct_not_from_dicom_is_refused_before_scoring(case, tmp_path, random_weights):
