@@ -33,6 +33,8 @@ COMBINED_COEF_SHORT_AXIS_CM = -0.33883
 COMBINED_COEF_SPICULATED = -0.19792
 COMBINED_COEF_DFM50N = 6.22427
 COMBINED_THRESHOLD = 0.254
+# DFM50N was developed on cT1-2 lung cancers: tumours up to 5 cm (METHOD.md §1); larger ones are out of population.
+POPULATION_MAX_LONG_AXIS_MM = 50.0
 
 # FCIB foundation model v1.0.0 (METHOD.md §2.7).
 FCIB_VERSION = "1.0.0"

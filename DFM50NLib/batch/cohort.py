@@ -78,6 +78,7 @@ def score_cohort(
     download: bool = False,
     stability: bool = False,
     features_format: str = "csv",
+    dicom_sr=None,
 ) -> BatchSummary:
     """Score a cohort into `out_dir`; returns counts and paths. Safe to re-run (resumes).
 
@@ -120,6 +121,7 @@ def score_cohort(
         cfg, identity = _job_config(
             weights, model, device, save_features, batch_size, out / "reports" if report else None, download, stability
         )
+        cfg.dicom_sr_dir = str(Path(dicom_sr).resolve()) if dicom_sr else None  # SR + SEG per DICOM case
         tasks = [_task(c, base, identity, stability) for c in cases]
         atomic.write_text(
             out / "batch_config.json",

@@ -38,6 +38,7 @@ class JobConfig:
     report_dir: Optional[str] = None  # write a report per case there (needs DFM50NLib.report.writer)
     weights_sha256: str = ""  # what the driver hashed; a worker's own copy must match it
     stability: bool = False  # run the stability panel per case (8 more cubes through the network)
+    dicom_sr_dir: Optional[str] = None  # write a DICOM SR + SEG per case there (DICOM CTs only)
 
 
 @dataclass
@@ -171,7 +172,7 @@ def run_tasks(
     bs = max(1, int(cfg.batch_size))
     q: queue.Queue = queue.Queue(maxsize=bs + 1)
     stop = stop or threading.Event()
-    keep_volumes = cfg.report_dir is not None or cfg.stability  # both re-read the CT around the lesion
+    keep_volumes = cfg.report_dir is not None or cfg.stability or bool(cfg.dicom_sr_dir)  # they re-read the CT
     reader = threading.Thread(target=_reader, args=(tasks, q, stop, keep_volumes), name="dfm50n-prefetch", daemon=True)
     reader.start()
     done = False
@@ -275,6 +276,8 @@ def finish(task: Task, prep, features, encoder, classifier, cfg: JobConfig, elap
             diameters=prep.diameters,
             stability=stab,
         )
+    if cfg.dicom_sr_dir:
+        _write_dicom_sr(result, prep, cfg.dicom_sr_dir, task.options.get("segment"))
     return {
         "case_id": task.case_id,
         "row": task.row,
@@ -282,6 +285,16 @@ def finish(task: Task, prep, features, encoder, classifier, cfg: JobConfig, elap
         "config_hash": task.config_hash,
         "result": result.to_dict(include_all_features=cfg.keep_features == 4096),
     }
+
+
+def _write_dicom_sr(result, prep, folder, segment=None):
+    """The score stands without its SR: a case whose CT is not DICOM gets a warning, not an error."""
+    from DFM50NLib.report.dicom_sr import write_dicom_sr
+
+    try:
+        write_dicom_sr(result, prep.ct, prep.prepared_mask, Path(folder), segment=segment)
+    except InputError as exc:
+        result.warnings.append(f"No DICOM SR written: {exc}")
 
 
 def run_chunk(tasks, cfg: JobConfig) -> list:

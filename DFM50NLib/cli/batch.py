@@ -73,6 +73,13 @@ def register(sub):
         help="also run the stability panel per case (centre moved ±2 mm, mask ±1 mm: 8 more cubes "
         "through FCIB); min/median/max/n_flipped go to results.csv and the reports",
     )
+    r.add_argument(
+        "--dicom-sr",
+        default=None,
+        metavar="DIR",
+        help="also write a DICOM SR (TID 1500) + DICOM SEG per case to DIR (cases whose CT is a DICOM series; "
+        "the others get a warning)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_batch)
 
@@ -103,6 +110,7 @@ def run_batch(args) -> int:
             download=args.download,
             stability=args.stability,
             features_format=args.features_format,
+            dicom_sr=args.dicom_sr,
             **geometry_kwargs(args),
         )
     finally:

@@ -8,10 +8,17 @@ from DFM50NLib.constants import CENTER_METHODS, DEFAULT_CENTER_METHOD, DEFAULT_O
 def add_geometry_arguments(p):
     g = p.add_argument_group("cube geometry (METHOD.md §2-3)")
     g.add_argument(
-        "--label", type=int, default=None, help="mask label value of the lesion (default: every non-zero voxel)"
+        "--label",
+        type=int,
+        default=None,
+        help="mask label value of the lesion (default: every non-zero voxel); segment number (DICOM-SEG) "
+        "or ROI number (RTSTRUCT)",
     )
     g.add_argument(
-        "--segment", default=None, help="segment name (Slicer .seg.nrrd) or segment label/description (DICOM-SEG)"
+        "--segment",
+        default=None,
+        help="segment name (Slicer .seg.nrrd), segment label/description (DICOM-SEG) or ROI name (RTSTRUCT, "
+        "ignoring case, e.g. GTV-1)",
     )
     g.add_argument(
         "--center",

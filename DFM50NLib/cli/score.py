@@ -39,6 +39,13 @@ def register(sub):
         "and warn if the risk label flips; shown in the report",
     )
     o.add_argument("--all-features", action="store_true", help="keep all 4096 FCIB features in the JSON")
+    o.add_argument(
+        "--dicom-sr",
+        default=None,
+        metavar="DIR",
+        help="also write a DICOM SR (TID 1500 measurement report) and a DICOM SEG of the lesion to DIR; "
+        "the CT must be a DICOM series folder",
+    )
     p.set_defaults(func=run_score)
 
     f = sub.add_parser(
@@ -57,7 +64,11 @@ def register(sub):
 
 def _add_inputs(p):
     p.add_argument("--image", required=True, help="CT: NIfTI, NRRD, MHA/MHD file or a DICOM series folder")
-    p.add_argument("--mask", required=True, help="lesion mask: NIfTI, NRRD, MHA or Slicer .seg.nrrd")
+    p.add_argument(
+        "--mask",
+        required=True,
+        help="lesion mask: NIfTI, NRRD, MHA, Slicer .seg.nrrd, DICOM-SEG or RTSTRUCT (RS*.dcm, with --segment)",
+    )
     p.add_argument("--case-id", default=None, help="case identifier (default: the image file name)")
 
 
@@ -84,6 +95,7 @@ def run_score(args) -> int:
         write_cubes=args.save_cubes,
         report=args.report,
         stability=args.stability,
+        dicom_sr=args.dicom_sr,
         **geometry_kwargs(args),
     )
     print(format_result(result))

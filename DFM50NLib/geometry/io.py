@@ -57,22 +57,28 @@ def check_ct_intensities(vol: Volume) -> list:
     return notes
 
 
-def read_mask(path, label=None, segment=None) -> Volume:
-    """Read a lesion mask: any label image, a Slicer ``.seg.nrrd`` or a DICOM-SEG file.
+def read_mask(path, label=None, segment=None, reference=None) -> Volume:
+    """Read a lesion mask: any label image, a Slicer ``.seg.nrrd``, a DICOM-SEG or an RTSTRUCT file.
 
     With `segment`, the result is that segment alone as 0/1 (uint8). Without it, the label map is returned
     as stored (integers); `label` then selects a value later, in `mask.prepare_mask`. A DICOM-SEG (needs
     highdicom) picks its segment by `segment` (SegmentLabel or SegmentDescription) or `label` (segment
     number) and comes back on its own grid; `prepare_mask` resamples it onto the CT in world space.
+    An RTSTRUCT (ROI by name or number) is rasterised onto `reference`, the CT Volume (geometry/rtstruct.py).
     """
     if _is_seg_nrrd(path):
         return _read_segmentation(path, label, segment)
     if is_dicom_seg(path):
         return _read_dicom_seg(path, label, segment)
+    from DFM50NLib.geometry.rtstruct import is_rtstruct, read_rtstruct
+
+    if is_rtstruct(path):
+        return read_rtstruct(path, reference, label=label, segment=segment)
     if segment is not None:
         raise InputError(
             f"{path}: a segment name ({segment!r}) was given but this is not a Slicer .seg.nrrd "
-            "segmentation; give the lesion's label value instead (--label N), or the .seg.nrrd file."
+            "segmentation, a DICOM-SEG or an RT Structure Set; give the lesion's label value instead "
+            "(--label N), or the segmentation file."
         )
     vol = read_volume(path)
     return _as_integer_labels(vol, path)

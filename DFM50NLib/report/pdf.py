@@ -75,18 +75,23 @@ def section(fig, x, y, width, title, rows, fontsize=8.0, label_frac=0.5, mono_va
     fig.text(x, y, title.upper(), fontsize=fontsize - 0.5, fontweight="bold", color=rf.MUTED, va="top")
     y -= line * 1.15
     fig.add_artist(_seg(x, x + width, y + line * 0.2))
+    import textwrap
+
+    chars = max(12, int(width * (1 - label_frac) * A4[0] * 72 / (fontsize * 0.56)))
     for label, value in rows:
         fig.text(x, y - line * 0.2, label, fontsize=fontsize, color=rf.MUTED, va="top")
-        fig.text(
-            x + width * label_frac,
-            y - line * 0.2,
-            value,
-            fontsize=fontsize - (0.8 if mono_values else 0),
-            color=rf.INK,
-            va="top",
-            family="monospace" if mono_values else None,
-        )
-        y -= line
+        parts = [value] if mono_values else (textwrap.wrap(str(value), chars) or [""])
+        for part in parts:  # long values wrap inside their column instead of running into the next
+            fig.text(
+                x + width * label_frac,
+                y - line * 0.2,
+                part,
+                fontsize=fontsize - (0.8 if mono_values else 0),
+                color=rf.INK,
+                va="top",
+                family="monospace" if mono_values else None,
+            )
+            y -= line
     return y - line * 0.6
 
 
@@ -94,6 +99,23 @@ def _seg(x0, x1, y):
     from matplotlib.lines import Line2D
 
     return Line2D([x0, x1], [y, y], color="#d1d1d6", lw=0.6)
+
+
+def text_block(fig, x, y, width, paragraphs, fontsize=8.5, color=rf.INK, title=None):
+    """Wrapped paragraphs; returns the y below them."""
+    import textwrap
+
+    line = fontsize * 1.45 * PT
+    if title:
+        fig.text(x, y, title.upper(), fontsize=fontsize - 1, fontweight="bold", color=rf.MUTED, va="top")
+        y -= line * 1.2
+    chars = int(width * A4[0] * 72 / (fontsize * 0.52))
+    for para in paragraphs:
+        for part in textwrap.wrap(para, chars):
+            fig.text(x, y, part, fontsize=fontsize, color=color, va="top")
+            y -= line
+        y -= line * 0.3
+    return y - line * 0.3
 
 
 def warnings_block(fig, x, y, width, notes, fontsize=8.0):
@@ -106,8 +128,12 @@ def warnings_block(fig, x, y, width, notes, fontsize=8.0):
     y -= line * 1.2
     chars = int(width * A4[0] * 72 / (fontsize * 0.55))
     for note in notes:
-        for i, part in enumerate(textwrap.wrap(note, chars)):
-            fig.text(x, y, ("▲ " if i == 0 else "   ") + part, fontsize=fontsize, color="#7a3a00", va="top")
+        oop = note.startswith("Out of population")
+        color, weight = (rf.HIGH_COLOR, "bold") if oop else ("#7a3a00", "normal")
+        for i, part in enumerate(textwrap.wrap(note, int(chars * 0.9) if oop else chars)):
+            fig.text(
+                x, y, ("▲ " if i == 0 else "   ") + part, fontsize=fontsize, color=color, fontweight=weight, va="top"
+            )
             y -= line
     return y - line * 0.5
 
@@ -135,6 +161,16 @@ def page_one(result, ct_views, diam, pages):
         color=rf.MUTED,
         va="baseline",
     )
+    if rt.out_of_population(result):
+        fig.text(
+            MARGIN + 0.2,
+            y - 0.077,
+            "OUT OF POPULATION - see warnings",
+            fontsize=8.5,
+            color=rf.HIGH_COLOR,
+            fontweight="bold",
+            va="baseline",
+        )
     rf.draw_score_bar(
         fig.add_axes([0.48, y - 0.068, 1 - MARGIN - 0.48, 0.05]),
         result.score,
@@ -176,6 +212,8 @@ def page_one(result, ct_views, diam, pages):
         fig.text(MARGIN, y - 0.01, rt.combined_summary(result), fontsize=8.5, color=rf.MUTED, va="top")
         y -= 0.03
     fig.add_artist(_seg(MARGIN, 1 - MARGIN, y))
+    y = text_block(fig, MARGIN, y - 0.008, 1 - 2 * MARGIN, rt.plain_summary(result), title="What this means")
+    y = warnings_block(fig, MARGIN, y, 1 - 2 * MARGIN, rt.warnings_list(result))
     # orthogonal CT views
     if ct_views:
         fig.text(
@@ -189,9 +227,14 @@ def page_one(result, ct_views, diam, pages):
         )
         w = (1 - 2 * MARGIN - 0.02) / 3
         h = w * A4[0] / A4[1]
+        # the tables below need about 0.2 of the page above the footer: shrink the pictures if the text
+        # above them (summary, warnings) took that room
+        h = min(h, y - 0.045 - 0.035 - 0.2 - 0.055)
+        w_img = h * A4[1] / A4[0]
+        x0 = MARGIN + ((1 - 2 * MARGIN) - 3 * w_img - 0.02) / 2
         top = y - 0.045
         for i, view in enumerate(ct_views):
-            ax = fig.add_axes([MARGIN + i * (w + 0.01), top - h, w, h])
+            ax = fig.add_axes([x0 + i * (w_img + 0.01), top - h, w_img, h])
             rf.draw_plane(ax, view)
         fig.legend(
             handles=rf.legend_handles(),
@@ -204,11 +247,11 @@ def page_one(result, ct_views, diam, pages):
         y = top - h - 0.035
     secs = dict(rt.sections(result, diam, full_paths=False))
     col_w = (1 - 2 * MARGIN - 0.05) / 2
-    yl = section(fig, MARGIN, y, col_w, "Lesion and cube", secs["Lesion and cube"])
-    yl = section(fig, MARGIN, yl, col_w, "Clinical inputs", secs["Clinical inputs"])
-    yr = section(fig, MARGIN + col_w + 0.05, y, col_w, "Geometry", secs["Geometry"])
-    yr = section(fig, MARGIN + col_w + 0.05, yr, col_w, "Result", secs["Result"])
-    warnings_block(fig, MARGIN, min(yl, yr), 1 - 2 * MARGIN, rt.warnings_list(result))
+    yl = section(fig, MARGIN, y, col_w, "Result", secs["Result"], label_frac=0.48)
+    section(fig, MARGIN, yl, col_w, "Clinical inputs", secs["Clinical inputs"], label_frac=0.48)
+    x2 = MARGIN + col_w + 0.05
+    yr = section(fig, x2, y, col_w, "Lesion", secs["Lesion"], label_frac=0.6)
+    section(fig, x2, yr, col_w, "Where the model looked", secs["Where the model looked"], label_frac=0.3)
     footer(fig, result, 1, pages)
     return fig
 
@@ -220,8 +263,7 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
         fig.text(
             MARGIN,
             y - 0.012,
-            "WHAT THE MODEL SEES: THE 50 × 50 × 50 CUBE, MIDDLE SLICES "
-            f"(orientation {result.orientation}, {result.geometry} geometry)",
+            "WHAT THE MODEL SEES: THE 50 MM CUBE, MIDDLE SLICES (axis order in the technical appendix)",
             fontsize=8,
             color=rf.MUTED,
             fontweight="bold",
@@ -264,7 +306,7 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
             rows = [
                 ("Long axis", f"{diam.long_mm:.1f} mm"),
                 ("Short axis", f"{diam.short_mm:.1f} mm"),
-                ("Axial slice S", f"{diam.slice_s_mm:.1f} mm"),
+                ("Axial slice at", f"{diam.slice_s_mm:.1f} mm (head-foot)"),
                 ("Lesion volume", f"{diam.volume_mm3:.0f} mm³"),
                 ("Pixel size", f"{diam.in_plane_spacing_mm:.2f} mm"),
                 ("Resampled to axial", rt.fmt_bool(diam.resampled)),
@@ -272,6 +314,9 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
             section(fig, x2, top, 1 - MARGIN - x2, "Measurement", rows, label_frac=0.45)
         y = top - 0.06 - h
     secs = dict(rt.sections(result, diam))
+    fig.text(MARGIN, y, "Technical appendix", fontsize=11, fontweight="bold", color=rf.INK, va="top")
+    y -= 0.022
+    y = section(fig, MARGIN, y, 1 - 2 * MARGIN, "Geometry (technical)", secs["Geometry (technical)"], label_frac=0.3)
     y = section(
         fig, MARGIN, y, 1 - 2 * MARGIN, "Model provenance", secs["Model provenance"], label_frac=0.3, mono_values=True
     )
@@ -286,7 +331,8 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
             label_frac=0.3,
         )
     if "Timings" in secs:
-        y = section(fig, MARGIN, y, 0.45, "Timings", secs["Timings"], label_frac=0.5)
+        line = " · ".join(f"{stage} {t}" for stage, t in secs["Timings"])
+        y = text_block(fig, MARGIN, y, 1 - 2 * MARGIN, [line], fontsize=7.5, color=rf.MUTED, title="Timings")
     footer(fig, result, 2, pages)
     return fig
 

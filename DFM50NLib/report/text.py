@@ -68,26 +68,94 @@ def combined_summary(result) -> str:
     )
 
 
+CENTER_WORDS = {
+    "dt_peak": "the deepest point inside the lesion",
+    "centroid": "the lesion's centre of mass",
+    "point": "a point chosen by the user",
+}
+METHOD_DOC = "docs/METHOD.md"
+
+
+def center_words(method) -> str:
+    return CENTER_WORDS.get(str(method), str(method))
+
+
+def plain_summary(result) -> list:
+    """What the result means, in plain words, for someone who has not read the method (a few sentences)."""
+    side = "at or above" if result.high_risk else "below"
+    group = "higher" if result.high_risk else "lower"
+    out = [
+        f"The DFM50N score of this lesion is {result.score:.3f}, {side} the fixed threshold of "
+        f"{result.threshold:g}: the model places it in the {group}-risk group for occult lymph-node "
+        "metastasis (spread to lymph nodes that is not visible on the CT). The score is computed from "
+        "the CT image of the tumour and its surroundings only."
+    ]
+    if result.combined_probability is None:
+        out.append(
+            "The combined clinical model was not computed: it needs smoking history, spiculation and "
+            "the short-axis diameter."
+        )
+    else:
+        verdict = "predicts" if result.combined_positive else "does not predict"
+        out.append(
+            f"The combined clinical model (DFM50N score plus smoking history, spiculation and short-axis "
+            f"diameter; its own cut-off {COMBINED_THRESHOLD:g}) gives {result.combined_probability:.3f} and "
+            f"{verdict} occult lymph-node metastasis."
+        )
+        note = disagreement_note(result)
+        if note:
+            out.append(note)
+    return out
+
+
+def out_of_population(result) -> bool:
+    """The result carries the out-of-population warning (long axis > 50 mm or lesion not inside the cube)."""
+    return any(str(w).startswith("Out of population") for w in (result.warnings or []))
+
+
+def models_disagree(result) -> bool:
+    return result.combined_positive is not None and bool(result.combined_positive) != bool(result.high_risk)
+
+
+def disagreement_note(result):
+    """When DFM50N and the combined model point different ways: what each means and which the source uses."""
+    if not models_disagree(result):
+        return None
+    return (
+        "The two models disagree. DFM50N reads the tumour's CT appearance alone; the combined model "
+        "weighs the same score together with three clinical factors and uses a different cut-off, so "
+        "the two can fall on different sides near their thresholds. The DFM50N workflow's own "
+        "documentation interprets the DFM50N score at its fixed 0.25 threshold (high vs low OLM risk) "
+        "and gives no rule for the combined model overriding it; treat the combined model as "
+        f"supplementary context, not as a replacement (sources in {METHOD_DOC}). Neither is a decision rule."
+    )
+
+
 def sections(result, diameters=None, full_paths=True) -> list:
-    """[(title, [(label, value), ...]), ...] in reading order; values are plain strings."""
+    """[(title, [(label, value), ...]), ...] in reading order; values are plain strings.
+
+    Plain-language sections first ("Result", "Lesion", "Clinical inputs", "Where the model looked");
+    the technical appendix after ("Geometry (technical)", "Model provenance", "Inputs", "Timings").
+    """
     short = "not available"
     if result.short_axis_cm is not None:
         short = f"{result.short_axis_cm:.2f} cm ({result.short_axis_source or 'given'})"
     long_mm = result.long_axis_mm if result.long_axis_mm is not None else getattr(diameters, "long_mm", None)
     measured_short = getattr(diameters, "short_mm", None)
+    reference = result.geometry == "reference"
     out = [
         (
             "Result",
             [
                 ("DFM50N score", f"{result.score:.3f}"),
-                ("Threshold", f"{result.threshold:.2f}"),
-                ("Risk", result.risk_label),
+                ("High-risk threshold", f"{result.threshold:.2f}"),
+                ("DFM50N result", result.risk_label),
                 (
-                    "Combined probability",
+                    "Combined model probability",
                     NOT_REPORTED if result.combined_probability is None else f"{result.combined_probability:.3f}",
                 ),
                 (
-                    "Combined verdict",
+                    "Combined model result",
                     NOT_REPORTED
                     if result.combined_positive is None
                     else (
@@ -96,6 +164,20 @@ def sections(result, diameters=None, full_paths=True) -> list:
                         else f"OLM negative (p < {COMBINED_THRESHOLD})"
                     ),
                 ),
+            ],
+        ),
+        (
+            "Lesion",
+            [
+                ("Lesion volume", f"{result.mask_volume_mm3:.0f} mm³ ({result.mask_volume_mm3 / 1000:.2f} mL)"),
+                ("Lesion volume on the CT grid", f"{result.mask_voxels:,} CT voxels"),
+                (
+                    "Lesion samples in the model's cube" if reference else "Lesion samples in the 1 mm cube",
+                    f"{result.cube_mask_voxels:,} of 125,000",
+                ),
+                ("Part of the lesion inside the cube", f"{100 * result.coverage:.1f} %"),
+                ("Lesion reaches the cube's edge", fmt_bool(result.touches_border)),
+                ("Separate mask pieces ignored", str(result.components_dropped)),
             ],
         ),
         (
@@ -108,23 +190,24 @@ def sections(result, diameters=None, full_paths=True) -> list:
             ],
         ),
         (
-            "Lesion and cube",
+            "Where the model looked",
             [
-                ("Lesion volume", f"{result.mask_volume_mm3:.0f} mm³ ({result.mask_volume_mm3 / 1000:.2f} mL)"),
-                ("Mask voxels", f"{result.mask_voxels:,}"),
-                ("Lesion samples in cube", f"{result.cube_mask_voxels:,}"),
-                ("Coverage (inside cube)", f"{100 * result.coverage:.1f} %"),
-                ("Touches cube border", fmt_bool(result.touches_border)),
-                ("Mask components dropped", str(result.components_dropped)),
+                ("Cube centred on", center_words(result.center_method)),
+                (
+                    "Cube",
+                    "as the upstream scripts cut it (reference geometry)"
+                    if reference
+                    else "50 mm wide, sampled every 1 mm",
+                ),
             ],
         ),
         (
-            "Geometry",
+            "Geometry (technical)",
             [
                 ("Centre method", result.center_method),
                 ("Centre RAS (mm)", fmt_vec(result.center_ras)),
                 ("Centre LPS (mm)", fmt_vec(result.center_lps)),
-                ("Orientation code", result.orientation),
+                ("Orientation code of the cube axes", result.orientation),
                 ("Geometry mode", result.geometry),
             ],
         ),

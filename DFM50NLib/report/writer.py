@@ -157,6 +157,12 @@ table.cases th, table.cases td:nth-child(-n+6) { white-space: nowrap; }
 table.cases tr:nth-child(even) td { background: #f5f5f8; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .high { color: #b3261e; font-weight: 700; } .low { color: #1e6b34; font-weight: 700; }
+.meaning { margin: 8px 0 4px; } .meaning p { margin: 3px 0; font-size: 10pt; }
+.meaning h2 { margin-top: 4px; }
+.warnings li.oop { color: #b3261e; font-weight: 700; }
+.oopflag { color: #fff; background: #b3261e; font-weight: 700; font-size: 8pt; padding: 2px 5px;
+  border-radius: 3px; margin-top: 4px; display: inline-block; }
+h2.appendix-title { font-size: 10pt; color: #1c1c1e; border-bottom: 1.5px solid #8e8e93; }
 footer { border-top: 1px solid #d1d1d6; margin-top: 12px; padding-top: 4px; font-size: 7.5pt; color: #6e6e73; }
 footer .disclaimer { color: #b3261e; font-weight: 700; font-size: 8.5pt; }
 .pagebreak { break-before: page; page-break-before: always; }
@@ -211,13 +217,23 @@ def case_html(result, views, stability=None) -> str:
         '<section class="scorebox"><div>'
         f'<div class="label">DFM50N score</div><div class="score" style="color:{color}">{result.score:.3f}</div>'
         f'<div class="risk" style="color:{color}">{esc(result.risk_label.upper())}</div>'
-        f'<div class="muted">score {cmp} threshold {result.threshold:g}</div></div>'
+        f'<div class="muted">score {cmp} threshold {result.threshold:g}</div>'
+        + ('<div class="oopflag">OUT OF POPULATION: see warnings</div>' if rt.out_of_population(result) else "")
+        + "</div>"
         f"<div>{_img(rf.fig_score(result, 5.2), 'Score bar against the threshold')}"
         f'<div class="muted" style="margin-top:2px">{esc(rt.combined_summary(result))}</div></div></section>'
     )
+    parts.append(
+        '<section class="meaning"><h2>What this means</h2>'
+        + "".join(f"<p>{esc(p)}</p>" for p in rt.plain_summary(result))
+        + "</section>"
+    )
     notes = rt.warnings_list(result)
     if notes:
-        items = "".join(f"<li>{esc(n)}</li>" for n in notes)
+        items = "".join(
+            f'<li class="oop">{esc(n)}</li>' if n.startswith("Out of population") else f"<li>{esc(n)}</li>"
+            for n in notes
+        )
         parts.append(f'<div class="warnings"><b>Warnings</b><ul>{items}</ul></div>')
     if views["ct"]:
         parts.append("<h2>CT through the cube centre (120 mm field of view, lung window)</h2>")
@@ -230,29 +246,32 @@ def case_html(result, views, stability=None) -> str:
         parts.append('<p class="muted">No full CT available (e.g. reference geometry): only the cube is shown.</p>')
     secs = dict(rt.sections(result, views["diameters"]))
     parts.append('<div class="grid2"><div>')
-    parts.append("<h2>Lesion and cube</h2>" + _kv_table(secs["Lesion and cube"]))
+    parts.append("<h2>Result</h2>" + _kv_table(secs["Result"]))
     parts.append("<h2>Clinical inputs</h2>" + _kv_table(secs["Clinical inputs"]))
     parts.append("</div><div>")
-    parts.append("<h2>Geometry</h2>" + _kv_table(secs["Geometry"]))
-    parts.append("<h2>Result</h2>" + _kv_table(secs["Result"]))
+    parts.append("<h2>Lesion</h2>" + _kv_table(secs["Lesion"]))
+    parts.append("<h2>Where the model looked</h2>" + _kv_table(secs["Where the model looked"]))
     parts.append("</div></div>")
+    parts.append(
+        '<p class="muted">Lesion volume on the CT grid counts the CT voxels inside the lesion outline; the '
+        "model's cube samples the CT every 1 mm, so it holds one lesion sample per mm³ and the two counts "
+        "differ whenever the CT voxels are not 1 mm³.</p>"
+    )
     parts.append('<div class="pagebreak"></div>')
     if views["cube"]:
-        parts.append(
-            f"<h2>What the model sees: the 50 × 50 × 50 cube, middle slices (orientation "
-            f"{esc(result.orientation)}, {esc(result.geometry)} geometry)</h2>"
-        )
+        parts.append("<h2>What the model sees: the 50 mm cube, middle slices</h2>")
         parts.append(
             f"<figure>{_img(rf.fig_views(views['cube'], legend=False), 'Cube middle slices')}"
-            "<figcaption>The exact samples given to FCIB (only flipped/transposed for display). "
-            "Red: lesion mask in the cube; +: sample 25 (the centre).</figcaption></figure>"
+            "<figcaption>The exact samples the model receives (only flipped or turned for display; "
+            "the axis order is in the technical appendix). Red: lesion outline in the cube; +: the cube "
+            "centre.</figcaption></figure>"
         )
     if views["measure"] is not None:
         d = views["diameters"]
         rows = [
             ("Long axis", f"{d.long_mm:.1f} mm"),
             ("Short axis", f"{d.short_mm:.1f} mm"),
-            ("Axial slice S", f"{d.slice_s_mm:.1f} mm"),
+            ("Measured on the axial slice at", f"{d.slice_s_mm:.1f} mm (head-foot)"),
             ("Lesion volume", f"{d.volume_mm3:.0f} mm³"),
             ("Pixel size measured on", f"{d.in_plane_spacing_mm:.2f} mm"),
             ("Resampled onto axial planes", rt.fmt_bool(d.resampled)),
@@ -269,11 +288,18 @@ def case_html(result, views, stability=None) -> str:
         parts.append("<h2>Stability under small perturbations</h2>")
         parts.append(f"<figure>{_img(rf.fig_stability(stability, result.threshold), 'Stability panel')}</figure>")
         parts.append(_kv_table(stability_rows(stability)))
+    parts.append('<section class="appendix"><h2 class="appendix-title">Technical appendix</h2>')
+    parts.append(
+        '<p class="muted">For audit and reproduction: exact coordinates (RAS = Slicer\'s patient axes, LPS = '
+        "DICOM's), the checksums identifying the model files, and how long each step took.</p>"
+    )
+    parts.append("<h2>Geometry (technical)</h2>" + _kv_table(secs["Geometry (technical)"]))
     parts.append("<h2>Model provenance</h2>" + _kv_table(secs["Model provenance"], mono=True))
     if "Inputs" in secs:
         parts.append("<h2>Inputs</h2>" + _kv_table(secs["Inputs"], mono=True))
     if "Timings" in secs:
         parts.append('<div class="grid2"><div><h2>Timings</h2>' + _kv_table(secs["Timings"]) + "</div></div>")
+    parts.append("</section>")
     parts.append(
         _footer(
             f"DFM50N {result.software_version} · report generated from result created {rt.fmt_date(result.created)}"
@@ -306,9 +332,8 @@ def report_html_minimal(result) -> str:
             f"({'OLM positive' if result.combined_positive else 'OLM negative'}, "
             f"cut-off {COMBINED_THRESHOLD})",
         ),
-        ("Coverage", f"{100 * result.coverage:.1f} %"),
-        ("Centre", f"{result.center_method} {rt.fmt_vec(result.center_ras)} RAS mm"),
-        ("Orientation / geometry", f"{result.orientation} / {result.geometry}"),
+        ("Lesion inside the cube", f"{100 * result.coverage:.1f} %"),
+        ("Cube centred on", rt.center_words(result.center_method)),
         ("Classifier", result.classifier_name),
     ]
     out = []
@@ -320,7 +345,12 @@ def report_html_minimal(result) -> str:
         f'<p><span style="font-size:large">DFM50N score <b style="color:{color}">{result.score:.3f}</b></span>'
         f' &nbsp; <b style="color:{color}">{esc(result.risk_label)}</b></p>'
     )
+    if rt.out_of_population(result):
+        out.append('<p style="color:#b3261e"><b>OUT OF POPULATION</b> (see the warning below)</p>')
     out.append("<table>" + "".join(f"<tr><td>{esc(k)}:&nbsp;</td><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>")
+    note = rt.disagreement_note(result)
+    if note:
+        out.append(f"<p>{esc(note)}</p>")
     for note in rt.warnings_list(result):
         out.append(f'<p style="color:#b25000">&#9650; {esc(note)}</p>')
     out.append(f'<p style="color:#b3261e"><i>{esc(DISCLAIMER)}</i></p>')

@@ -495,6 +495,12 @@ class DFM50NLogic(_LogicBase):
             path = Path(outDir) / f"{atomic.safe_stem(result.case_id)}_report.html"
             return {"report_html": atomic.write_text(path, f"<html><body>{report_html(result)}</body></html>")}
 
+    def writeDicomSR(self, result, volumeNode, segmentationNode, segmentId, outDir):
+        """DICOM SR (TID 1500) + SEG of a scored segment, for a CT loaded from DICOM; see scene/dicom_export.py."""
+        from DFM50NLib.scene.dicom_export import write_dicom_sr_for_segment
+
+        return write_dicom_sr_for_segment(result, volumeNode, segmentationNode, segmentId, outDir)
+
 
 def score_reference(ct, mask, case_id, options):
     """Upstream-parity geometry (METHOD.md §3) works on NIfTI files, as the upstream scripts do: write the CT and

@@ -120,8 +120,11 @@ def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
     ct = image if isinstance(image, Volume) else io.read_volume(image)
     notes += io.check_ct_intensities(ct)
     mask_vol = (
-        mask if isinstance(mask, Volume) else io.read_mask(mask, label=options["label"], segment=options["segment"])
+        mask
+        if isinstance(mask, Volume)
+        else io.read_mask(mask, label=options["label"], segment=options["segment"], reference=ct)
     )
+    notes += list(mask_vol.meta.get("warnings", []))
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -264,7 +267,26 @@ def finish_case(
     if prep.diameters is not None:
         result.long_axis_mm = float(prep.diameters.long_mm)
     _apply_clinical(result, clinical, prep.diameters)
+    result.warnings += population_warnings(result.long_axis_mm, result.coverage)
     return result
+
+
+def population_warnings(long_axis_mm, coverage) -> list:
+    """The lesion is outside what DFM50N was built on (cT1-2: up to 5 cm, whole lesion in the cube)."""
+    from DFM50NLib.constants import POPULATION_MAX_LONG_AXIS_MM
+
+    why = []
+    if long_axis_mm is not None and long_axis_mm > POPULATION_MAX_LONG_AXIS_MM:
+        why.append(f"its longest diameter is {long_axis_mm:.0f} mm (more than {POPULATION_MAX_LONG_AXIS_MM:.0f} mm)")
+    if coverage < 0.999:
+        why.append(f"only {coverage:.1%} of it fits in the 50 mm cube the model sees")
+    if not why:
+        return []
+    return [
+        "Out of population: "
+        + " and ".join(why)
+        + ". DFM50N was developed on cT1-2 lung cancers up to 5 cm; its score is not validated for this lesion."
+    ]
 
 
 def _apply_clinical(result, clinical, diameters):
@@ -329,11 +351,13 @@ def score_case(
     encoder=None,
     classifier=None,
     download=False,
+    dicom_sr=None,
 ) -> Result:
     """Score one case end to end. `image`/`mask`: file paths or `Volume`s.
 
     With `out_dir`, writes `<case_id>.dfm50n.json/.csv` (and the audit cubes / report when asked),
     each atomically: an error never leaves a half-written or stale-looking result behind.
+    With `dicom_sr` (a folder; the CT must be a DICOM series), also a DICOM SR + SEG of the lesion there.
     """
     t0 = time.perf_counter()
     prep = prepare_case(
@@ -347,6 +371,10 @@ def score_case(
         orientation=orientation,
         geometry=geometry,
     )
+    if dicom_sr is not None:
+        from DFM50NLib.report.dicom_sr import refuse_if_not_dicom
+
+        refuse_if_not_dicom(prep.ct)  # before the network runs
     t = time.perf_counter()
     encoder, classifier = load_models(weights, model, device, encoder=encoder, classifier=classifier, download=download)
     prep.timings["load_models"] = time.perf_counter() - t
@@ -366,6 +394,10 @@ def score_case(
         warnings.warn(note, DFM50NWarning, stacklevel=2)
     if out_dir is not None:
         write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report, stability=stab)
+    if dicom_sr is not None:
+        from DFM50NLib.report.dicom_sr import write_dicom_sr
+
+        write_dicom_sr(result, prep.ct, prep.prepared_mask, dicom_sr, segment=segment)
     return result
 
 

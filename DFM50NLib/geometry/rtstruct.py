@@ -1,0 +1,241 @@
+"""DICOM RT Structure Set (RTSTRUCT) -> lesion mask on the referenced CT's grid.
+
+A structure set stores each ROI as closed planar polygons in patient millimetres (LPS), one or more per
+CT slice. They are rasterised here with a small numpy even-odd rasteriser instead of a library:
+
+* every contour point is mapped to the CT's *continuous* voxel index (inverse of its index->world affine);
+* a voxel is inside when its *centre* is inside the polygon (crossing-number test along each voxel row);
+  rt-utils instead fills with OpenCV ``fillPoly``, which also paints every pixel the outline touches and
+  so enlarges each slice by about half a pixel all round; highdicom, pydicom and SimpleITK read no
+  contours at all;
+* all closed contours of the ROI on one slice are combined by the even-odd rule: a contour inside
+  another is a hole (DICOM's CLOSED_PLANAR convention, and what CLOSED_PLANAR_XOR states explicitly);
+* a contour must lie in a slice plane of the CT: off by up to `slice_tolerance_mm` it is snapped to the
+  nearest slice, further off it is refused with the distance (it was drawn on another grid).
+
+The structure set's Frame of Reference must be the CT's; a CT that did not come from DICOM cannot be
+checked, and the result carries a warning saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from DFM50NLib.errors import InputError
+from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
+
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+CLOSED_TYPES = ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")
+MAX_SNAP_MM = 0.5  # contours within this distance of a slice plane (and a quarter slice) are snapped to it
+
+
+def is_rtstruct(path) -> bool:
+    """A single DICOM file whose SOP Class is RT Structure Set (header read only up to SOPClassUID)."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if head[128:132] != b"DICM":
+        return False
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError(
+            f"{path}: is a DICOM file; reading RTSTRUCT masks needs pydicom (pip install pydicom)."
+        ) from None
+    try:
+        ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception as exc:
+        raise InputError(f"Cannot read the DICOM header of {path}: {exc}") from None
+    return str(getattr(ds, "SOPClassUID", "")) == RTSTRUCT_SOP_CLASS
+
+
+def rtstruct_rois(ds) -> list:
+    """ROIs of a structure set: dicts with number, name, frame_of_reference, contours (count of closed ones)."""
+    contours = {}
+    for rc in getattr(ds, "ROIContourSequence", None) or []:
+        seq = getattr(rc, "ContourSequence", None) or []
+        closed = [c for c in seq if str(getattr(c, "ContourGeometricType", "")).upper() in CLOSED_TYPES]
+        contours[int(rc.ReferencedROINumber)] = closed
+    return [
+        {
+            "number": int(r.ROINumber),
+            "name": str(getattr(r, "ROIName", "")),
+            "frame_of_reference": str(getattr(r, "ReferencedFrameOfReferenceUID", "") or ""),
+            "contours": contours.get(int(r.ROINumber), []),
+        }
+        for r in getattr(ds, "StructureSetROISequence", None) or []
+    ]
+
+
+def read_rtstruct(path, ct: Volume | None, label=None, segment=None) -> Volume:
+    """One ROI of an RTSTRUCT as a mask on `ct`'s grid (cropped to the ROI's box; same voxel positions).
+
+    `segment`: ROI name (case-insensitive); `label`: ROI number. Chosen by `label`, the voxels hold that
+    number (so `prepare_mask(label=N)` finds them), else 1.
+    """
+    import pydicom
+
+    if ct is None:
+        raise InputError(
+            f"{path}: is an RT Structure Set; its contours are drawn on a CT and can only be read "
+            "together with that CT (give the CT series as the image)."
+        )
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as exc:
+        raise InputError(f"Cannot read RT Structure Set {path}: {exc}") from None
+    rois = rtstruct_rois(ds)
+    roi = _choose_roi(path, rois, label, segment)
+    if not roi["contours"]:
+        raise InputError(
+            f"{path}: ROI {roi['number']} {roi['name']!r} has no closed planar contours (only points or "
+            "open lines, or nothing); choose the ROI that outlines the lesion."
+        )
+    warnings = _check_frame_of_reference(path, ds, roi, ct)
+    polygons = [np.asarray(c.ContourData, dtype=float).reshape(-1, 3) for c in roi["contours"]]
+    arr, offset = rasterise(polygons, ct, where=f"{path}, ROI {roi['name']!r}")
+    if not arr.any():
+        raise InputError(
+            f"{path}: ROI {roi['name']!r} covers no voxel centre of the CT (contours smaller than a voxel?)."
+        )
+    if segment is None and label is not None:
+        arr = arr.astype(np.uint8 if roi["number"] < 256 else np.uint16) * roi["number"]
+    ijk_to_ras = ct.ijk_to_ras.copy()
+    ijk_to_ras[:3, 3] = ct.ijk_to_ras[:3, :3] @ np.asarray(offset, float) + ct.ijk_to_ras[:3, 3]
+    meta = {
+        "path": str(path),
+        "format": "RTSTRUCT",
+        "segments": [{"number": r["number"], "label": r["name"]} for r in rois],
+        "segment": roi["name"],
+        "segment_number": roi["number"],
+        "label_value": int(arr.max(initial=0)) or 1,
+        "offset_ijk": tuple(int(v) for v in offset),
+        "warnings": warnings,
+    }
+    return Volume(arr, ijk_to_ras, name=Path(str(path)).stem, meta=meta)
+
+
+def _choose_roi(path, rois, label, segment) -> dict:
+    described = ", ".join(f"{r['number']}: {r['name']!r}" for r in rois) or "none"
+    if segment is not None:
+        want = str(segment).strip().casefold()
+        found = [r for r in rois if r["name"].strip().casefold() == want]
+        if len(found) != 1:
+            what = "no ROI" if not found else f"{len(found)} ROIs"
+            raise InputError(
+                f"{path}: the RT Structure Set has {what} named {segment!r} (names compared ignoring "
+                f"case). ROIs present (number: name): {described}. Give one of these names with "
+                "--segment, or the number with --label."
+            )
+        return found[0]
+    if label is not None:
+        found = [r for r in rois if r["number"] == int(label)]
+        if not found:
+            raise InputError(f"{path}: the RT Structure Set has no ROI number {label}. ROIs present: {described}.")
+        return found[0]
+    drawn = [r for r in rois if r["contours"]]
+    if len(drawn) != 1:
+        raise InputError(
+            f"{path}: the RT Structure Set holds {len(drawn)} ROIs with contours; say which one is the "
+            f"lesion with --segment NAME (e.g. the GTV) or --label NUMBER. ROIs present: {described}."
+        )
+    return drawn[0]
+
+
+def _check_frame_of_reference(path, ds, roi, ct) -> list:
+    from DFM50NLib.geometry.dicom_source import ct_frame_of_reference
+
+    ss_for = roi["frame_of_reference"]
+    if not ss_for:
+        refs = getattr(ds, "ReferencedFrameOfReferenceSequence", None) or []
+        ss_for = str(getattr(refs[0], "FrameOfReferenceUID", "")) if len(refs) else ""
+    ct_for = ct_frame_of_reference(ct)
+    if ct_for is None:
+        return [
+            "The CT is not a DICOM series, so the RT Structure Set's Frame of Reference could not be "
+            "checked against it: the contours were placed by patient coordinates alone. Give the CT "
+            "as its DICOM series folder to have this checked."
+        ]
+    if ss_for and ss_for != ct_for:
+        raise InputError(
+            f"{path}: the RT Structure Set was drawn in Frame of Reference {ss_for}, but the CT's is "
+            f"{ct_for}: it belongs to another scan (or another registration). Give the CT series the "
+            "structure set was drawn on."
+        )
+    return []
+
+
+def rasterise(polygons_lps, ct: Volume, where="contours"):
+    """Closed planar polygons (each (n, 3) LPS mm) -> (uint8 mask cropped to their box, its CT ijk offset).
+
+    Voxel centres inside an odd number of the polygons on their slice are set (even-odd rule).
+    """
+    lps_to_ijk = np.linalg.inv(RAS_TO_LPS @ ct.ijk_to_ras)
+    dz = float(ct.spacing[2])
+    tol = min(MAX_SNAP_MM, 0.25 * dz)
+    nk = ct.shape[2]
+    by_slice: dict = {}
+    for n, pts in enumerate(polygons_lps):
+        if len(pts) < 3:
+            continue
+        ijk = (lps_to_ijk[:3, :3] @ pts.T).T + lps_to_ijk[:3, 3]
+        k = int(np.round(np.median(ijk[:, 2])))
+        off_mm = float(np.max(np.abs(ijk[:, 2] - k))) * dz
+        if off_mm > tol:
+            raise InputError(
+                f"{where}: contour {n + 1} (z = {pts[0, 2]:.2f} mm) lies {off_mm:.2f} mm off the nearest "
+                f"CT slice plane (tolerance {tol:.2f} mm). It was drawn on another CT grid or is not axial; "
+                "give the CT series the structure set was drawn on."
+            )
+        if not 0 <= k < nk:
+            raise InputError(
+                f"{where}: contour {n + 1} (z = {pts[0, 2]:.2f} mm) is outside the CT's slices "
+                f"(index {k}, the CT has {nk}); give the CT series the structure set was drawn on."
+            )
+        by_slice.setdefault(k, []).append(ijk[:, :2])
+    if not by_slice:
+        raise InputError(f"{where}: no contour with at least 3 points.")
+    allpts = np.concatenate([p for polys in by_slice.values() for p in polys])
+    lo = np.maximum(np.floor(allpts.min(axis=0)).astype(int), 0)
+    hi = np.minimum(np.ceil(allpts.max(axis=0)).astype(int) + 1, ct.shape[:2])
+    hi = np.maximum(hi, lo + 1)
+    ks = sorted(by_slice)
+    out = np.zeros((hi[0] - lo[0], hi[1] - lo[1], ks[-1] - ks[0] + 1), np.uint8)
+    for k, polys in by_slice.items():
+        out[:, :, k - ks[0]] = fill_even_odd(polys, lo, hi)
+    return out, (int(lo[0]), int(lo[1]), ks[0])
+
+
+def fill_even_odd(polygons_ij, lo, hi) -> np.ndarray:
+    """Pixel centres (i, j) in [lo, hi) inside an odd number of polygon edges crossings -> uint8 [i, j] slab.
+
+    Crossing number along each row j: an edge counts when it spans j half-open (y0 <= j < y1 or the
+    reverse), so a vertex on the row is counted once; a centre is inside when an odd number of the
+    crossings lie to its right. Summing crossings of all polygons is the even-odd union (holes).
+    """
+    edges = []
+    for p in polygons_ij:
+        q = np.roll(p, -1, axis=0)
+        edges.append(np.concatenate([p, q], axis=1))
+    e = np.concatenate(edges)  # (m, 4): x0, y0, x1, y1
+    x0, y0, x1, y1 = e.T
+    rows = np.arange(lo[1], hi[1], dtype=float)
+    cols = np.arange(lo[0], hi[0], dtype=float)
+    out = np.zeros((len(cols), len(rows)), np.uint8)
+    spans = (y0[None, :] <= rows[:, None]) != (y1[None, :] <= rows[:, None])  # (rows, edges)
+    for r, j in enumerate(rows):
+        sel = spans[r]
+        if not sel.any():
+            continue
+        xs = x0[sel] + (j - y0[sel]) * (x1[sel] - x0[sel]) / (y1[sel] - y0[sel])
+        xs.sort()
+        right = len(xs) - np.searchsorted(xs, cols, side="right")  # crossings strictly right of the centre
+        out[:, r] = (right % 2).astype(np.uint8)
+    return out
