@@ -145,6 +145,7 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.classifierPathLineEdit.connect("currentPathChanged(QString)", self.render)
         self.ui.showCubeButton.connect("clicked(bool)", self.onShowCube)
         self.ui.openReportButton.connect("clicked(bool)", self.onOpenReport)
+        self.ui.saveDicomSRButton.connect("clicked(bool)", self.onSaveDicomSR)
         self.ui.editSegmentButton.connect("clicked(bool)", self.onEditSegment)
         self.ui.weightsPathLineEdit.currentPath = self.presenter.weightsPath() or ""
         self.ui.classifierPathLineEdit.currentPath = self.presenter.classifierFolder() or ""
@@ -235,6 +236,13 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.reportViewer.show(paths["report_html"])
         self.render()
 
+    def onSaveDicomSR(self):
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Folder for the DICOM SR and SEG"))
+        if folder:
+            with slicer.util.tryWithErrorDisplay(_("Could not write the DICOM SR."), waitCursor=True):
+                paths = self.presenter.writeDicomSR(folder)
+                slicer.util.infoDisplay(_("Written: {sr}").format(sr=paths["sr"]))
+
     def onEditSegment(self):
         p = self._parameterNode
         slicer.util.selectModule("SegmentEditor")
@@ -296,6 +304,7 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.warningsLabel.text = "\n".join(x for x in (v.warnings, v.errors) if x)
         self.ui.showCubeButton.enabled = v.show_cube_enabled
         self.ui.openReportButton.enabled = v.open_report_enabled
+        self.ui.saveDicomSRButton.enabled = v.dicom_sr_enabled
         self.ui.editSegmentButton.enabled = v.edit_segment_enabled
 
 

@@ -281,6 +281,16 @@ class PanelPresenter:
                 self._status = "Short report (no pictures): matplotlib is not installed."
         return self.logic.writeReport(s.result, s.volume_node, s.segmentation_node, s.segment_id, outDir, formats)
 
+    def writeDicomSR(self, outDir, segmentId=None, fileForInstance=None):
+        """DICOM SR (TID 1500) + SEG of the scored segment into outDir, for a CT loaded from DICOM; returns the
+        paths. `fileForInstance` (UID -> file) defaults to Slicer's DICOM database."""
+        from DFM50NLib.scene.dicom_export import write_dicom_sr_for_segment
+
+        s = self.current(segmentId)
+        return write_dicom_sr_for_segment(
+            s.result, s.volume_node, s.segmentation_node, s.segment_id, outDir, fileForInstance=fileForInstance
+        )
+
     def measureShortAxis(self):
         """Measure the selected segment's short axis (cm, rounded to the field's decimals) into the
         parameter node; returns it."""
@@ -352,6 +362,7 @@ class PanelPresenter:
         idle = state == IDLE
         v.open_report_enabled = idle and bool(self.scored)
         v.show_cube_enabled = idle and any(s.result.geometry == "physical" for s in self.scored)
+        v.dicom_sr_enabled = idle and bool(self.scored) and _from_dicom(self.scored[0].volume_node)
         p = self.params
         has_segment = bool(p is not None and p.segmentationNode is not None and p.segmentId)
         v.edit_segment_enabled = has_segment
@@ -380,3 +391,9 @@ class PanelPresenter:
 def _segment_ids(segmentationNode) -> list:
     seg = segmentationNode.GetSegmentation()
     return [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
+
+
+def _from_dicom(volumeNode) -> bool:
+    from DFM50NLib.scene.dicom_export import can_write_dicom_sr
+
+    return can_write_dicom_sr(volumeNode)

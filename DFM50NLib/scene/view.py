@@ -50,6 +50,7 @@ class PanelView:
     error: str = ""  # the last job's failure, to show once (see `takeError`)
     show_cube_enabled: bool = False
     open_report_enabled: bool = False
+    dicom_sr_enabled: bool = False  # the scored CT came from Slicer's DICOM database
     edit_segment_enabled: bool = False
     measure_enabled: bool = False
     download_visible: bool = False

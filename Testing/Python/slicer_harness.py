@@ -11,10 +11,8 @@ import tempfile
 import types
 
 import numpy as np
-import pytest
-
-slicer = pytest.importorskip("slicer")
-vtk = pytest.importorskip("vtk")
+import slicer
+import vtk
 
 from DFM50NLib.geometry.volume import Volume
 from DFM50NLib.scene import mrml

@@ -328,7 +328,8 @@ def test_local_process_pool_equals_in_process_run(cohort, random_weights, local_
 
 def test_parquet_feature_tables_hold_the_results_values(cohort, random_weights, tmp_path):
     """features_*.parquet (typed, atomic) equal the per-case results; a csv re-run writes the same numbers."""
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
+
     cases = [
         {"case_id": c, "image": cohort / f"{c}.nrrd", "mask": cohort / f"{c}_mask.nii.gz"} for c in ("p1", "p0")
     ]  # manifest order, not alphabetical

@@ -19,7 +19,7 @@ from DFM50NLib.model.demo_model import make_demo_model
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "DFM50NLib" / "model" / "bundled"
-sklearn = pytest.importorskip("sklearn")
+import sklearn
 from sklearn.ensemble import RandomForestClassifier
 
 

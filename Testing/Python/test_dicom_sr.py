@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 
+import highdicom as hd
 import numpy as np
 import pytest
 from test_dicomseg import make_seg
@@ -16,8 +17,6 @@ from DFM50NLib.cli import main
 from DFM50NLib.errors import InputError
 from DFM50NLib.geometry import io
 from DFM50NLib.scoring.pipeline import population_warnings
-
-hd = pytest.importorskip("highdicom")
 
 
 @pytest.fixture(scope="module")

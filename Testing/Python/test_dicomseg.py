@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+import highdicom as hd
 import numpy as np
 import pytest
 from test_mask_center import rotation
@@ -16,9 +17,6 @@ from DFM50NLib.errors import InputError
 from DFM50NLib.geometry import io
 from DFM50NLib.geometry.synthetic import sphere_case
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
-
-hd = pytest.importorskip("highdicom")
-pydicom = pytest.importorskip("pydicom")
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 DIRECTION = rotation((1, 2, 3), 25) @ np.diag([-1.0, 1.0, 1.0])  # oblique and left-handed

@@ -4,21 +4,20 @@ import argparse
 import json
 import pickle
 
+import joblib
 import numpy as np
 import pytest
+import sklearn
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from DFM50NLib.cli import models as models_cli
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
 from DFM50NLib.errors import ModelError
 from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.model.model_import import import_model
-
-sklearn = pytest.importorskip("sklearn")
-joblib = pytest.importorskip("joblib")
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 
 def _fit(n_features=9, labels=(0, 1), seed=0, **params):

@@ -8,6 +8,7 @@ written with plain pydicom, independently of the reader.
 
 from __future__ import annotations
 
+import contourpy
 import numpy as np
 import pytest
 from test_dicomseg import UID_ROOT, ct_datasets
@@ -17,9 +18,6 @@ from DFM50NLib.geometry import io
 from DFM50NLib.geometry.rtstruct import fill_even_odd, is_rtstruct
 from DFM50NLib.geometry.synthetic import sphere_case
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
-
-pydicom = pytest.importorskip("pydicom")
-contourpy = pytest.importorskip("contourpy")
 
 CENTER_RAS = (-20.0, 15.0, -30.0)
 SPACING = (0.7, 0.9, 2.5)  # anisotropic, axis-aligned (DICOM axial)

@@ -6,15 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from DFM50NLib.cli import models as models_cli
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DFM50N_FEATURE_NAMES
 from DFM50NLib.errors import ModelError
 from DFM50NLib.model.classifier import load_classifier
 from DFM50NLib.model.train import read_feature_table, train_model, youden_threshold
-
-sklearn = pytest.importorskip("sklearn")
-from sklearn.metrics import roc_auc_score
 
 
 def _cohort(n=160, seed=0, separation=1.5):

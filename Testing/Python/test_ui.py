@@ -86,6 +86,7 @@ def test_required_controls_are_there_with_the_right_classes():
         "progressBar": "QProgressBar",
         "showCubeButton": "QPushButton",
         "openReportButton": "QPushButton",
+        "saveDicomSRButton": "QPushButton",
         "editSegmentButton": "QPushButton",
         "downloadWeightsButton": "QPushButton",
         "browseWeightsButton": "QPushButton",
