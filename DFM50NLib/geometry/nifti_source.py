@@ -31,6 +31,13 @@ class VoxelSource:
         """float64 values of [:, :, k0:k1], equal to get_fdata()[:, :, k0:k1]."""
         return self._fdata(self.raw[:, :, k0:k1])
 
+    def native_slab(self, k0: int, k1: int) -> np.ndarray:
+        """[:, :, k0:k1] in a dtype whose float64 conversion is get_fdata's: the stored values when unscaled
+        (no copy; integer and float32 values convert to float64 exactly), else the scaled float64 slab."""
+        if self.slope is None and self.inter is None and self.raw.dtype.kind in "iuf" and self.raw.itemsize <= 4:
+            return self.raw[:, :, k0:k1]
+        return self.slab(k0, k1)
+
     def values(self) -> np.ndarray:
         return self._fdata(self.raw)
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from DFM50NLib.constants import CUBE_CENTER_INDEX, CUBE_SIZE, REFERENCE_PAD_VALUE
+from DFM50NLib.constants import CUBE_CENTER_INDEX, REFERENCE_PAD_VALUE
 from DFM50NLib.errors import InputError
 from DFM50NLib.geometry.cube import Cube
+from DFM50NLib.geometry.reference_window import crop_pad, empty_mask, shape_mismatch, windowed_reference
 
 ORIENTATION = "file-ijk"
 
@@ -57,8 +58,6 @@ def reference_cube(
     """The upstream arithmetic (file-order arrays, or `VoxelSource`s whose float64 values are nibabel's
     ``get_fdata()``), computing only the cube's samples and the lesion's box (see `reference_window`);
     `affine` (nibabel RAS) only places the audit cube."""
-    from DFM50NLib.geometry.reference_window import windowed_reference
-
     _check_method(center_method)
     mask_zooms = ct_zooms if mask_zooms is None else mask_zooms
     zoom_ct = tuple(1.0 / float(s) for s in ct_zooms)
@@ -111,18 +110,6 @@ def _check_method(center_method):
         )
 
 
-def shape_mismatch(ct_shape, mask_shape) -> str:
-    return (
-        f"After the upstream resampling the CT ({tuple(ct_shape)}) and the mask ({tuple(mask_shape)}) "
-        "differ in shape: their header voxel sizes disagree. Fix the mask's header."
-    )
-
-
-def empty_mask(label) -> str:
-    what = "mask is empty after resampling" if label is None else f"mask has no voxel with label {label}"
-    return f"Reference geometry: the {what}; check the mask file (and --label)."
-
-
 def as_source(a):
     """An array (values as get_fdata would give them) or a VoxelSource, as a VoxelSource."""
     from DFM50NLib.geometry.nifti_source import VoxelSource
@@ -149,18 +136,3 @@ def _assemble(ct_cube, mask_cube, c, center_float, n, voxels, zoomed_shape, in_s
     }
     center_ras = (zoomed_to_ras @ [*c, 1.0])[:3]
     return ReferenceCube(cube, c, center_float, center_ras, voxels, int(n - 1), tuple(zoomed_shape), stats)
-
-
-def crop_pad(a, c, pad_value) -> np.ndarray:
-    """a[c0-25:c0+25, c1-25:c1+25, c2-25:c2+25] with `pad_value` wherever that runs off the array."""
-    out = np.full((CUBE_SIZE,) * 3, pad_value, dtype=a.dtype)
-    src, dst = [], []
-    for ci, n in zip(c, a.shape):
-        lo, hi = ci - CUBE_CENTER_INDEX, ci - CUBE_CENTER_INDEX + CUBE_SIZE
-        s0, s1 = max(lo, 0), min(hi, n)
-        if s1 <= s0:
-            return out
-        src.append(slice(s0, s1))
-        dst.append(slice(s0 - lo, s1 - lo))
-    out[tuple(dst)] = a[tuple(src)]
-    return out

@@ -27,8 +27,6 @@ from DFM50NLib.geometry import zoom_window as zw
 def windowed_reference(ct, mask, zoom_ct, zoom_mask, center_method, label):
     """(ct_cube float64, mask_cube uint8, c, center_float, n_components, kept_voxels, zoomed_shape), or None
     where this path does not replicate upstream (label 0: the zoom's zero fill would be foreground)."""
-    from DFM50NLib.geometry.reference import crop_pad, empty_mask, shape_mismatch
-
     if label is not None and float(label) == 0.0:
         return None
     shape_ct, shape_mask = zw.output_shape(ct.shape, zoom_ct), zw.output_shape(mask.shape, zoom_mask)
@@ -74,29 +72,32 @@ def ct_window(ct, zoom, zoomed_shape, c) -> np.ndarray:
         (a0, b0), (a1, b1), (a2, b2) = window
         out[tuple(dst)] = ct.slab(a2, b2)[a0:b0, a1:b1]
     else:
-        out[tuple(dst)] = zw.spline_zoom_window(ct.slab, ct.shape, zoom, window)
+        out[tuple(dst)] = zw.spline_zoom_window(ct.native_slab, ct.shape, zoom, window)
     return out
 
 
 def zoomed_binary_box(mask, zoom, label):
     """(origin, bool array): the binarized order-0 zoom of the mask on the box of its foreground, grown by
     one voxel within the zoomed array; (None, None) when no voxel is foreground."""
-    # the binary mask on the input grid and its bounding box, a slab at a time
+
+    # the bounding box of the binary mask on the input grid, a slab at a time
+    def binarize(v):
+        return (v > 0) if label is None else (np.asarray(v, dtype=np.float64) == label)
+
     nz = mask.shape[2]
-    binary = np.zeros(mask.shape, dtype=bool)
+    plane = np.zeros(mask.shape[:2], dtype=bool)
+    k_hit = np.zeros(nz, dtype=bool)
     for k0 in range(0, nz, zw.SLAB):
-        v = mask.slab(k0, min(k0 + zw.SLAB, nz))
-        binary[:, :, k0 : k0 + v.shape[2]] = (v > 0) if label is None else (v == label)
-    if not binary.any():
+        b = binarize(mask.native_slab(k0, min(k0 + zw.SLAB, nz)))
+        k_hit[k0 : k0 + b.shape[2]] = b.any(axis=(0, 1))
+        plane |= b.any(axis=2)
+    if not k_hit.any():
         return None, None
-    in_lo, in_hi = [], []
-    for ax in range(3):
-        hit = np.nonzero(binary.any(axis=tuple(a for a in range(3) if a != ax)))[0]
-        in_lo.append(int(hit[0]))
-        in_hi.append(int(hit[-1]))
-    maps = (
-        [np.arange(n) for n in mask.shape] if zw.is_identity(zoom) else zw.nearest_index_maps(mask.shape, zoom)
-    )
+    hits = (np.nonzero(plane.any(axis=1))[0], np.nonzero(plane.any(axis=0))[0], np.nonzero(k_hit)[0])
+    in_lo, in_hi = [int(h[0]) for h in hits], [int(h[-1]) for h in hits]
+    (i0, j0, k0), (i1, j1, k1) = in_lo, in_hi
+    binary = binarize(mask.native_slab(k0, k1 + 1)[i0 : i1 + 1, j0 : j1 + 1])
+    maps = [np.arange(n) for n in mask.shape] if zw.is_identity(zoom) else zw.nearest_index_maps(mask.shape, zoom)
     origin, idx = [], []
     for m, lo, hi in zip(maps, in_lo, in_hi):
         inside = np.nonzero((m >= lo) & (m <= hi))[0]
@@ -105,7 +106,35 @@ def zoomed_binary_box(mask, zoom, label):
         o0, o1 = max(int(inside[0]) - 1, 0), min(int(inside[-1]) + 2, m.size)
         origin.append(o0)
         idx.append(m[o0:o1])
-    valid = [i >= 0 for i in idx]
-    box = binary[np.ix_(*[np.where(v, i, 0) for v, i in zip(valid, idx)])]
+    # an output sample is foreground only if its input voxel lies in the input box
+    valid = [(i >= lo) & (i <= hi) for i, lo, hi in zip(idx, in_lo, in_hi)]
+    box = binary[np.ix_(*[np.where(v, i - lo, 0) for v, i, lo in zip(valid, idx, in_lo)])]
     box &= valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
     return tuple(origin), box
+
+
+def shape_mismatch(ct_shape, mask_shape) -> str:
+    return (
+        f"After the upstream resampling the CT ({tuple(ct_shape)}) and the mask ({tuple(mask_shape)}) "
+        "differ in shape: their header voxel sizes disagree. Fix the mask's header."
+    )
+
+
+def empty_mask(label) -> str:
+    what = "mask is empty after resampling" if label is None else f"mask has no voxel with label {label}"
+    return f"Reference geometry: the {what}; check the mask file (and --label)."
+
+
+def crop_pad(a, c, pad_value) -> np.ndarray:
+    """a[c0-25:c0+25, c1-25:c1+25, c2-25:c2+25] with `pad_value` wherever that runs off the array."""
+    out = np.full((CUBE_SIZE,) * 3, pad_value, dtype=a.dtype)
+    src, dst = [], []
+    for ci, n in zip(c, a.shape):
+        lo, hi = ci - CUBE_CENTER_INDEX, ci - CUBE_CENTER_INDEX + CUBE_SIZE
+        s0, s1 = max(lo, 0), min(hi, n)
+        if s1 <= s0:
+            return out
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - lo, s1 - lo))
+    out[tuple(dst)] = a[tuple(src)]
+    return out

@@ -97,8 +97,8 @@ def axis_taps(k0: int, k1: int, n_in: int, step: float, order: int) -> AxisTaps:
 
 def spline_zoom_window(slabs, shape, zoom, window) -> np.ndarray:
     """Order-3 zoom values at output indices window = ((k0, k1), ...) per axis, float64, bit-identical to
-    ``scipy.ndimage.zoom(data, zoom, order=3)[k0:k1, ...]`` for the float64 data that ``slabs(a, b)`` returns
-    as ``data[:, :, a:b]``. Reads the input once, slab by slab."""
+    ``scipy.ndimage.zoom(data, zoom, order=3)[k0:k1, ...]`` where ``slabs(a, b)`` returns ``data[:, :, a:b]``
+    (float64, or a dtype that converts to those float64 values exactly). Reads the input once, slab by slab."""
     from scipy.ndimage import spline_filter1d
 
     st = steps(shape, zoom)
@@ -108,14 +108,21 @@ def spline_zoom_window(slabs, shape, zoom, window) -> np.ndarray:
         return out
     need = [(int(a.taps[~a.zero].min()), int(a.taps[~a.zero].max()) + 1) for a in axes]
     (a0, b0), (a1, b1), (a2, b2) = need
-    # axis 0: every line along axis 0, kept where axis-0 index is needed (all of axes 1, 2)
+    # axis 0: every line along axis 0, kept where the axis-0 index is needed (all of axes 1, 2); each slab
+    # is transposed so its axis-0 lines are contiguous (the per-line arithmetic does not change), slabs in
+    # parallel threads (spline_filter1d releases the GIL)
     f0 = np.empty((b0 - a0, shape[1], shape[2]), dtype=np.float64)
-    for s0 in range(0, shape[2], SLAB):
+
+    def filter_slab(s0):
         s1 = min(s0 + SLAB, shape[2])
-        f0[:, :, s0:s1] = spline_filter1d(slabs(s0, s1), 3, 0, output=np.float64, mode="constant")[a0:b0]
+        lines = np.ascontiguousarray(np.moveaxis(slabs(s0, s1), 0, -1))
+        filtered = spline_filter1d(lines, 3, 2, output=np.float64, mode="constant")
+        f0[:, :, s0:s1] = np.moveaxis(filtered[:, :, a0:b0], -1, 0)
+
+    run_parallel(filter_slab, range(0, shape[2], SLAB))
     # axis 1: full lines along axis 1 for the needed axis-0 range; axis 2 likewise for the needed 0, 1 ranges
     f1 = spline_filter1d(f0, 3, 1, output=np.float64, mode="constant")[:, a1:b1]
-    del f0
+    f0 = None  # free it (the closure above holds the name)
     coeff = spline_filter1d(np.ascontiguousarray(f1), 3, 2, output=np.float64, mode="constant")[:, :, a2:b2]
     del f1
     t0, t1, t2 = (a.taps - lo for a, (lo, _) in zip(axes, need))
@@ -129,6 +136,21 @@ def spline_zoom_window(slabs, shape, zoom, window) -> np.ndarray:
     out[:, axes[1].zero] = 0.0
     out[:, :, axes[2].zero] = 0.0
     return out
+
+
+def run_parallel(fn, items):
+    """fn over items in up to 4 threads (the work is numpy/scipy C code that releases the GIL)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    if workers == 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(fn, items):
+            pass
 
 
 def nearest_index_maps(shape, zoom) -> list:

@@ -336,6 +336,7 @@ def score_case(
     each atomically: an error never leaves a half-written or stale-looking result behind.
     """
     t0 = time.perf_counter()
+    warm = _prewarm(weights, device) if encoder is None and not download else None
     prep = prepare_case(
         image,
         mask,
@@ -349,6 +350,8 @@ def score_case(
     )
     t = time.perf_counter()
     encoder, classifier = load_models(weights, model, device, encoder=encoder, classifier=classifier, download=download)
+    if warm is not None:
+        warm.wait()
     prep.timings["load_models"] = time.perf_counter() - t
     t = time.perf_counter()
     feats = encoder.features(prep.cube.ct)[0]
@@ -367,6 +370,13 @@ def score_case(
     if out_dir is not None:
         write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report, stability=stab)
     return result
+
+
+def _prewarm(weights, device):
+    """FCIB loading and a warm-up forward in a background thread, overlapping the reading (model/prewarm.py)."""
+    from DFM50NLib.model.prewarm import Prewarm
+
+    return Prewarm(weights, device)
 
 
 def add_stability(result, prep, encoder, classifier):

@@ -1,14 +1,19 @@
 """Benchmark of the single-case engine (not a test): prints every figure of one run side by side.
 
-    python Testing/Benchmarks/benchmark_scoring.py [--weights PATH] [--skip-reference]
+    python Testing/Benchmarks/benchmark_scoring.py [--weights PATH] [--skip-reference] [--skip-old-big]
 
-Measures on one synthetic 512x512x600 int16 CT: physical cube extraction on the axis-aligned CT and on
-the same CT rotated 10 degrees about S (one lone axis: gantry tilt / in-plane rotation) and about
-(1, 1, 1) (doubly oblique: the generic path), reference cube extraction (on the whole CT, where it
-runs out of memory, and on a 120-slice slab, physical vs reference), cold model load (fresh
-process) and its peak RSS, forward time, warm re-score and its stages, peak RSS of a whole cold score.
-Targets (2-core machine): cube <= 50 ms, warm re-score <= 0.5 s, model load <= 3 s, peak RSS <= 2.5 GB.
-Without --weights a random-weight checkpoint of the real architecture is made (timings are the same).
+Measures on one synthetic 512x512x300 int16 CT (0.7 x 0.7 x 1.25 mm, one 20 mm lesion): physical cube
+extraction on the axis-aligned CT and on the same CT rotated 10 degrees about S (one lone axis: gantry
+tilt / in-plane rotation) and about (1, 1, 1) (doubly oblique: the generic path); reference cube
+extraction (fresh process, from the NIfTI files) old (whole-volume scipy.ndimage.zoom, address space
+capped at 12 GB) vs new (windowed) on the whole CT and on a 120-slice slab, the cubes compared bit for
+bit, and the new path on a 512x512x600 CT; cold model load (fresh process) and its peak RSS, forward time,
+warm re-score and its stages; the cold `python -m DFM50NLib score` CLI (fresh process, median of 3) with
+its stage table and peak RSS. The old whole-CT reference run needs ~10 GB: run the benchmark alone
+(e.g. under `flock`), or pass --skip-old-big.
+Targets (2-core machine): cube <= 50 ms, warm re-score <= 0.5 s, model load <= 3 s; reference mode
+<= 6 s and <= 1.5 GB; cold score <= 2 s and <= 1.3 GB. Timings on a shared machine are noisy: compare
+the ratios within one run. Without --weights a random-weight checkpoint of the real architecture is made.
 """
 
 from __future__ import annotations
@@ -28,25 +33,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-SHAPE = (512, 512, 600)
-SPACING = (0.7, 0.7, 0.625)
-SLAB = slice(240, 360)  # 75 mm around the lesion (z = 300): small enough for reference mode
+SHAPE = (512, 512, 300)
+SPACING = (0.7, 0.7, 1.25)
+SHAPE_600, SPACING_600 = (512, 512, 600), (0.7, 0.7, 0.625)  # the same body, twice the slices
+LESION_MM = 20.0  # diameter
+SLAB = slice(90, 210)  # 120 slices (150 mm) around the lesion (k = 150)
 REFERENCE_MEMORY_GB = 12.0  # address-space cap of the reference-mode child (this machine has 24 GB)
 
 
-def make_ct():
-    """A 512x512x600 int16 CT (air, body, lung, one 12 mm lesion) and its lesion mask, built in place."""
+def make_ct(shape=SHAPE, spacing=SPACING):
+    """A 512x512xN int16 CT (air, body, lungs, one 20 mm lesion, mild noise) and its mask, built in place."""
     import numpy as np
 
     from DFM50NLib.geometry.volume import Volume
 
-    ct = np.full(SHAPE, -1000, dtype=np.int16)
+    nz = shape[2]
+    ct = np.full(shape, -1000, dtype=np.int16)
     ct[60:452, 80:432, :] = 30
-    ct[110:240, 120:400, 50:560] = -850
-    ct[272:402, 120:400, 50:560] = -850
-    mask = np.zeros(SHAPE, dtype=np.uint8)
-    c = np.array([170, 250, 300])
-    r = 12.0 / np.array(SPACING)
+    ct[110:240, 120:400, nz // 12 : nz - nz // 12] = -850
+    ct[272:402, 120:400, nz // 12 : nz - nz // 12] = -850
+    rng = np.random.default_rng(0)
+    for k0 in range(0, nz, 50):  # scanner noise, so the files compress like a real CT's
+        ct[:, :, k0 : k0 + 50] += rng.integers(-20, 21, ct[:, :, k0 : k0 + 50].shape, dtype=np.int16)
+    mask = np.zeros(shape, dtype=np.uint8)
+    c = np.array([170, 250, nz // 2])
+    r = LESION_MM / 2 / np.array(spacing)
     sl = tuple(slice(int(ci - ri - 1), int(ci + ri + 2)) for ci, ri in zip(c, r))
     grid = np.ogrid[sl]
     inside = sum(((g - ci) / ri) ** 2 for g, ci, ri in zip(grid, c, r)) <= 1
@@ -54,8 +65,8 @@ def make_ct():
     ct[sl][inside] = 40
     origin = (-179.0, -179.0, -187.0)
     return (
-        Volume.from_geometry(ct, SPACING, origin, name="bench"),
-        Volume.from_geometry(mask, SPACING, origin, name="bench_mask"),
+        Volume.from_geometry(ct, spacing, origin, name="bench"),
+        Volume.from_geometry(mask, spacing, origin, name="bench_mask"),
     )
 
 
@@ -130,39 +141,105 @@ def child_score(weights):
     )
 
 
-def child_reference(folder):
-    """Run in a fresh process with its address space capped at REFERENCE_MEMORY_GB: the upstream arithmetic
-    zooms the whole CT and mask (float64, order 3, then a distance transform on the zoomed mask), which on
-    this CT needs far more than 24 GB; uncapped it got the whole process tree OOM-killed."""
+def child_reference(arg):
+    """Run in a fresh process: reference-mode extraction from the files in `folder`, "new" (windowed) or "old"
+    (whole-volume zoom, as upstream: nibabel get_fdata + scipy.ndimage.zoom of everything), the address
+    space capped at REFERENCE_MEMORY_GB (uncapped, the old path on 512x512x600 got the process tree
+    OOM-killed); the cube goes to <folder>/cube_<mode>.npy for the bit-for-bit comparison."""
     import resource
 
-    from DFM50NLib.geometry.reference import reference_cube_from_files
+    import numpy as np
 
+    folder, mode = arg.rsplit("|", 1)
+    folder = Path(folder)
     cap = int(REFERENCE_MEMORY_GB * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     t = time.perf_counter()
     try:
-        reference_cube_from_files(Path(folder) / "ct.nii.gz", Path(folder) / "mask.nii.gz", center_method="dt_peak")
+        if mode == "new":
+            from DFM50NLib.geometry.reference import reference_cube_from_files
+
+            ref = reference_cube_from_files(folder / "ct.nii.gz", folder / "mask.nii.gz", center_method="dt_peak")
+        else:
+            import nibabel as nib
+
+            from DFM50NLib.geometry.reference import reference_cube_whole_volume
+
+            img, msk = nib.load(str(folder / "ct.nii.gz")), nib.load(str(folder / "mask.nii.gz"))
+            zooms = img.header.get_zooms()[:3], msk.header.get_zooms()[:3]
+            ref = reference_cube_whole_volume(img.get_fdata(), msk.get_fdata(), *zooms, "dt_peak")
     except MemoryError:
         print(json.dumps({"memory_error_after_s": time.perf_counter() - t}))
         return
+    seconds = time.perf_counter() - t
+    np.save(folder / f"cube_{mode}.npy", ref.cube.ct)
+    np.save(folder / f"mask_{mode}.npy", ref.cube.mask)
     print(
         json.dumps(
             {
-                "reference_s": time.perf_counter() - t,
+                "reference_s": seconds,
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                "center": list(ref.center_ijk),
             }
         )
     )
 
 
-def reference_run(ct, mask, tmp) -> dict:
-    """Write the CT and mask, time reference-mode extraction from those files in a capped child process."""
+def reference_compare(ct, mask, tmp, what, old=True) -> None:
+    """Write the CT and mask as .nii.gz, extract the reference cube old and new in fresh processes, print."""
+    import numpy as np
+
     from DFM50NLib.geometry import io
 
-    io.write_volume(ct, tmp / "ct.nii.gz")
-    io.write_volume(mask, tmp / "mask.nii.gz")
-    return run_child("reference", tmp)
+    folder = tmp / "reference"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    io.write_volume(ct, folder / "ct.nii.gz")
+    io.write_volume(mask, folder / "mask.nii.gz")
+    new = run_child("reference", f"{folder}|new")
+    line = f"reference cube, {what}: new {new['reference_s']:.2f} s, peak RSS {new['peak_rss_gb']:.2f} GB"
+    if old:
+        was = run_child("reference", f"{folder}|old")
+        if "reference_s" in was:
+            same = np.array_equal(np.load(folder / "cube_new.npy"), np.load(folder / "cube_old.npy"))
+            same &= np.array_equal(np.load(folder / "mask_new.npy"), np.load(folder / "mask_old.npy"))
+            line += (
+                f"; old (whole-volume zoom) {was['reference_s']:.2f} s, peak RSS {was['peak_rss_gb']:.2f} GB; "
+                f"new/old time {new['reference_s'] / was['reference_s']:.3f}, RSS "
+                f"{new['peak_rss_gb'] / was['peak_rss_gb']:.3f}; cubes bit-identical: {bool(same)}"
+            )
+        else:
+            line += (
+                f"; old (whole-volume zoom): MemoryError after {was['memory_error_after_s']:.1f} s under a "
+                f"{REFERENCE_MEMORY_GB:g} GB address-space cap"
+            )
+    else:
+        line += "; old not run"
+    print(line + " (incl. reading the files; targets <= 6 s, <= 1.5 GB)", flush=True)
+
+
+def child_cold(arg):
+    """Run in a fresh process: `python -m DFM50NLib score` cold (another fresh process), 3 times; the median
+    run's wall time, its stage table (the result JSON's timings) and the CLI's peak RSS."""
+    import resource
+
+    folder, weights = arg.split("|", 1)
+    folder = Path(folder)
+    runs = []
+    for i in range(3):
+        out = folder / f"out{i}"
+        cmd = [sys.executable, "-m", "DFM50NLib", "score", "--image", str(folder / "ct.nii.gz")]
+        cmd += ["--mask", str(folder / "mask.nii.gz"), "--weights", weights, "--out", str(out)]
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - t
+        if done.returncode:
+            raise RuntimeError(f"score failed (rc {done.returncode}):\n{done.stderr[-3000:]}")
+        timings = json.loads(next(out.glob("*.dfm50n.json")).read_text())["timings"]
+        runs.append((wall, timings))
+    wall, timings = sorted(runs, key=lambda r: r[0])[1]
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(json.dumps({"wall_s": wall, "walls": [r[0] for r in runs], "timings": timings, "peak_rss_gb": rss}))
 
 
 def run_child(fn, arg) -> dict:
@@ -177,11 +254,13 @@ def run_child(fn, arg) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--skip-reference", action="store_true", help="skip the (slow) reference-mode extraction")
+    ap.add_argument("--skip-reference", action="store_true", help="skip the reference-mode extraction")
+    ap.add_argument("--skip-old-big", action="store_true", help="skip the old whole-volume reference run (~10 GB)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return {"load": child_load, "score": child_score, "reference": child_reference}[args.child](args.weights)
+        children = {"load": child_load, "score": child_score, "reference": child_reference, "cold": child_cold}
+        return children[args.child](args.weights)
 
     import torch
 
@@ -230,31 +309,33 @@ def run(args, tmp):
     )
 
     if not args.skip_reference:
-        ref = reference_run(ct, mask, tmp)
-        if "reference_s" in ref:
-            print(
-                f"reference cube extraction (upstream arithmetic, incl. reading the files, fresh process): "
-                f"{ref['reference_s']:.2f} s = {ref['reference_s'] / phys:.0f} x physical; "
-                f"peak RSS {ref['peak_rss_gb']:.2f} GB"
-            )
-        else:
-            print(
-                f"reference cube extraction (upstream arithmetic): MemoryError after "
-                f"{ref['memory_error_after_s']:.1f} s under a {REFERENCE_MEMORY_GB:g} GB address-space cap "
-                "(it zooms the whole CT to 731x731x960 float64 and more)"
-            )
-        # the same comparison on a slab that reference mode can hold in memory
+        reference_compare(ct, mask, tmp, f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} CT", old=not args.skip_old_big)
         slab_ct, slab_mask = slab(ct, SLAB), slab(mask, SLAB)
-        slab_pm = prepare_mask(slab_mask, slab_ct)
-        slab_center = find_center(slab_pm, "dt_peak")
-        phys_slab = median_time(lambda: extract_cube(slab_ct, slab_pm, slab_center, "LPS"), 20)
-        ref = reference_run(slab_ct, slab_mask, tmp)
-        if "reference_s" in ref:
-            print(
-                f"on a {slab_ct.shape[0]}x{slab_ct.shape[1]}x{slab_ct.shape[2]} slab of that CT: physical "
-                f"{phys_slab * 1e3:.1f} ms, reference {ref['reference_s']:.2f} s (incl. reading the files) = "
-                f"{ref['reference_s'] / phys_slab:.0f} x physical; reference peak RSS {ref['peak_rss_gb']:.2f} GB"
-            )
+        reference_compare(slab_ct, slab_mask, tmp, f"{SHAPE[0]}x{SHAPE[1]}x{SLAB.stop - SLAB.start} slab")
+        del slab_ct, slab_mask
+        ct6, mask6 = make_ct(SHAPE_600, SPACING_600)
+        reference_compare(
+            ct6, mask6, tmp, f"{SHAPE_600[0]}x{SHAPE_600[1]}x{SHAPE_600[2]} CT {SPACING_600} mm", old=False
+        )
+        del ct6, mask6
+
+    from DFM50NLib.geometry import io
+
+    cold_dir = tmp / "cold"
+    cold_dir.mkdir()
+    io.write_volume(ct, cold_dir / "ct.nii.gz")
+    io.write_volume(mask, cold_dir / "mask.nii.gz")
+    cold = run_child("cold", f"{cold_dir}|{weights}")
+    tm = cold["timings"]
+    print(
+        f"cold `python -m DFM50NLib score` (physical, {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} .nii.gz, fresh process, "
+        f"median of 3: {', '.join(f'{w:.2f}' for w in cold['walls'])} s): {cold['wall_s']:.2f} s wall "
+        f"(target <= 2 s); CLI peak RSS {cold['peak_rss_gb']:.2f} GB (target <= 1.3 GB)"
+    )
+    print("  stage table (s):")
+    print(f"    {'startup + imports + writing':<30}{cold['wall_s'] - tm['total']:8.3f}")
+    for k, v in tm.items():
+        print(f"    {k:<30}{v:8.3f}")
 
     load = run_child("load", weights)
     print(
@@ -286,7 +367,8 @@ def run(args, tmp):
 
     sc = run_child("score", weights)
     print(
-        f"cold score of the 512x512x600 CT in a fresh process: {sc['cold_score_s']:.2f} s; peak RSS "
+        f"cold score_volumes of the {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} CT built in memory, fresh process: "
+        f"{sc['cold_score_s']:.2f} s; peak RSS "
         f"{sc['peak_rss_gb']:.2f} GB (CT alone {sc['ct_gb']:.2f} GB; target <= 2.5 GB)"
     )
     print(f"ratios: warm re-score / forward = {warm / fw:.2f}; cube / forward = {phys / fw:.3f}")
