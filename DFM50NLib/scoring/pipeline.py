@@ -8,6 +8,7 @@ finish_case: 9 features -> forest -> Result with every METHOD.md §4 field
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -336,7 +337,7 @@ def score_case(
     each atomically: an error never leaves a half-written or stale-looking result behind.
     """
     t0 = time.perf_counter()
-    warm = _prewarm(weights, device) if encoder is None and not download else None
+    warm = _prewarm(weights, device) if encoder is None and not download and _PREWARM else None
     prep = prepare_case(
         image,
         mask,
@@ -370,6 +371,9 @@ def score_case(
     if out_dir is not None:
         write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report, stability=stab)
     return result
+
+
+_PREWARM = os.environ.get("DFM50N_PREWARM", "1") != "0"  # 0: load FCIB after reading (less memory at once)
 
 
 def _prewarm(weights, device):
