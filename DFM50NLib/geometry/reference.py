@@ -7,6 +7,10 @@ own header zooms) — *not* 1 mm isotropic; mask > 0 (or == label, our extension
 ``distance_transform_edt`` (no spacing, no padding) or ``center_of_mass``; ``np.round`` (half to even)
 to integers c; cut ``[c - 25, c + 25)`` per axis, padding with 0. The CT cube handed to FCIB is the float32
 of those float64 values (FCIB's LoadImaged reads float32). Orientation recorded as ``"file-ijk"``.
+
+Upstream zooms the whole CT (about 10 GB on 512x512x300); `reference_cube` computes only the cube's samples
+and the lesion's box (`reference_window`, `zoom_window`) with the same arithmetic, so its cube is
+bit-identical; `reference_cube_whole_volume` keeps the whole-volume path (the tests' and benchmark's oracle).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ ignored: the normal load path runs afterwards and reports them.
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 
@@ -17,6 +18,9 @@ class Prewarm:
         self._thread = threading.Thread(target=self._run, args=(weights, device), name="dfm50n-prewarm", daemon=True)
         self.error = None
         self._thread.start()
+        # if the caller fails before waiting (bad input), let the warm-up end before the interpreter does:
+        # a daemon thread killed inside torch at shutdown can abort the process
+        atexit.register(self.wait)
 
     def _run(self, weights, device):
         try:
@@ -35,3 +39,5 @@ class Prewarm:
     def wait(self, timeout=None) -> None:
         """Wait for the warm-up forward (so the real one does not share the cores with it)."""
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            atexit.unregister(self.wait)
