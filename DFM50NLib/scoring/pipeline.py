@@ -373,7 +373,9 @@ def score_case(
     return result
 
 
-_PREWARM = os.environ.get("DFM50N_PREWARM", "1") != "0"  # 0: load FCIB after reading (less memory at once)
+# 1: load FCIB + a warm-up forward in a background thread while the case is read (model/prewarm.py). Off by
+# default: on the shared 2-core machine the benchmark measured no gain (ratio 1.04) and +90 MB peak RSS
+_PREWARM = os.environ.get("DFM50N_PREWARM", "0") == "1"
 
 
 def _prewarm(weights, device):

@@ -163,7 +163,7 @@ def child_reference(arg):
     folder = Path(folder)
     cap = int(REFERENCE_MEMORY_GB * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), os.times()
     try:
         if mode == "new":
             from DFM50NLib.geometry.reference import reference_cube_from_files
@@ -180,13 +180,15 @@ def child_reference(arg):
     except MemoryError:
         print(json.dumps({"memory_error_after_s": time.perf_counter() - t}))
         return
-    seconds = time.perf_counter() - t
+    seconds, now = time.perf_counter() - t, os.times()
+    cpu_s = now.user - cpu.user + now.system - cpu.system  # less sensitive than wall time to others' load
     np.save(folder / f"cube_{mode}.npy", ref.cube.ct)
     np.save(folder / f"mask_{mode}.npy", ref.cube.mask)
     print(
         json.dumps(
             {
                 "reference_s": seconds,
+                "cpu_s": cpu_s,
                 "peak_rss_gb": peak_rss_gb(),
                 "center": list(ref.center_ijk),
             }
@@ -206,14 +208,18 @@ def reference_compare(ct, mask, tmp, what, old=True) -> None:
     io.write_volume(ct, folder / "ct.nii.gz")
     io.write_volume(mask, folder / "mask.nii.gz")
     new = run_child("reference", f"{folder}|new")
-    line = f"reference cube, {what}: new {new['reference_s']:.2f} s, peak RSS {new['peak_rss_gb']:.2f} GB"
+    line = (
+        f"reference cube, {what}: new {new['reference_s']:.2f} s (CPU {new['cpu_s']:.2f} s), "
+        f"peak RSS {new['peak_rss_gb']:.2f} GB"
+    )
     if old:
         was = run_child("reference", f"{folder}|old")
         if "reference_s" in was:
             same = np.array_equal(np.load(folder / "cube_new.npy"), np.load(folder / "cube_old.npy"))
             same &= np.array_equal(np.load(folder / "mask_new.npy"), np.load(folder / "mask_old.npy"))
             line += (
-                f"; old (whole-volume zoom) {was['reference_s']:.2f} s, peak RSS {was['peak_rss_gb']:.2f} GB; "
+                f"; old (whole-volume zoom) {was['reference_s']:.2f} s (CPU {was['cpu_s']:.2f} s), peak RSS "
+                f"{was['peak_rss_gb']:.2f} GB; "
                 f"new/old time {new['reference_s'] / was['reference_s']:.3f}, RSS "
                 f"{new['peak_rss_gb'] / was['peak_rss_gb']:.3f}; cubes bit-identical: {bool(same)}"
             )
