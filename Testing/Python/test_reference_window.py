@@ -12,7 +12,7 @@ from DFM50NLib.geometry.nifti_source import read_nifti_source
 from DFM50NLib.geometry.reference import reference_cube, reference_cube_from_files, reference_cube_whole_volume
 
 
-def write_case(folder, shape, zooms, lesions, signs=(-1, -1, 1), slope_inter=None, seed=0):
+def write_case(folder, shape, zooms, lesions, signs=(-1, -1, 1), slope_inter=None, seed=0, ct_dtype=np.int16):
     """CT + mask NIfTI pair (nibabel); `signs` of the affine's diagonal (LPS-like default, (1, 1, 1) = LAS
     when the file is read as i -> left), optional scl_slope / scl_inter on the CT."""
     import nibabel as nib
@@ -25,7 +25,7 @@ def write_case(folder, shape, zooms, lesions, signs=(-1, -1, 1), slope_inter=Non
     for center_ijk, radius_mm, value in lesions:
         d2 = sum(((ijk[a] - center_ijk[a]) * zooms[a]) ** 2 for a in range(3))
         mask[d2 <= radius_mm**2] = value
-    ct = (-800 + 60 * rng.standard_normal(shape) + 840 * (mask > 0)).astype(np.int16)
+    ct = (-800 + 60 * rng.standard_normal(shape) + 840 * (mask > 0)).astype(ct_dtype)
     ct_img = nib.Nifti1Image(ct, affine)
     if slope_inter is not None:
         ct_img.header.set_slope_inter(*slope_inter)
@@ -56,6 +56,7 @@ CASES = {
     "lesion_at_low_border": ((33, 35, 19), (0.8, 0.7, 1.5), [((0, 1, 0), 4.0, 1)]),
     "lesion_at_high_border": ((33, 35, 19), (0.8, 0.7, 1.5), [((32, 34, 18), 4.0, 1)]),
     "lesion_fills_array_width": ((15, 13, 9), (2.0, 2.0, 2.0), [((7, 6, 4), 40.0, 1)]),
+    "one_axis_at_1mm": ((29, 31, 17), (1.0, 0.8, 2.0), [((14, 15, 8), 5.0, 1)]),
 }
 
 
@@ -85,6 +86,13 @@ def test_las_file_and_scaled_ct(tmp_path):
     assert np.array_equal(src.values(), nib.load(str(ct_path)).get_fdata())
     for method in ("dt_peak", "centroid"):
         assert_same_as_oracle(ct_path, mask_path, method)
+
+
+@pytest.mark.parametrize("dtype", [">i2", np.float32, np.uint16])
+def test_other_ct_dtypes(tmp_path, dtype):
+    """Big-endian, float32 and unsigned CTs: the stored values feed the spline exactly as get_fdata's."""
+    ct_path, mask_path = write_case(tmp_path, (27, 25, 13), (0.9, 0.9, 1.7), [((13, 12, 6), 5.0, 1)], ct_dtype=dtype)
+    assert_same_as_oracle(ct_path, mask_path, "dt_peak")
 
 
 def test_equal_components_tie_and_label(tmp_path):
