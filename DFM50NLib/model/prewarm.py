@@ -5,6 +5,10 @@ weights, and a first forward ~3x slower than a warm one (weight pages faulted in
 created). The torch work releases the GIL, so it runs while the main thread reads and cuts the cube; the
 encoder lands in `fcib.get_encoder`'s cache, so the scoring code then picks it up warm. Failures here are
 ignored: the normal load path runs afterwards and reports them.
+
+Opt-in (``DFM50N_PREWARM=1``, see scoring/pipeline.py): importing torch and unpickling the checkpoint hold
+the GIL, as does the ISA-L/ITK read, so only the warm-up forward overlaps anything; the benchmark measured
+no gain on the shared 2-core machine and 90 MB more peak RSS.
 """
 
 from __future__ import annotations
