@@ -4,7 +4,7 @@ Why: ITK's NIfTI reader inflates .nii.gz with zlib in one thread (0.8 s of a col
 CT); ISA-L does it in about half that. The geometry (qform/sform choice, LPS) still comes from ITK
 (``ReadImageInformation`` reads the header only), so the image equals ``sitk.ReadImage``'s. Only plain
 cases take this path: 3-D, one component, no intensity scaling, the pixel type ITK would report; anything
-else returns None and ITK reads the file as before.
+else returns None and ITK reads the file as before (so does everything when isal is not installed).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ _SITK_TYPES = {
 
 def read_nifti_fast(path):
     """A SimpleITK image equal to ``sitk.ReadImage(path)``, or None when this path does not apply."""
+    from DFM50NLib.geometry.fast_gzip import gunzip_backend
+
     p = Path(path)
-    if not p.name.lower().endswith((".nii", ".nii.gz")) or not p.is_file():
-        return None
+    if not p.name.lower().endswith((".nii", ".nii.gz")) or not p.is_file() or gunzip_backend() != "isal":
+        return None  # without ISA-L, ITK's own reader is the faster one
     try:
         import SimpleITK as sitk
 

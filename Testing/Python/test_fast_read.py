@@ -59,6 +59,15 @@ def test_scaled_or_4d_files_go_to_itk(tmp_path):
     assert read_nifti_fast(tmp_path / "junk.nii.gz") is None
 
 
+def test_without_isal_itk_reads(tmp_path, monkeypatch):
+    from DFM50NLib.geometry import io
+
+    path = write(tmp_path / "a.nii.gz", np.arange(60, dtype=np.int16).reshape(5, 4, 3), np.eye(4))
+    monkeypatch.setattr(fast_gzip, "gunzip_backend", lambda: "zlib")
+    assert read_nifti_fast(path) is None
+    assert np.array_equal(io.read_volume(path).array, np.arange(60, dtype=np.int16).reshape(5, 4, 3))
+
+
 def test_gunzip_multi_member_equals_zlib():
     data = gzip.compress(b"abc" * 1000) + gzip.compress(b"xyz" * 7)
     assert fast_gzip.gunzip(data) == gzip.decompress(data) == b"abc" * 1000 + b"xyz" * 7
