@@ -92,6 +92,11 @@ def _read_sitk(path, series_uid=None):
         raise InputError(f"File not found: {p}. Check the path (and the working folder for relative paths).")
     if p.is_dir():
         return _read_dicom_series(p, series_uid)
+    from DFM50NLib.geometry.fast_nifti import read_nifti_fast
+
+    fast = read_nifti_fast(p)  # ISA-L gunzip for plain NIfTI; None = ITK reads it
+    if fast is not None:
+        return fast
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:

@@ -1,14 +1,19 @@
 """Benchmark of the single-case engine (not a test): prints every figure of one run side by side.
 
-    python Testing/Benchmarks/benchmark_scoring.py [--weights PATH] [--skip-reference]
+    python Testing/Benchmarks/benchmark_scoring.py [--weights PATH] [--skip-reference] [--skip-old-big]
 
-Measures on one synthetic 512x512x600 int16 CT: physical cube extraction on the axis-aligned CT and on
-the same CT rotated 10 degrees about S (one lone axis: gantry tilt / in-plane rotation) and about
-(1, 1, 1) (doubly oblique: the generic path), reference cube extraction (on the whole CT, where it
-runs out of memory, and on a 120-slice slab, physical vs reference), cold model load (fresh
-process) and its peak RSS, forward time, warm re-score and its stages, peak RSS of a whole cold score.
-Targets (2-core machine): cube <= 50 ms, warm re-score <= 0.5 s, model load <= 3 s, peak RSS <= 2.5 GB.
-Without --weights a random-weight checkpoint of the real architecture is made (timings are the same).
+Measures on one synthetic 512x512x300 int16 CT (0.7 x 0.7 x 1.25 mm, one 20 mm lesion): physical cube
+extraction on the axis-aligned CT and on the same CT rotated 10 degrees about S (one lone axis: gantry
+tilt / in-plane rotation) and about (1, 1, 1) (doubly oblique: the generic path); reference cube
+extraction (fresh process, from the NIfTI files) old (whole-volume scipy.ndimage.zoom, address space
+capped at 12 GB) vs new (windowed) on the whole CT and on a 120-slice slab, the cubes compared bit for
+bit, and the new path on a 512x512x600 CT; cold model load (fresh process) and its peak RSS, forward time,
+warm re-score and its stages; the cold `python -m DFM50NLib score` CLI (fresh process, median of 3) with
+its stage table and peak RSS. The old whole-CT reference run needs ~10 GB: run the benchmark alone
+(e.g. under `flock`), or pass --skip-old-big.
+Targets (2-core machine): cube <= 50 ms, warm re-score <= 0.5 s, model load <= 3 s; reference mode
+<= 6 s and <= 1.5 GB; cold score <= 2 s and <= 1.3 GB. Timings on a shared machine are noisy: compare
+the ratios within one run. Without --weights a random-weight checkpoint of the real architecture is made.
 """
 
 from __future__ import annotations
@@ -28,25 +33,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-SHAPE = (512, 512, 600)
-SPACING = (0.7, 0.7, 0.625)
-SLAB = slice(240, 360)  # 75 mm around the lesion (z = 300): small enough for reference mode
+SHAPE = (512, 512, 300)
+SPACING = (0.7, 0.7, 1.25)
+SHAPE_600, SPACING_600 = (512, 512, 600), (0.7, 0.7, 0.625)  # the same body, twice the slices
+LESION_MM = 20.0  # diameter
+SLAB = slice(90, 210)  # 120 slices (150 mm) around the lesion (k = 150)
 REFERENCE_MEMORY_GB = 12.0  # address-space cap of the reference-mode child (this machine has 24 GB)
 
 
-def make_ct():
-    """A 512x512x600 int16 CT (air, body, lung, one 12 mm lesion) and its lesion mask, built in place."""
+def make_ct(shape=SHAPE, spacing=SPACING):
+    """A 512x512xN int16 CT (air, body, lungs, one 20 mm lesion, mild noise) and its mask, built in place."""
     import numpy as np
 
     from DFM50NLib.geometry.volume import Volume
 
-    ct = np.full(SHAPE, -1000, dtype=np.int16)
+    nz = shape[2]
+    ct = np.full(shape, -1000, dtype=np.int16)
     ct[60:452, 80:432, :] = 30
-    ct[110:240, 120:400, 50:560] = -850
-    ct[272:402, 120:400, 50:560] = -850
-    mask = np.zeros(SHAPE, dtype=np.uint8)
-    c = np.array([170, 250, 300])
-    r = 12.0 / np.array(SPACING)
+    ct[110:240, 120:400, nz // 12 : nz - nz // 12] = -850
+    ct[272:402, 120:400, nz // 12 : nz - nz // 12] = -850
+    rng = np.random.default_rng(0)
+    for k0 in range(0, nz, 50):  # scanner noise, so the files compress like a real CT's
+        ct[:, :, k0 : k0 + 50] += rng.integers(-20, 21, ct[:, :, k0 : k0 + 50].shape, dtype=np.int16)
+    mask = np.zeros(shape, dtype=np.uint8)
+    c = np.array([170, 250, nz // 2])
+    r = LESION_MM / 2 / np.array(spacing)
     sl = tuple(slice(int(ci - ri - 1), int(ci + ri + 2)) for ci, ri in zip(c, r))
     grid = np.ogrid[sl]
     inside = sum(((g - ci) / ri) ** 2 for g, ci, ri in zip(grid, c, r)) <= 1
@@ -54,8 +65,8 @@ def make_ct():
     ct[sl][inside] = 40
     origin = (-179.0, -179.0, -187.0)
     return (
-        Volume.from_geometry(ct, SPACING, origin, name="bench"),
-        Volume.from_geometry(mask, SPACING, origin, name="bench_mask"),
+        Volume.from_geometry(ct, spacing, origin, name="bench"),
+        Volume.from_geometry(mask, spacing, origin, name="bench_mask"),
     )
 
 
@@ -84,6 +95,17 @@ def slab(vol, k_range):
     return Volume(np.ascontiguousarray(vol.array[:, :, k_range]), m, name=vol.name)
 
 
+def peak_rss_gb() -> float:
+    """This process's peak RSS (VmHWM of its own memory map). Not getrusage's ru_maxrss: Linux carries the
+    parent's high-water mark across fork + exec, so a child of this 1 GB benchmark would report >= 1 GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def median_time(fn, repeats):
     times = []
     for _ in range(repeats):
@@ -95,7 +117,6 @@ def median_time(fn, repeats):
 
 def child_load(weights):
     """Run in a fresh process: cold model load time and the process's peak RSS afterwards."""
-    import resource
 
     t = time.perf_counter()
     from DFM50NLib.model.fcib import get_encoder
@@ -105,17 +126,16 @@ def child_load(weights):
     import numpy as np
 
     enc.features(np.full((50, 50, 50), -1000.0, dtype=np.float32))
-    print(json.dumps({"load_s": load_s, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    print(json.dumps({"load_s": load_s, "peak_rss_gb": peak_rss_gb()}))
 
 
 def child_score(weights):
     """Run in a fresh process: peak RSS of building the CT and scoring it once, cold."""
-    import resource
 
     from DFM50NLib.scoring.pipeline import score_volumes
 
     ct, mask = make_ct()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    base = peak_rss_gb()
     t = time.perf_counter()
     score_volumes(ct, mask, weights=weights)
     print(
@@ -124,45 +144,122 @@ def child_score(weights):
                 "cold_score_s": time.perf_counter() - t,
                 "ct_gb": ct.array.nbytes / 2**30,
                 "rss_before_gb": base,
-                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                "peak_rss_gb": peak_rss_gb(),
             }
         )
     )
 
 
-def child_reference(folder):
-    """Run in a fresh process with its address space capped at REFERENCE_MEMORY_GB: the upstream arithmetic
-    zooms the whole CT and mask (float64, order 3, then a distance transform on the zoomed mask), which on
-    this CT needs far more than 24 GB; uncapped it got the whole process tree OOM-killed."""
+def child_reference(arg):
+    """Run in a fresh process: reference-mode extraction from the files in `folder`, "new" (windowed) or "old"
+    (whole-volume zoom, as upstream: nibabel get_fdata + scipy.ndimage.zoom of everything), the address
+    space capped at REFERENCE_MEMORY_GB (uncapped, the old path on 512x512x600 got the process tree
+    OOM-killed); the cube goes to <folder>/cube_<mode>.npy for the bit-for-bit comparison."""
     import resource
 
-    from DFM50NLib.geometry.reference import reference_cube_from_files
+    import numpy as np
 
+    folder, mode = arg.rsplit("|", 1)
+    folder = Path(folder)
     cap = int(REFERENCE_MEMORY_GB * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), os.times()
     try:
-        reference_cube_from_files(Path(folder) / "ct.nii.gz", Path(folder) / "mask.nii.gz", center_method="dt_peak")
+        if mode == "new":
+            from DFM50NLib.geometry.reference import reference_cube_from_files
+
+            ref = reference_cube_from_files(folder / "ct.nii.gz", folder / "mask.nii.gz", center_method="dt_peak")
+        else:
+            import nibabel as nib
+
+            from DFM50NLib.geometry.reference import reference_cube_whole_volume
+
+            img, msk = nib.load(str(folder / "ct.nii.gz")), nib.load(str(folder / "mask.nii.gz"))
+            zooms = img.header.get_zooms()[:3], msk.header.get_zooms()[:3]
+            ref = reference_cube_whole_volume(img.get_fdata(), msk.get_fdata(), *zooms, "dt_peak")
     except MemoryError:
         print(json.dumps({"memory_error_after_s": time.perf_counter() - t}))
         return
+    seconds, now = time.perf_counter() - t, os.times()
+    cpu_s = now.user - cpu.user + now.system - cpu.system  # less sensitive than wall time to others' load
+    np.save(folder / f"cube_{mode}.npy", ref.cube.ct)
+    np.save(folder / f"mask_{mode}.npy", ref.cube.mask)
     print(
         json.dumps(
             {
-                "reference_s": time.perf_counter() - t,
-                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                "reference_s": seconds,
+                "cpu_s": cpu_s,
+                "peak_rss_gb": peak_rss_gb(),
+                "center": list(ref.center_ijk),
             }
         )
     )
 
 
-def reference_run(ct, mask, tmp) -> dict:
-    """Write the CT and mask, time reference-mode extraction from those files in a capped child process."""
+def reference_compare(ct, mask, tmp, what, old=True) -> None:
+    """Write the CT and mask as .nii.gz, extract the reference cube old and new in fresh processes, print."""
+    import numpy as np
+
     from DFM50NLib.geometry import io
 
-    io.write_volume(ct, tmp / "ct.nii.gz")
-    io.write_volume(mask, tmp / "mask.nii.gz")
-    return run_child("reference", tmp)
+    folder = tmp / "reference"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    io.write_volume(ct, folder / "ct.nii.gz")
+    io.write_volume(mask, folder / "mask.nii.gz")
+    new = run_child("reference", f"{folder}|new")
+    line = (
+        f"reference cube, {what}: new {new['reference_s']:.2f} s (CPU {new['cpu_s']:.2f} s), "
+        f"peak RSS {new['peak_rss_gb']:.2f} GB"
+    )
+    if old:
+        was = run_child("reference", f"{folder}|old")
+        if "reference_s" in was:
+            same = np.array_equal(np.load(folder / "cube_new.npy"), np.load(folder / "cube_old.npy"))
+            same &= np.array_equal(np.load(folder / "mask_new.npy"), np.load(folder / "mask_old.npy"))
+            line += (
+                f"; old (whole-volume zoom) {was['reference_s']:.2f} s (CPU {was['cpu_s']:.2f} s), peak RSS "
+                f"{was['peak_rss_gb']:.2f} GB; "
+                f"new/old time {new['reference_s'] / was['reference_s']:.3f}, RSS "
+                f"{new['peak_rss_gb'] / was['peak_rss_gb']:.3f}; cubes bit-identical: {bool(same)}"
+            )
+        else:
+            line += (
+                f"; old (whole-volume zoom): MemoryError after {was['memory_error_after_s']:.1f} s under a "
+                f"{REFERENCE_MEMORY_GB:g} GB address-space cap"
+            )
+    else:
+        line += "; old not run"
+    print(line + " (incl. reading the files; targets <= 6 s, <= 1.5 GB)", flush=True)
+
+
+def child_cold(arg):
+    """Run in a fresh process: `python -m DFM50NLib score` cold (another fresh process), 3 times with the
+    background FCIB pre-warm (model/prewarm.py) and 3 times without (DFM50N_PREWARM=0), interleaved; per
+    setting the median run's wall time and stage table (the result JSON's timings) and the peak RSS."""
+    folder, weights = arg.split("|", 1)
+    folder = Path(folder)
+    runs = {"1": [], "0": []}
+    for i in range(3):
+        for flag in ("1", "0"):
+            out = folder / f"out{i}{flag}"
+            cmd = [sys.executable, "-m", "DFM50NLib", "score", "--image", str(folder / "ct.nii.gz")]
+            cmd += ["--mask", str(folder / "mask.nii.gz"), "--weights", weights, "--out", str(out)]
+            env = dict(os.environ, DFM50N_PREWARM=flag)
+            t = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)  # this run's own peak RSS (this wrapper is small)
+            wall = time.perf_counter() - t
+            if status:
+                raise RuntimeError(f"score failed (status {status}):\n{proc.stderr.read()[-3000:]}")
+            timings = json.loads(next(out.glob("*.dfm50n.json")).read_text())["timings"]
+            runs[flag].append((wall, timings, usage.ru_maxrss / 2**20))
+    result = {}
+    for flag, label in (("1", "prewarm"), ("0", "sequential")):
+        wall, timings, _ = sorted(runs[flag], key=lambda r: r[0])[1]
+        walls, peak = [r[0] for r in runs[flag]], max(r[2] for r in runs[flag])
+        result[label] = {"wall_s": wall, "walls": walls, "timings": timings, "peak_rss_gb": peak}
+    print(json.dumps(result))
 
 
 def run_child(fn, arg) -> dict:
@@ -177,11 +274,13 @@ def run_child(fn, arg) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--skip-reference", action="store_true", help="skip the (slow) reference-mode extraction")
+    ap.add_argument("--skip-reference", action="store_true", help="skip the reference-mode extraction")
+    ap.add_argument("--skip-old-big", action="store_true", help="skip the old whole-volume reference run (~10 GB)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return {"load": child_load, "score": child_score, "reference": child_reference}[args.child](args.weights)
+        children = {"load": child_load, "score": child_score, "reference": child_reference, "cold": child_cold}
+        return children[args.child](args.weights)
 
     import torch
 
@@ -230,31 +329,39 @@ def run(args, tmp):
     )
 
     if not args.skip_reference:
-        ref = reference_run(ct, mask, tmp)
-        if "reference_s" in ref:
-            print(
-                f"reference cube extraction (upstream arithmetic, incl. reading the files, fresh process): "
-                f"{ref['reference_s']:.2f} s = {ref['reference_s'] / phys:.0f} x physical; "
-                f"peak RSS {ref['peak_rss_gb']:.2f} GB"
-            )
-        else:
-            print(
-                f"reference cube extraction (upstream arithmetic): MemoryError after "
-                f"{ref['memory_error_after_s']:.1f} s under a {REFERENCE_MEMORY_GB:g} GB address-space cap "
-                "(it zooms the whole CT to 731x731x960 float64 and more)"
-            )
-        # the same comparison on a slab that reference mode can hold in memory
+        reference_compare(ct, mask, tmp, f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} CT", old=not args.skip_old_big)
         slab_ct, slab_mask = slab(ct, SLAB), slab(mask, SLAB)
-        slab_pm = prepare_mask(slab_mask, slab_ct)
-        slab_center = find_center(slab_pm, "dt_peak")
-        phys_slab = median_time(lambda: extract_cube(slab_ct, slab_pm, slab_center, "LPS"), 20)
-        ref = reference_run(slab_ct, slab_mask, tmp)
-        if "reference_s" in ref:
-            print(
-                f"on a {slab_ct.shape[0]}x{slab_ct.shape[1]}x{slab_ct.shape[2]} slab of that CT: physical "
-                f"{phys_slab * 1e3:.1f} ms, reference {ref['reference_s']:.2f} s (incl. reading the files) = "
-                f"{ref['reference_s'] / phys_slab:.0f} x physical; reference peak RSS {ref['peak_rss_gb']:.2f} GB"
-            )
+        reference_compare(slab_ct, slab_mask, tmp, f"{SHAPE[0]}x{SHAPE[1]}x{SLAB.stop - SLAB.start} slab")
+        del slab_ct, slab_mask
+        ct6, mask6 = make_ct(SHAPE_600, SPACING_600)
+        reference_compare(
+            ct6, mask6, tmp, f"{SHAPE_600[0]}x{SHAPE_600[1]}x{SHAPE_600[2]} CT {SPACING_600} mm", old=False
+        )
+        del ct6, mask6
+
+    from DFM50NLib.geometry import io
+
+    cold_dir = tmp / "cold"
+    cold_dir.mkdir()
+    io.write_volume(ct, cold_dir / "ct.nii.gz")
+    io.write_volume(mask, cold_dir / "mask.nii.gz")
+    cold = run_child("cold", f"{cold_dir}|{weights}")
+    pre, seq = cold["prewarm"], cold["sequential"]
+    print(
+        f"cold `python -m DFM50NLib score` (physical, {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} .nii.gz, fresh process each, "
+        f"3 runs per setting, interleaved): with pre-warm median {pre['wall_s']:.2f} s "
+        f"({', '.join(f'{w:.2f}' for w in pre['walls'])}), sequential (DFM50N_PREWARM=0) median "
+        f"{seq['wall_s']:.2f} s ({', '.join(f'{w:.2f}' for w in seq['walls'])}); ratio "
+        f"{pre['wall_s'] / seq['wall_s']:.2f} (target <= 2 s); CLI peak RSS {pre['peak_rss_gb']:.2f} GB with, "
+        f"{seq['peak_rss_gb']:.2f} GB without pre-warm (target <= 1.3 GB)"
+    )
+    print(f"  stage table of the median runs (s):     {'pre-warm':>10}{'sequential':>12}")
+    print(
+        f"    {'startup + imports + writing':<36}{pre['wall_s'] - pre['timings']['total']:>10.3f}"
+        f"{seq['wall_s'] - seq['timings']['total']:>12.3f}"
+    )
+    for k in seq["timings"]:
+        print(f"    {k:<36}{pre['timings'].get(k, float('nan')):>10.3f}{seq['timings'][k]:>12.3f}")
 
     load = run_child("load", weights)
     print(
@@ -286,7 +393,8 @@ def run(args, tmp):
 
     sc = run_child("score", weights)
     print(
-        f"cold score of the 512x512x600 CT in a fresh process: {sc['cold_score_s']:.2f} s; peak RSS "
+        f"cold score_volumes of the {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} CT built in memory, fresh process: "
+        f"{sc['cold_score_s']:.2f} s; peak RSS "
         f"{sc['peak_rss_gb']:.2f} GB (CT alone {sc['ct_gb']:.2f} GB; target <= 2.5 GB)"
     )
     print(f"ratios: warm re-score / forward = {warm / fw:.2f}; cube / forward = {phys / fw:.3f}")
