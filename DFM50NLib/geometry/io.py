@@ -14,6 +14,7 @@ import numpy as np
 
 from DFM50NLib import atomic
 from DFM50NLib.errors import InputError
+from DFM50NLib.geometry import integrity
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -65,6 +66,7 @@ def read_mask(path, label=None, segment=None) -> Volume:
     highdicom) picks its segment by `segment` (SegmentLabel or SegmentDescription) or `label` (segment
     number) and comes back on its own grid; `prepare_mask` resamples it onto the CT in world space.
     """
+    integrity.check_regular(path)  # a FIFO would block the header read below
     if _is_seg_nrrd(path):
         return _read_segmentation(path, label, segment)
     if is_dicom_seg(path):
@@ -86,6 +88,7 @@ def _read_sitk(path, series_uid=None):
         raise InputError(f"File not found: {p}. Check the path (and the working folder for relative paths).")
     if p.is_dir():
         return _read_dicom_series(p, series_uid)
+    integrity.check_image_file(p)  # truncated data, absurd sizes, FIFOs: refused before any allocation
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -117,7 +120,9 @@ def _read_dicom_series(folder: Path, series_uid=None):
     if uid not in uids:
         raise InputError(f"DICOM series {uid} is not in {folder}; present: {', '.join(uids)}.")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    integrity.check_dicom_series(files, folder)  # missing / duplicate slices
+    reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as exc:
