@@ -168,7 +168,9 @@ def _check_nifti(path: Path):
     if len(head) < 348:
         if gz:
             _gzip_length(path)  # reports the truncation / corruption precisely
-        raise InputError(f"{path}: too short for a NIfTI header ({len(head)} bytes); the file is incomplete.")
+        if len(head) >= 4 and {struct.unpack("<i", head[:4])[0], struct.unpack(">i", head[:4])[0]} & {348, 540}:
+            raise InputError(f"{path}: incomplete file: {len(head)} bytes, shorter than its NIfTI header.")
+        return  # not a NIfTI file at all: the reader says it cannot read it
     shape = itemsize = offset = None
     for endian in "<>":
         (hsize,) = struct.unpack(endian + "i", head[:4])
