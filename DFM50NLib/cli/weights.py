@@ -112,7 +112,10 @@ def _download(args):
         expected_size=constants.FCIB_WEIGHTS_SIZE,
         progress=None if args.quiet else text_progress(),
     )
+    from DFM50NLib.model.weights import provenance
+
     print(f"{'already downloaded' if had and not args.force else 'downloaded and checked'}: {path}")
+    print(provenance(path)["text"])
     return 0
 
 
@@ -128,6 +131,8 @@ def _verify(args):
         + ("" if info["published_size"] else f" (NOT the published {FCIB_WEIGHTS_SIZE:,}: a different checkpoint)")
     )
     print(f"  sha256:    {info['sha256']}")
+    print(f"  zip CRC-32: all {info['zip_records']} records intact")
+    print(f"  publisher: {info['provenance']['text']}")
     prev = info["previous_record"]
     if info["record_matched"]:
         print(f"  matches the hash recorded on {prev.get('recorded')}")

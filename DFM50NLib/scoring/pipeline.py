@@ -181,6 +181,17 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
     return PreparedCase(case_id, options, cube, center_ras, stats, None, None, None, timings, notes)
 
 
+def _weights_provenance(result, encoder):
+    """Say which FCIB weights made the score: the publisher's file, or an unverified one (with its SHA-256)."""
+    from DFM50NLib.model.weights import provenance
+
+    path = getattr(encoder, "weights_path", None)
+    prov = provenance(path, result.fcib_weights_sha256) if path else None
+    result.fcib_weights = prov["text"] if prov else f"FCIB weights: unverified file sha256 {result.fcib_weights_sha256}"
+    if not (prov and prov["verified"]):
+        result.warnings.append(result.fcib_weights)
+
+
 def _measure_diameters(pm, notes):
     try:
         from DFM50NLib.geometry.diameters import axial_diameters
@@ -257,6 +268,7 @@ def finish_case(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     result.warnings += model_geometry_warnings(classifier, prep.options)
+    _weights_provenance(result, encoder)
     if classifier.is_demo:
         from DFM50NLib.constants import DEMO_LABEL
 

@@ -60,6 +60,8 @@ class Result:
     stability: Optional[dict] = None  # min/median/max/n_flipped under small perturbations, when asked
     config_hash: str = ""
     created: str = ""  # ISO 8601 UTC
+    # "FCIB v1.0.0 (MD5 ... = the publisher's checksum)" or "FCIB weights: unverified file sha256 ..."
+    fcib_weights: str = ""
     disclaimer: str = DISCLAIMER
 
     @property
