@@ -15,7 +15,8 @@ from pathlib import Path
 
 from DFM50NLib import constants as C
 
-RECORD_API_URL = "https://zenodo.org/api/records/10528450"  # the record of C.FCIB_WEIGHTS_URL
+RECORD_API_URL = "https://zenodo.org/api/records/10528450"  # the record of ...
+FILE_URL = "https://zenodo.org/records/10528450/files/model_weights.torch?download=1"  # ... this file
 
 
 def sidecar(path) -> Path:

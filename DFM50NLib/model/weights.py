@@ -322,7 +322,7 @@ def download_weights(
     from DFM50NLib.model import published
     from DFM50NLib.model.zipcheck import check_zip_crcs
 
-    if record_url is None and url == C.FCIB_WEIGHTS_URL:
+    if record_url is None and url == published.FILE_URL:
         record_url = published.RECORD_API_URL
     dest = Path(dest).expanduser() if dest else cached_weights_path()
     if dest.is_file() and not force:

@@ -121,7 +121,9 @@ def test_dicom_series_with_a_missing_or_duplicated_slice_is_refused(ct, tmp_path
     write_dicom_series(ct, folder, "1.2.826.0.1.3680043.2.1125.9")
     np.testing.assert_array_equal(io.read_volume(folder).array, ct.array)
     (folder / "s004.dcm").unlink()  # slice 5 of 10 gone: one 4 mm gap among 2 mm gaps
-    with pytest.raises(InputError, match=r"uneven slice spacing: 1 gap\(s\) differ from the usual 2\.000 mm.*4\.000 mm"):
+    with pytest.raises(
+        InputError, match=r"uneven slice spacing: 1 gap\(s\) differ from the usual 2\.000 mm.*4\.000 mm"
+    ):
         io.read_volume(folder)
     write_dicom_series(ct, folder, "1.2.826.0.1.3680043.2.1125.9")  # restored ...
     (folder / "dup.dcm").write_bytes((folder / "s003.dcm").read_bytes())  # ... plus a copy of one slice
