@@ -67,6 +67,16 @@ def normalise_options(
             f"Unknown geometry mode {geometry!r}: use 'physical' (default) or 'reference' "
             "(upstream-script parity, METHOD.md §3)."
         )
+    if label is not None and (isinstance(label, bool) or int(label) != label or int(label) < 1):
+        raise InputError(
+            f"label must be a whole number >= 1 (the lesion's value in the mask), got {label!r}: 0 is the "
+            "background, so label 0 would score everything outside the lesion."
+        )
+    if point_ras is not None and center != "point":
+        raise InputError(
+            f"A centre point was given but the centre method is {center!r}: the point would be ignored. "
+            "Give the point alone (it implies --center point) or drop it."
+        )
     if center == "point":
         if point_ras is None:
             raise InputError("Centre method 'point' needs a point: give --point R A S (RAS mm).")
