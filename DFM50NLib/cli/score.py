@@ -115,7 +115,8 @@ def format_result(r) -> str:
     )
     lines.append(
         f"lesion {r.mask_volume_mm3:.0f} mm3, coverage {r.coverage:.1%}"
-        + ("; touches cube border" if r.touches_border else "")
+        + ("; mask touches a cube face" if r.touches_border else "")
+        + ("" if r.cube_padded is None else f"; cube padded off the image (upstream touched_border): {r.cube_padded}")
     )
     from DFM50NLib.cli import already_shown
 

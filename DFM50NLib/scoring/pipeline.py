@@ -20,6 +20,7 @@ from DFM50NLib import __version__
 from DFM50NLib.atomic import safe_stem
 from DFM50NLib.constants import (
     CENTER_METHODS,
+    CUBE_SIZE,
     DEFAULT_CENTER_METHOD,
     DEFAULT_ORIENTATION,
     GEOMETRY_MODES,
@@ -183,12 +184,27 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
             "touches_border",
         )
     }
+    stats["cube_padded"] = upstream_padded(ref.center_ijk, ref.zoomed_shape)
     notes = _geometry_warnings(stats)
+    if stats["cube_padded"]:
+        notes.append(
+            "The 50-voxel cube runs off the image and was padded with 0 (the upstream scripts' own QC flag "
+            "`touched_border`); the network sees an artificial edge."
+        )
     notes.append(
         "Reference geometry (METHOD.md §3): upstream-script arithmetic, not 1 mm isotropic; "
         "use only with a classifier trained on upstream cubes."
     )
     return PreparedCase(case_id, options, cube, center_ras, stats, None, None, None, timings, notes)
+
+
+def upstream_padded(center_ijk, shape, half=CUBE_SIZE // 2) -> bool:
+    """The upstream scripts' `touched_border`: the cube [c - 25, c + 25) leaves the array and had to be padded.
+
+    Not the project's `touches_border` (the mask reaches a face of the cube): a small lesion near the edge of the
+    scan pads without touching; a large central lesion touches without padding.
+    """
+    return any(c - half < 0 or c + half > n for c, n in zip(center_ijk, shape))
 
 
 def _weights_provenance(result, encoder):
@@ -268,6 +284,7 @@ def finish_case(
         cube_mask_voxels=int(s["cube_mask_voxels"]),
         coverage=float(s["coverage"]),
         touches_border=bool(s["touches_border"]),
+        cube_padded=s.get("cube_padded"),
         components_dropped=int(s["components_dropped"]),
         label=None if prep.options["label"] is None else str(prep.options["label"]),
         device=str(device),

@@ -150,3 +150,26 @@ def test_nifti2_and_big_endian_headers_are_parsed(ct, tmp_path):
     _cut(tmp_path / "be.nii", 0.7)
     with pytest.raises(InputError, match="incomplete file"):
         integrity.check_image_file(tmp_path / "be.nii")
+
+
+def test_reference_mode_reports_upstreams_padding_flag_beside_touches_border(tmp_path):
+    """Upstream's `touched_border` (cube padded off the image) is not the project's `touches_border` (mask on a
+    cube face): a small lesion at the scan's edge pads without touching; a central one does neither."""
+    import nibabel as nib
+
+    from DFM50NLib.scoring.pipeline import prepare_case, upstream_padded
+
+    ii, jj, kk = np.ogrid[:60, :60, :60]
+    ct = np.full((60, 60, 60), -800, np.int16)
+    for name, centre in (("edge", (6, 30, 30)), ("middle", (30, 30, 30))):
+        ball = (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 + (kk - centre[2]) ** 2 <= 9
+        ct_i = ct.copy()
+        ct_i[ball] = 40
+        nib.save(nib.Nifti1Image(ct_i, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(ball.astype(np.uint8), np.eye(4)), str(tmp_path / f"{name}_m.nii.gz"))
+    edge = prepare_case(tmp_path / "edge.nii.gz", tmp_path / "edge_m.nii.gz", geometry="reference")
+    middle = prepare_case(tmp_path / "middle.nii.gz", tmp_path / "middle_m.nii.gz", geometry="reference")
+    assert edge.stats["cube_padded"] is True and edge.stats["touches_border"] is False
+    assert middle.stats["cube_padded"] is False and middle.stats["touches_border"] is False
+    assert any("touched_border" in w for w in edge.warnings) and not any("touched_border" in w for w in middle.warnings)
+    assert upstream_padded((25, 25, 25), (50, 50, 50)) is False and upstream_padded((25, 25, 26), (50, 50, 50))
