@@ -118,6 +118,7 @@ def score_cohort(
         center=center, point_ras=point_ras, orientation=orientation, geometry=geometry, label=label, segment=segment
     )
     normalise_options(**base)  # a bad job-wide option fails now, not once per case
+    _check_models(weights, model, download)  # before anything is written to out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
@@ -246,12 +247,24 @@ def _stability_key() -> dict:
     return {"center_shift_mm": CENTER_SHIFT_MM, "mask_margin_mm": MASK_MARGIN_MM}
 
 
+def _check_models(weights, model, download):
+    """Weights present and intact (zip CRC-32, cached per file), classifier loadable: job-wide, so fail now."""
+    from DFM50NLib.model.classifier import load_classifier
+    from DFM50NLib.model.weights import resolve_weights
+    from DFM50NLib.model.zipcheck import check_zip_crcs_cached
+
+    check_zip_crcs_cached(resolve_weights(weights, download=download))
+    load_classifier(model)
+
+
 def _job_config(weights, model, device, save_features, batch_size, report_dir, download, stability):
     """Resolve the models once in the driver and record their identities (the network is not built here)."""
     from DFM50NLib.model.classifier import load_classifier
     from DFM50NLib.model.weights import recorded_sha256, resolve_weights
+    from DFM50NLib.model.zipcheck import check_zip_crcs_cached
 
     wpath = Path(resolve_weights(weights, download=download)).resolve()
+    check_zip_crcs_cached(wpath)  # a damaged file fails the job now, not every case one by one
     clf = load_classifier(model)
     identity = {
         "software_version": __version__,

@@ -137,6 +137,11 @@ def run_features(args) -> int:
     prep = prepare_case(args.image, args.mask, case_id=args.case_id, **geo)
     encoder = load_encoder(args.weights, args.device, download=args.download)
     feats = encoder.features(prep.cube.ct)[0]
+    from DFM50NLib.model.weights import provenance
+
+    prov = provenance(encoder.weights_path, encoder.weights_sha256)  # waits for the CRC + hash check
+    if not prov["verified"]:
+        print(f"warning: {prov['text']}", file=sys.stderr)
     idx = range(len(feats)) if args.all else DFM50N_FEATURE_INDICES
     header = "case_id," + ",".join(f"pred_{i}" for i in idx)
     row = f"{prep.case_id}," + ",".join(repr(float(feats[i])) for i in idx)

@@ -30,6 +30,11 @@ def read_feature_table(path, label="olm", id_column=None):
             rows = list(csv.reader(f))
     except OSError as exc:
         raise ModelError(f"Cannot read the feature table {path}: {exc}.") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ModelError(
+            f"{path} is not a UTF-8 CSV text file ({type(exc).__name__}: {exc}); a pickle or a spreadsheet? "
+            "Give the features CSV (e.g. features_9.csv from batch --save-features 9)."
+        ) from None
     if len(rows) < 2:
         raise ModelError(f"{path} has no data rows.")
     header, rows = [h.strip() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]

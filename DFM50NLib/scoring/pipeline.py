@@ -253,6 +253,7 @@ def finish_case(
     """9 features -> forest -> Result (METHOD.md §4). `clinical`: dict(smoking, spiculated, short_axis_cm)."""
     from DFM50NLib.scoring.result import Result
 
+    weights_sha256 = str(encoder.weights_sha256)  # first: a damaged weights file (CRC, hash) beats any later error
     t = time.perf_counter()
     feats = np.asarray(features_4096, dtype=np.float32).reshape(-1)
     x9 = feats[list(classifier.feature_indices)]
@@ -271,7 +272,7 @@ def finish_case(
         classifier_is_demo=bool(classifier.is_demo),
         classifier_name=str(classifier.name),
         classifier_sha256=str(classifier.sha256),
-        fcib_weights_sha256=str(encoder.weights_sha256),
+        fcib_weights_sha256=weights_sha256,
         software_version=__version__,
         geometry=prep.options["geometry"],
         orientation=prep.options["orientation"],
