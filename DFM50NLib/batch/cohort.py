@@ -93,6 +93,13 @@ def score_cohort(
     each; recorded in result.stability and the reports; part of the config hash). features_format:
     "csv" or "parquet" (needs pyarrow) for the save_features tables.
     """
+    if isinstance(scheduler, str):  # connect first: a bad address is refused before anything is written
+        from DFM50NLib.batch.dask_cluster import connect
+
+        kwargs = dict(locals())
+        with connect(scheduler) as client:
+            kwargs["scheduler"] = client
+            return score_cohort(kwargs.pop("manifest_or_cases"), kwargs.pop("out_dir"), **kwargs)
     t0 = time.perf_counter()
     cases, problems = _cases_from(manifest_or_cases)
     if save_features not in (None, 0, 9, 4096):

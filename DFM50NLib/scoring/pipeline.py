@@ -168,6 +168,10 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
             "Reference geometry reproduces the upstream scripts on files: give file paths "
             "(NIfTI as the upstream scripts read it), not in-memory volumes."
         )
+    from DFM50NLib.geometry.integrity import check_image_file
+
+    for path in (image, mask):  # nibabel reads these: the same completeness checks as every other read
+        check_image_file(path)
     t = time.perf_counter()
     ref = reference_cube_from_files(image, mask, center_method=options["center"], label=options["label"])
     timings = {"cube": time.perf_counter() - t}

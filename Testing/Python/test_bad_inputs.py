@@ -223,6 +223,27 @@ CLI_KINDS = [
         2,
         r"FCIB weights given by --weights not found",
     ),
+    (
+        "batch-scheduler-malformed",
+        B.replace("{manifest}", "{d}/m_ok.csv") + " --scheduler nonsense://x:1",
+        2,
+        r"cannot connect to the Dask scheduler 'nonsense://x:1': unknown address scheme",
+    ),
+    (
+        "batch-scheduler-no-port",
+        B.replace("{manifest}", "{d}/m_ok.csv") + " --scheduler somehost",
+        2,
+        r"cannot connect to the Dask scheduler 'somehost': missing port number",
+    ),
+    (
+        "score-reference-truncated",
+        S.replace("{ct}", "{d}/cut_ct.nii.gz") + " --geometry reference",
+        2,
+        r"cut_ct\.nii\.gz: incomplete gzip",
+    ),
+    ("score-reference-fifo-mask", S.replace("{mask}", "{d}/fifo.nii.gz") + " --geometry reference", 2, r"is a FIFO"),
+    ("import-model-out-is-file", "import-model {d}/evil.pkl --trust --out {d}/afile", 2, r"--out .*afile is a file"),
+    ("train-out-under-file", "train --features {d}/feat_onerow.csv --out {d}/afile/m", 2, r"lies under .*afile"),
     ("batch-images-missing-folder", "batch --images {d}/nod --masks {d}/nod --out {out}", 2, r"is not a folder"),
     # --- weights
     ("weights-verify-missing", "weights verify {d}/nope.torch", 2, r"not found: .*nope\.torch does not exist"),
@@ -378,3 +399,21 @@ def test_catalogue_has_at_least_60_kinds():
     assert len(CLI_KINDS) + len(LOGIC_KINDS) >= 60
     commands = {c.split()[0] for _, c, _, _ in CLI_KINDS}
     assert {"score", "features", "batch", "weights", "import-model", "train"} <= commands
+
+
+def test_good_run_point_implies_center_and_each_warning_is_printed_once(world, tmp_path, capsys):
+    """--point alone means --center point (documented); the unverified-weights warning: once, no source line."""
+    import json
+
+    d = world["d"]
+    out = tmp_path / "o"
+    argv = ["score", "--image", str(d / "ct.nrrd"), "--mask", str(d / "mask.nii.gz"), "--weights", str(world["w"])]
+    assert main(argv + ["--out", str(out), "--point", "-24", "-24", "24", "--case-id", "pt"]) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    res = json.loads((out / "pt.dfm50n.json").read_text(encoding="utf-8"))
+    assert res["center_method"] == "point" and res["center_ras"] == [-24.0, -24.0, 24.0]
+    assert res["fcib_weights"].startswith("FCIB weights: unverified file sha256 " + res["fcib_weights_sha256"])
+    assert res["fcib_weights"] in res["warnings"]
+    assert text.count("unverified file sha256") == 1, text
+    assert "DFM50NWarning" not in text and "warnings.warn" not in text
