@@ -63,17 +63,23 @@ def check_regular(path) -> None:
         raise InputError(f"{path}: is {kind}; give an image file or a DICOM series folder.")
 
 
-def check_image_file(path) -> None:
-    """Raise InputError if `path` declares more voxel data than it holds (or an absurd size). Unknown formats pass."""
+def check_image_file(path, decompress=True) -> None:
+    """Raise InputError if `path` declares more voxel data than it holds (or an absurd size). Unknown formats pass.
+
+    decompress=False: compressed streams are not inflated here (a reader that inflates the whole stream itself
+    with zlib/gzip checks CRC-32 and length as it goes); only the gzip trailer's ISIZE is compared with the
+    header's size; on a mismatch (a cut file, or several gzip members) the stream is inflated after all.
+    Inflating costs ~1 s per 100 MB of .nii.gz.
+    """
     p = Path(path)
     check_regular(p)
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        _check_nifti(p)
+        _check_nifti(p, decompress)
     elif name.endswith((".nrrd", ".nhdr")):
-        _check_nrrd(p)
+        _check_nrrd(p, decompress)
     elif name.endswith((".mha", ".mhd")):
-        _check_metaimage(p)
+        _check_metaimage(p, decompress)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -130,6 +136,21 @@ def _gzip_length(path, offset=0, expected=None) -> int:
     return n
 
 
+def _gzip_size(path, offset, expected, decompress) -> int:
+    """Decompressed size of the gzip stream at `offset`: inflated and CRC-checked, or read from its ISIZE trailer."""
+    if decompress:
+        return _gzip_length(path, offset, expected)
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() - offset < 18:
+            return 0
+        f.seek(-4, 2)
+        isize = int.from_bytes(f.read(4), "little")
+    if expected is not None and isize == expected % 2**32:
+        return expected  # the trailer agrees (sizes >= 4 GiB are only known modulo 2^32)
+    return _gzip_length(path, offset, expected)  # cut, or several gzip members (bgzip): inflate to be sure
+
+
 def _zlib_length(path, offset) -> int:
     """Decompressed length of a zlib stream (MetaImage CompressedData); InputError if it does not end."""
     d, n = zlib.decompressobj(), 0
@@ -162,11 +183,11 @@ def _open_head(path, gz):
         return f.read(540)
 
 
-def _check_nifti(path: Path):
+def _check_nifti(path: Path, decompress=True):
     gz = path.name.lower().endswith(".gz")
     head = _open_head(path, gz)
     if len(head) < 348:
-        if gz:
+        if gz and decompress:
             _gzip_length(path)  # reports the truncation / corruption precisely
         if len(head) >= 4 and {struct.unpack("<i", head[:4])[0], struct.unpack(">i", head[:4])[0]} & {348, 540}:
             raise InputError(f"{path}: incomplete file: {len(head)} bytes, shorter than its NIfTI header.")
@@ -196,7 +217,7 @@ def _check_nifti(path: Path):
     itemsize = bitpix / 8 if bitpix > 0 else 0
     data = _check_count(path, shape, 1)
     expected = offset + int(np.ceil(data * itemsize))
-    found = _gzip_length(path, 0, expected) if gz else path.stat().st_size
+    found = _gzip_size(path, 0, expected, decompress) if gz else path.stat().st_size
     if found < expected:
         raise _truncated(path, "header and voxel data", expected, found)
 
@@ -225,7 +246,7 @@ def _nrrd_fields(path: Path):
     return fields, n
 
 
-def _check_nrrd(path: Path):
+def _check_nrrd(path: Path, decompress=True):
     fields, header_len = _nrrd_fields(path)
     if fields is None or "sizes" not in fields:
         return
@@ -254,7 +275,7 @@ def _check_nrrd(path: Path):
     if encoding == "raw":
         found = max(src.stat().st_size - offset - skip, 0)
     elif encoding in ("gzip", "gz"):
-        found = max(_gzip_length(src, offset, expected + skip) - skip, 0)
+        found = max(_gzip_size(src, offset, expected + skip, decompress) - skip, 0)
     else:
         return  # ascii / hex / bzip2: rare; the reader is trusted
     if found < expected:
@@ -262,7 +283,7 @@ def _check_nrrd(path: Path):
 
 
 # ------------------------------------------------------------------------------------------------ MetaImage
-def _check_metaimage(path: Path):
+def _check_metaimage(path: Path, decompress=True):
     fields, n = {}, 0
     with open(path, "rb") as f:
         for raw in f:
@@ -297,6 +318,8 @@ def _check_metaimage(path: Path):
     if int(fields.get("headersize", "0") or 0) > 0:
         offset += int(fields["headersize"])
     if fields.get("compresseddata", "false").lower() == "true":
+        if not decompress:
+            return
         found = _zlib_length(src, offset)
     else:
         found = max(src.stat().st_size - offset, 0)

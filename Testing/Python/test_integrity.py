@@ -173,3 +173,18 @@ def test_reference_mode_reports_upstreams_padding_flag_beside_touches_border(tmp
     assert middle.stats["cube_padded"] is False and middle.stats["touches_border"] is False
     assert any("touched_border" in w for w in edge.warnings) and not any("touched_border" in w for w in middle.warnings)
     assert upstream_padded((25, 25, 25), (50, 50, 50)) is False and upstream_padded((25, 25, 26), (50, 50, 50))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_header_only_mode_catches_a_cut_gzip_by_its_trailer(ct, tmp_path, suffix, monkeypatch):
+    """decompress=False (for a reader that inflates and CRC-checks the stream itself): the ISIZE trailer of a
+    cut file is not the declared size."""
+    path = io.write_volume(ct, tmp_path / f"ct{suffix}")
+    real = integrity._gzip_length
+    with monkeypatch.context() as m:
+        m.setattr(integrity, "_gzip_length", lambda *a: pytest.fail("intact file inflated"))
+        integrity.check_image_file(path, decompress=False)  # the trailer agrees: nothing inflated
+    assert integrity._gzip_length is real
+    _cut(path, 0.6)
+    with pytest.raises(InputError, match="incomplete gzip stream"):  # mismatch: inflated after all
+        integrity.check_image_file(path, decompress=False)
