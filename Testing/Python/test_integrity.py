@@ -59,6 +59,13 @@ def test_gzip_crc_damage_is_refused(ct, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"corrupt gzip data.*CRC"):
         io.read_volume(path)
+    # 64 zero bytes in the middle of the stream: SimpleITK reads it without a word (different voxels)
+    good = io.write_volume(ct, tmp_path / "ct2.nii.gz")
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    good.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"ct2\.nii\.gz: corrupt gzip data"):
+        io.read_volume(good)
 
 
 def test_huge_declared_size_is_refused_before_allocation(tmp_path):
