@@ -94,9 +94,9 @@ def score_cohort(
     "csv" or "parquet" (needs pyarrow) for the save_features tables.
     """
     if isinstance(scheduler, str):  # connect first: a bad address is refused before anything is written
+        kwargs = dict(locals())  # exactly the arguments (taken before any other name is bound here)
         from DFM50NLib.batch.dask_cluster import connect
 
-        kwargs = dict(locals())
         with connect(scheduler) as client:
             kwargs["scheduler"] = client
             return score_cohort(kwargs.pop("manifest_or_cases"), kwargs.pop("out_dir"), **kwargs)
