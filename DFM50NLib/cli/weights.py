@@ -89,7 +89,10 @@ def _status(args):
             print(f"  {source:<22} {p}: found, {st.st_size:,} bytes{note}")
             rec = read_record(p)
             if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+                from DFM50NLib.model.weights import provenance
+
                 print(f"  {'':<22} sha256 {rec['sha256']} (recorded {rec.get('recorded')})")
+                print(f"  {'':<22} {provenance(p)['text']}")
             else:
                 print(f"  {'':<22} sha256 not recorded yet (done on first use, or run `weights verify`)")
     try:
