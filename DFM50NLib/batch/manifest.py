@@ -110,7 +110,10 @@ def read_manifest_rows(path) -> tuple[list[Case], list[dict]]:
     ``image`` and ``mask``. A row with a bad cell (bad yes/no, number, centre) becomes a problem for that row
     only, with the row number; the other rows are scored. A missing column or an unreadable file refuses all.
     """
+    from DFM50NLib.geometry.integrity import check_regular
+
     path = Path(path)
+    check_regular(path)  # a FIFO would block the read
     if not path.is_file():
         raise InputError(f"Manifest {path} not found: give a CSV with columns case_id,image,mask.")
     try:

@@ -244,6 +244,11 @@ CLI_KINDS = [
     ("score-reference-fifo-mask", S.replace("{mask}", "{d}/fifo.nii.gz") + " --geometry reference", 2, r"is a FIFO"),
     ("import-model-out-is-file", "import-model {d}/evil.pkl --trust --out {d}/afile", 2, r"--out .*afile is a file"),
     ("train-out-under-file", "train --features {d}/feat_onerow.csv --out {d}/afile/m", 2, r"lies under .*afile"),
+    ("batch-manifest-fifo", B.replace("{manifest}", "{d}/fifo.nii.gz"), 2, r"fifo\.nii\.gz: is a FIFO"),
+    ("score-weights-fifo", S.replace("{w}", "{d}/fifo.nii.gz"), 2, r"fifo\.nii\.gz: is a FIFO"),
+    ("train-features-fifo", "train --features {d}/fifo.nii.gz --out {out}/m", 2, r"is a FIFO"),
+    ("import-model-fifo", "import-model {d}/fifo.nii.gz --trust --out {out}/m", 2, r"is a FIFO"),
+    ("demo-out-is-file", "demo --out {d}/afile --weights {w}", 2, r"--out .*afile is a file"),
     ("batch-images-missing-folder", "batch --images {d}/nod --masks {d}/nod --out {out}", 2, r"is not a folder"),
     # --- weights
     ("weights-verify-missing", "weights verify {d}/nope.torch", 2, r"not found: .*nope\.torch does not exist"),
