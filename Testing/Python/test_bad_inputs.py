@@ -84,7 +84,13 @@ def world(tmp_path_factory, random_weights):
     far.SetOrigin((500.0, 500.0, 500.0))
     sitk.WriteImage(far, str(d / "faraway.nii.gz"), True)
     vol = io.read_volume(d / "ct.nrrd")
-    write_dicom_series(vol, d / "dcm", "1.2.826.0.1.3680043.2.1125.77")
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer switches the C locale (see conftest): put it back
+    try:
+        write_dicom_series(vol, d / "dcm", "1.2.826.0.1.3680043.2.1125.77")
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
     (d / "dcm" / "s010.dcm").unlink()
     # weights
     (d / "page.torch").write_text("<html>Too many requests</html>")
