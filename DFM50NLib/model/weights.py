@@ -92,18 +92,20 @@ def resolve_weights(path=None, *, download=False, progress=None, settings_path=N
 # hashes and their records
 
 
-def file_digests(path, progress=None) -> tuple:
-    """(SHA-256, MD5) of a file in one read (MD5 only to compare with the publisher's checksum)."""
-    h, m = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+def file_digests(path, progress=None, md5=True) -> tuple:
+    """(SHA-256, MD5 or None) of a file in one read (MD5 only to compare with the publisher's checksum)."""
+    h = hashlib.sha256()
+    m = hashlib.md5(usedforsecurity=False) if md5 else None
     total, done = Path(path).stat().st_size, 0
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
             h.update(block)
-            m.update(block)
+            if m is not None:
+                m.update(block)
             done += len(block)
             if progress:
                 progress(done, total)
-    return h.hexdigest(), m.hexdigest()
+    return h.hexdigest(), (m.hexdigest() if m is not None else None)
 
 
 def file_sha256(path, progress=None) -> str:
@@ -173,12 +175,14 @@ def check_against_record(path, st=None) -> str:
 
     No record, or a record of an older file (other size/mtime): this hash becomes the record.
     """
+    from DFM50NLib.model import published
     from DFM50NLib.model.zipcheck import check_zip_crcs_cached
 
     try:
         st = st or Path(path).stat()
         check_zip_crcs_cached(path, st)  # corrupted bytes inside tensor data: once per file
-        sha, md5 = file_digests(path)
+        # MD5 only where a publisher checksum is stored beside the file: without one the file is unverified anyway
+        sha, md5 = file_digests(path, md5=published.read(path) is not None)
     except OSError as exc:
         raise WeightsError(
             f"cannot read {path} to compute its SHA-256 ({exc}); was it moved or deleted while "
@@ -192,7 +196,7 @@ def check_against_record(path, st=None) -> str:
                 f"modification time, different content: disk corruption or tampering). Recorded "
                 f"{rec['sha256']}, now {sha}. Delete it and download again ({DOWNLOAD_COMMAND} --force)."
             )
-        if rec.get("md5") != md5:
+        if md5 and rec.get("md5") != md5:
             write_record(path, sha, st, md5)
     else:
         write_record(path, sha, st, md5)
