@@ -18,7 +18,8 @@ def atomic_path(path, suffix=None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix if suffix is not None else "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".part{suffix}", dir=path.parent)
+    head = path.name.split(".")[0].encode("utf-8")[:60].decode("utf-8", "ignore")  # the temp name stays short
+    fd, tmp = tempfile.mkstemp(prefix=f".{head}.", suffix=f".part{suffix[-40:]}", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the user's usual mode
     try:
@@ -30,10 +31,22 @@ def atomic_path(path, suffix=None):
         raise
 
 
+MAX_STEM_BYTES = 120  # file systems allow 255 bytes per name; room for suffixes and temporaries
+
+
 def safe_stem(name) -> str:
-    """A case id as a file name: no path separators, nothing hidden, never empty."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)).lstrip(".")
-    return stem or "case"
+    """A case id as a file name: no path separators, nothing hidden, never empty, never too long.
+
+    An id whose name would exceed MAX_STEM_BYTES (UTF-8) keeps its first ~100 bytes plus ``~`` and 16 hex of
+    its SHA-256: distinct ids stay distinct, and the full id is inside the file (results carry case_id).
+    """
+    import hashlib
+
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)).lstrip(".") or "case"
+    if len(stem.encode("utf-8")) > MAX_STEM_BYTES:
+        head = stem.encode("utf-8")[: MAX_STEM_BYTES - 20].decode("utf-8", "ignore")
+        stem = f"{head}~{hashlib.sha256(str(name).encode('utf-8')).hexdigest()[:16]}"
+    return stem
 
 
 def _umask() -> int:

@@ -18,7 +18,9 @@ The driver is the only writer of results; workers return them (Dask workers need
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
+import hashlib
 import json
 import os
 import time
@@ -31,7 +33,7 @@ from DFM50NLib.atomic import safe_stem
 from DFM50NLib.batch.engine import JobConfig, Task
 from DFM50NLib.batch.manifest import Case, config_hash, pair_folders, read_manifest
 from DFM50NLib.constants import DEFAULT_CENTER_METHOD, DEFAULT_ORIENTATION
-from DFM50NLib.errors import InputError
+from DFM50NLib.errors import DFM50NError, InputError
 
 __all__ = ["BatchSummary", "Case", "pair_folders", "read_manifest", "score_cohort"]
 
@@ -50,9 +52,11 @@ class BatchSummary:
     stats: dict = field(default_factory=dict)  # forward / wait seconds (in-process runs)
 
     def __str__(self):
+        n_bad = len(self.unpaired)
+        bad = f", {n_bad} unpaired or bad manifest row(s)" if n_bad else ""
         return (
-            f"{self.n_done} scored, {self.n_skipped} already done, {self.n_failed} failed "
-            f"of {self.n_total} cases in {self.elapsed_s:.1f} s -> {self.paths.get('results_csv')}"
+            f"{self.n_done} scored, {self.n_skipped} already done, {self.n_failed - n_bad} failed{bad} "
+            f"of {self.n_total + n_bad} in {self.elapsed_s:.1f} s -> {self.paths.get('results_csv')}"
         )
 
 
@@ -90,6 +94,13 @@ def score_cohort(
     each; recorded in result.stability and the reports; part of the config hash). features_format:
     "csv" or "parquet" (needs pyarrow) for the save_features tables.
     """
+    if isinstance(scheduler, str):  # connect first: a bad address is refused before anything is written
+        kwargs = dict(locals())  # exactly the arguments (taken before any other name is bound here)
+        from DFM50NLib.batch.dask_cluster import connect
+
+        with connect(scheduler) as client:
+            kwargs["scheduler"] = client
+            return score_cohort(kwargs.pop("manifest_or_cases"), kwargs.pop("out_dir"), **kwargs)
     t0 = time.perf_counter()
     cases, problems = _cases_from(manifest_or_cases)
     if save_features not in (None, 0, 9, 4096):
@@ -115,6 +126,7 @@ def score_cohort(
         center=center, point_ras=point_ras, orientation=orientation, geometry=geometry, label=label, segment=segment
     )
     normalise_options(**base)  # a bad job-wide option fails now, not once per case
+    _check_models(weights, model, download)  # before anything is written to out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
@@ -155,7 +167,14 @@ def score_cohort(
                 _run(todo, cfg, sink, stats, workers, scheduler)
         finally:  # also on Ctrl-C: the tables then show what is done and what is still to do
             paths = write_tables(
-                out, cases, tasks, problems, save_features, report=report, features_format=features_format
+                out,
+                cases,
+                tasks,
+                problems,
+                save_features,
+                report=report,
+                features_format=features_format,
+                errors=sink.errors,
             )
     failed = [t.case_id for t in tasks if t.case_id in sink.failed or not _is_done(out, t, cfg.keep_features)]
     return BatchSummary(
@@ -191,7 +210,9 @@ def _cases_from(src) -> tuple[list[Case], list[dict]]:
     if isinstance(src, (str, os.PathLike)):
         if Path(src).is_dir():
             raise InputError(f"{src} is a folder: give a manifest CSV, or (images_dir, masks_dir).")
-        return read_manifest(src), []
+        from DFM50NLib.batch.manifest import read_manifest_rows
+
+        return read_manifest_rows(src)
     if isinstance(src, tuple) and len(src) == 2 and all(isinstance(p, (str, os.PathLike)) for p in src):
         return pair_folders(*src)
     cases = []
@@ -235,12 +256,24 @@ def _stability_key() -> dict:
     return {"center_shift_mm": CENTER_SHIFT_MM, "mask_margin_mm": MASK_MARGIN_MM}
 
 
+def _check_models(weights, model, download):
+    """Weights present and intact (zip CRC-32, cached per file), classifier loadable: job-wide, so fail now."""
+    from DFM50NLib.model.classifier import load_classifier
+    from DFM50NLib.model.weights import resolve_weights
+    from DFM50NLib.model.zipcheck import check_zip_crcs_cached
+
+    check_zip_crcs_cached(resolve_weights(weights, download=download))
+    load_classifier(model)
+
+
 def _job_config(weights, model, device, save_features, batch_size, report_dir, download, stability):
     """Resolve the models once in the driver and record their identities (the network is not built here)."""
     from DFM50NLib.model.classifier import load_classifier
     from DFM50NLib.model.weights import recorded_sha256, resolve_weights
+    from DFM50NLib.model.zipcheck import check_zip_crcs_cached
 
     wpath = Path(resolve_weights(weights, download=download)).resolve()
+    check_zip_crcs_cached(wpath)  # a damaged file fails the job now, not every case one by one
     clf = load_classifier(model)
     identity = {
         "software_version": __version__,
@@ -287,32 +320,81 @@ class _Sink:
 
     def __init__(self, out: Path, total: int, skipped: int, progress):
         self.out, self.total, self.done, self.progress = out, total, skipped, progress
-        self.n_done, self.failed = 0, set()
+        self.n_done, self.failed, self.errors = 0, set(), {}
         if progress and skipped:
             progress(skipped, total, None)
 
     def __call__(self, outcome: dict):
+        """Never raises for one case's trouble: a result that cannot be written becomes that case's error;
+        an error that cannot be written is kept in memory (and in errors.csv). A full disk stops the job."""
         cid = outcome["case_id"]
         if outcome["ok"]:
             from DFM50NLib.scoring.result import Result, write_json
 
-            res = Result.from_dict(outcome["result"])
-            write_json(res, _result_path(self.out, cid), include_all_features=res.all_features is not None)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(_error_path(self.out, cid))
-            self.n_done += 1
-            self.failed.discard(cid)
+            try:
+                res = Result.from_dict(outcome["result"])
+                write_json(res, _result_path(self.out, cid), include_all_features=res.all_features is not None)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(_error_path(self.out, cid))
+                self.n_done += 1
+                self.failed.discard(cid)
+            except OSError as exc:
+                self._stop_if_disk_full(exc)
+                self._write_error(cid, _write_failure(outcome, exc))
         else:
-            err = dict(
-                outcome["error"],
-                config_hash=outcome["config_hash"],
-                time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            )
-            atomic.write_text(_error_path(self.out, cid), json.dumps(err, indent=2) + "\n")
-            self.failed.add(cid)
+            self._write_error(cid, outcome)
         self.done += 1
         if self.progress:
             self.progress(self.done, self.total, cid)
+
+    def _write_error(self, cid, outcome):
+        err = dict(
+            outcome["error"],
+            config_hash=outcome["config_hash"],
+            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        self.failed.add(cid)
+        self.errors[cid] = err
+        text = json.dumps(err, indent=2) + "\n"
+        try:
+            atomic.write_text(_error_path(self.out, cid), text)
+        except OSError as exc:
+            self._stop_if_disk_full(exc)
+            # fallback sink: a name that cannot be too long; the full id is inside the JSON
+            with contextlib.suppress(OSError):
+                atomic.write_text(_fallback_error_path(self.out, cid), text)
+
+    def _stop_if_disk_full(self, exc):
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(
+                f"the disk holding {self.out} is full ({exc.strerror or exc}): the job stopped after "
+                f"{self.done} of {self.total} cases. Free some space and run the same command again to resume."
+            ) from None
+
+
+class DiskFull(DFM50NError):
+    """No space left for results: the job stops (results.csv / errors.csv are written for what is done)."""
+
+
+def _write_failure(outcome, exc) -> dict:
+    """The outcome of a case scored fine whose result file could not be written."""
+    res = outcome.get("result") or {}
+    return {
+        "case_id": outcome["case_id"],
+        "config_hash": outcome["config_hash"],
+        "error": {
+            "case_id": outcome["case_id"],
+            "image": res.get("image_path", ""),
+            "mask": res.get("mask_path", ""),
+            "stage": "write",
+            "error_type": type(exc).__name__,
+            "message": f"scored, but the result file could not be written: {exc}",
+        },
+    }
+
+
+def _fallback_error_path(out: Path, case_id) -> Path:
+    return out / "errors" / f"case-{hashlib.sha256(str(case_id).encode('utf-8')).hexdigest()[:24]}.json"
 
 
 def _clean_partials(out: Path):
@@ -344,7 +426,9 @@ def _lock(out: Path):
         os.close(fd)
 
 
-def write_tables(out: Path, cases, tasks, problems, save_features=None, report=False, features_format="csv") -> dict:
+def write_tables(
+    out: Path, cases, tasks, problems, save_features=None, report=False, features_format="csv", errors=None
+) -> dict:
     """results.csv, errors.csv and feature tables, regenerated from the per-case files, manifest order.
 
     With `report`, also the cohort summary (score histogram + table) beside results.csv.
@@ -362,14 +446,18 @@ def write_tables(out: Path, cases, tasks, problems, save_features=None, report=F
                 row[k if k not in row else f"manifest_{k}"] = v
             rows.append(row)
             continue
-        e = _read(_error_path(out, case.case_id)) or {
-            "case_id": case.case_id,
-            "image": case.image,
-            "mask": case.mask,
-            "stage": "not run",
-            "error_type": "NotScored",
-            "message": "not scored (the job was interrupted): re-run to finish",
-        }
+        e = (
+            (errors or {}).get(case.case_id)
+            or _read(_error_path(out, case.case_id))
+            or {
+                "case_id": case.case_id,
+                "image": case.image,
+                "mask": case.mask,
+                "stage": "not run",
+                "error_type": "NotScored",
+                "message": "not scored (the job was interrupted): re-run to finish",
+            }
+        )
         err_rows.append(
             {k: e.get(k, "") for k in ("case_id", "image", "mask", "stage", "error_type", "message")} | dict(case.extra)
         )
@@ -379,8 +467,8 @@ def write_tables(out: Path, cases, tasks, problems, save_features=None, report=F
                 "case_id": p["case_id"],
                 "image": p["image"],
                 "mask": p["mask"],
-                "stage": "pairing",
-                "error_type": "Unpaired",
+                "stage": p.get("stage", "pairing"),
+                "error_type": p.get("error_type", "Unpaired"),
                 "message": p["error"],
             }
         )

@@ -9,12 +9,38 @@ and returns the same thing, and the driver's write is the only one: exactly one 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 from DFM50NLib.batch.engine import JobConfig, error_outcome, run_chunk
 from DFM50NLib.batch.pool import chunks
 
 RESUBMITS = 2  # fresh submissions of a chunk whose future failed, on top of Dask's own retry
+
+
+CONNECT_TIMEOUT_S = 15
+
+
+@contextlib.contextmanager
+def connect(address, timeout=CONNECT_TIMEOUT_S):
+    """A `distributed.Client` for `address`, closed on exit; InputError (no traceback) if it cannot connect."""
+    from DFM50NLib.errors import InputError
+
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("--scheduler needs Dask: pip install 'dask[distributed]'.") from None
+    try:
+        client = Client(address, timeout=timeout)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(
+            f"cannot connect to the Dask scheduler {address!r}: {exc}. Give its address as tcp://HOST:PORT "
+            "(e.g. tcp://10.0.0.5:8786) and check that the scheduler is running and reachable."
+        ) from None
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def run_dask(tasks, cfg: JobConfig, sink, scheduler) -> None:

@@ -223,9 +223,10 @@ def _score_batch(batch, encoder, classifier, cfg, on_outcome, stats):
     for (task, prep, _, prep_s), f in zip(batch, feats):
         prep.timings["forward"] = per_case
         try:
-            on_outcome(finish(task, prep, f, encoder, classifier, cfg, prep_s + per_case))
+            outcome = finish(task, prep, f, encoder, classifier, cfg, prep_s + per_case)
         except Exception as exc:
-            on_outcome(error_outcome(task, exc, "finish"))
+            outcome = error_outcome(task, exc, "finish")
+        on_outcome(outcome)  # outside the try: the sink's own stop (a full disk) is not this case's error
         stats["cases"] += 1
     stats["finish_s"] += time.perf_counter() - t
 
@@ -308,8 +309,13 @@ def run_chunk(tasks, cfg: JobConfig) -> list:
     return outcomes
 
 
-def pool_init(threads: int):
-    """Process-pool initializer: share the cores between workers instead of oversubscribing them."""
+def pool_init(threads: int, parent_pid: Optional[int] = None):
+    """Process-pool initializer: share the cores between workers instead of oversubscribing them, and exit
+    when the driver dies (kill -9 leaves no orphan holding ~1 GB)."""
     import torch
+
+    from DFM50NLib.batch.orphan import exit_with_parent
+
+    exit_with_parent(parent_pid)
 
     torch.set_num_threads(max(1, int(threads)))

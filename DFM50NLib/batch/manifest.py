@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -90,42 +91,88 @@ def _parse_center(value):
     return {"center": "point", "point_ras": point}
 
 
-def read_manifest(path) -> list[Case]:
-    """Cases of a manifest CSV. Relative image/mask paths are relative to the manifest's folder.
+DELIMITERS = (",", ";", "\t")  # chosen from the header line alone; quoting is RFC 4180 (csv.excel)
 
-    Row-level problems (bad yes/no, bad number) raise InputError naming the row: a manifest is
-    fixed once, before hours of scoring, rather than discovered case by case.
+
+def read_manifest(path) -> list[Case]:
+    """Cases of a manifest CSV; the first bad row raises InputError naming it (see read_manifest_rows)."""
+    cases, problems = read_manifest_rows(path)
+    if problems:
+        raise InputError(problems[0]["error"])
+    return cases
+
+
+def read_manifest_rows(path) -> tuple[list[Case], list[dict]]:
+    """(cases, problems) of a manifest CSV. Relative image/mask paths are relative to the manifest's folder.
+
+    Dialect, explicit (no sniffing of the data): RFC 4180 quoting (``"a;b,c""d"`` is the id ``a;b,c"d``);
+    the delimiter is the first of ``,`` ``;`` tab that splits the header line into columns holding both
+    ``image`` and ``mask``. A row with a bad cell (bad yes/no, number, centre) becomes a problem for that row
+    only, with the row number; the other rows are scored. A missing column or an unreadable file refuses all.
     """
+    from DFM50NLib.geometry.integrity import check_regular
+
     path = Path(path)
+    check_regular(path)  # a FIFO would block the read
     if not path.is_file():
         raise InputError(f"Manifest {path} not found: give a CSV with columns case_id,image,mask.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        sample = f.read(4096)
-        f.seek(0)
-        try:
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        reader = csv.DictReader(f, dialect=dialect)
+    try:
+        with open(path, "rb") as fb:
+            raw_bytes = fb.read()
+        text = raw_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"Manifest {path} is not UTF-8 text (byte {exc.start}: {raw_bytes[exc.start : exc.start + 1]!r}); "
+            "is it a spreadsheet or another binary file? Save it as CSV (UTF-8)."
+        ) from None
+    except OSError as exc:
+        raise InputError(f"Cannot read manifest {path}: {exc.strerror or exc}.") from None
+    if "\0" in text:
+        raise InputError(f"Manifest {path} contains NUL bytes: it is a binary file, not a CSV; save it as CSV (UTF-8).")
+    header = text.splitlines()[0] if text else ""
+    delimiter = ","
+    for d in DELIMITERS:
+        names = {c.strip().strip('"') for c in header.split(d)}
+        if {"image", "mask"} <= names:
+            delimiter = d
+            break
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=csv.excel, delimiter=delimiter)
+    try:
         columns = [c.strip() for c in (reader.fieldnames or [])]
-        reader.fieldnames = columns
-        missing = [c for c in ("image", "mask") if c not in columns]
-        if missing:
-            raise InputError(
-                f"Manifest {path} lacks column(s) {', '.join(missing)}; it needs at least "
-                f"image,mask (and usually case_id). Columns found: {', '.join(columns) or 'none'}."
-            )
-        base = path.resolve().parent
-        cases = []
-        for n, raw in enumerate(reader):
+    except csv.Error as exc:
+        raise InputError(f"Manifest {path}: not a readable CSV ({exc}).") from None
+    reader.fieldnames = columns
+    missing = [c for c in ("image", "mask") if c not in columns]
+    if missing:
+        raise InputError(
+            f"Manifest {path} lacks column(s) {', '.join(missing)}; it needs at least "
+            f"image,mask (and usually case_id). Columns found: {', '.join(columns) or 'none'}."
+        )
+    base = path.resolve().parent
+    cases, problems = [], []
+    try:
+        for raw in reader:
+            line = reader.line_num
             if not any((v or "").strip() for v in raw.values() if isinstance(v, str)):
                 continue  # blank line
             try:
                 cases.append(_case_from_row(raw, base, len(cases)))
             except InputError as exc:
-                raise InputError(f"Manifest {path}, row {n + 2}: {exc}") from None
+                get = lambda k, row=raw: str(row.get(k) or "").strip()
+                problems.append(
+                    {
+                        "case_id": get("case_id") or f"row {line}",
+                        "image": get("image"),
+                        "mask": get("mask"),
+                        "stage": "manifest",
+                        "error_type": "InputError",
+                        "error": f"Manifest {path}, row {line}: {exc}",
+                    }
+                )
+    except csv.Error as exc:
+        raise InputError(f"Manifest {path}, line {reader.line_num}: not a readable CSV row ({exc}).") from None
     check_unique(cases)
-    return cases
+    return cases, problems
 
 
 def _case_from_row(raw: dict, base: Path, row: int) -> Case:

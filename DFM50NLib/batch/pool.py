@@ -29,7 +29,10 @@ def run_pool(tasks, cfg: JobConfig, sink, workers: int, attempts: int = 2) -> No
         failed = []
         # spawn: a fork of a process that already runs torch threads can deadlock
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=mp.get_context("spawn"), initializer=pool_init, initargs=(threads,)
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=pool_init,
+            initargs=(threads, os.getpid()),
         ) as pool:
             futures = {pool.submit(run_chunk, chunk, cfg): chunk for chunk in pending}
             try:

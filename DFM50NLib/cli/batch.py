@@ -92,6 +92,12 @@ def run_batch(args) -> int:
         raise InputError("Give either --manifest CSV or both --images DIR and --masks DIR.")
     if (args.images and not args.masks) or (args.masks and not args.images):
         raise InputError("--images and --masks go together (they may name the same folder).")
+    from DFM50NLib.cli.common import check_output_dir
+
+    geo = geometry_kwargs(args)  # options first, then the output folder, then the inputs
+    check_output_dir(args.out)
+    if args.workers < 1 or args.batch_size < 1:
+        raise InputError("--workers and --batch-size must be at least 1.")
     source = args.manifest or (args.images, args.masks)
     bar = None if args.no_progress else _Bar()
     try:
@@ -111,7 +117,7 @@ def run_batch(args) -> int:
             stability=args.stability,
             features_format=args.features_format,
             dicom_sr=args.dicom_sr,
-            **geometry_kwargs(args),
+            **geo,
         )
     finally:
         if bar is not None:

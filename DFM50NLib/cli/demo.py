@@ -22,10 +22,12 @@ def register(sub):
 
 
 def run_demo(args) -> int:
+    from DFM50NLib.cli.common import check_output_dir
     from DFM50NLib.cli.score import format_result
     from DFM50NLib.geometry.synthetic import write_demo_case
     from DFM50NLib.scoring.pipeline import score_case
 
+    check_output_dir(args.out)
     out = Path(args.out)
     ct_path, mask_path = write_demo_case(out / "demo_case")
     print(f"demo phantom written to {ct_path.parent}")

@@ -127,8 +127,10 @@ def _summary(folder) -> str:
 
 
 def run_import(args) -> int:
+    from DFM50NLib.cli.common import check_output_dir
     from DFM50NLib.model.model_import import TRUST_WARNING, import_model
 
+    check_output_dir(args.out)
     if args.trust:
         print(f"note: {TRUST_WARNING}", file=sys.stderr)
     folder = import_model(
@@ -147,9 +149,11 @@ def run_import(args) -> int:
 
 
 def run_train(args) -> int:
+    from DFM50NLib.cli.common import check_output_dir
     from DFM50NLib.model.classifier import load_classifier
     from DFM50NLib.model.train import train_model
 
+    check_output_dir(args.out)
     folder = train_model(
         args.features,
         args.out,

@@ -73,14 +73,21 @@ def _add_inputs(p):
 
 
 def run_score(args) -> int:
+    from DFM50NLib.cli.common import check_output_dir
+    from DFM50NLib.errors import InputError
     from DFM50NLib.scoring.clinical import parse_yes_no
-    from DFM50NLib.scoring.pipeline import score_case
+    from DFM50NLib.scoring.pipeline import normalise_options, score_case
 
     clinical = {
-        "smoking": parse_yes_no(args.smoking),
-        "spiculated": parse_yes_no(args.spiculated),
+        "smoking": parse_yes_no(args.smoking, "--smoking"),
+        "spiculated": parse_yes_no(args.spiculated, "--spiculated"),
         "short_axis_cm": args.short_axis_cm,
     }
+    if args.short_axis_cm is not None and not (0 < args.short_axis_cm < 30):
+        raise InputError(f"--short-axis-cm must be a diameter in cm between 0 and 30, got {args.short_axis_cm:g}.")
+    geo = geometry_kwargs(args)
+    normalise_options(**geo)  # every option checked before any file is read
+    check_output_dir(args.out)
     result = score_case(
         args.image,
         args.mask,
@@ -96,7 +103,7 @@ def run_score(args) -> int:
         report=args.report,
         stability=args.stability,
         dicom_sr=args.dicom_sr,
-        **geometry_kwargs(args),
+        **geo,
     )
     print(format_result(result))
     print(f"results written to {Path(args.out).resolve()}")
@@ -120,21 +127,33 @@ def format_result(r) -> str:
     )
     lines.append(
         f"lesion {r.mask_volume_mm3:.0f} mm3, coverage {r.coverage:.1%}"
-        + ("; touches cube border" if r.touches_border else "")
+        + ("; mask touches a cube face" if r.touches_border else "")
+        + ("" if r.cube_padded is None else f"; cube padded off the image (upstream touched_border): {r.cube_padded}")
     )
-    lines += [f"warning: {w}" for w in r.warnings if w != r.demo_banner]
+    from DFM50NLib.cli import already_shown
+
+    lines += [f"warning: {w}" for w in r.warnings if w != r.demo_banner and not already_shown(w)]
     lines.append(r.disclaimer)
     return "\n".join(lines)
 
 
 def run_features(args) -> int:
     from DFM50NLib import atomic
+    from DFM50NLib.cli.common import check_output_file
     from DFM50NLib.constants import DFM50N_FEATURE_INDICES
-    from DFM50NLib.scoring.pipeline import load_encoder, prepare_case
+    from DFM50NLib.scoring.pipeline import load_encoder, normalise_options, prepare_case
 
-    prep = prepare_case(args.image, args.mask, case_id=args.case_id, **geometry_kwargs(args))
+    geo = geometry_kwargs(args)
+    normalise_options(**geo)
+    check_output_file(args.out)
+    prep = prepare_case(args.image, args.mask, case_id=args.case_id, **geo)
     encoder = load_encoder(args.weights, args.device, download=args.download)
     feats = encoder.features(prep.cube.ct)[0]
+    from DFM50NLib.model.weights import provenance
+
+    prov = provenance(encoder.weights_path, encoder.weights_sha256)  # waits for the CRC + hash check
+    if not prov["verified"]:
+        print(f"warning: {prov['text']}", file=sys.stderr)
     idx = range(len(feats)) if args.all else DFM50N_FEATURE_INDICES
     header = "case_id," + ",".join(f"pred_{i}" for i in idx)
     row = f"{prep.case_id}," + ",".join(repr(float(feats[i])) for i in idx)

@@ -89,7 +89,10 @@ def _status(args):
             print(f"  {source:<22} {p}: found, {st.st_size:,} bytes{note}")
             rec = read_record(p)
             if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+                from DFM50NLib.model.weights import provenance
+
                 print(f"  {'':<22} sha256 {rec['sha256']} (recorded {rec.get('recorded')})")
+                print(f"  {'':<22} {provenance(p)['text']}")
             else:
                 print(f"  {'':<22} sha256 not recorded yet (done on first use, or run `weights verify`)")
     try:
@@ -112,7 +115,10 @@ def _download(args):
         expected_size=constants.FCIB_WEIGHTS_SIZE,
         progress=None if args.quiet else text_progress(),
     )
+    from DFM50NLib.model.weights import provenance
+
     print(f"{'already downloaded' if had and not args.force else 'downloaded and checked'}: {path}")
+    print(provenance(path)["text"])
     return 0
 
 
@@ -128,6 +134,8 @@ def _verify(args):
         + ("" if info["published_size"] else f" (NOT the published {FCIB_WEIGHTS_SIZE:,}: a different checkpoint)")
     )
     print(f"  sha256:    {info['sha256']}")
+    print(f"  zip CRC-32: all {info['zip_records']} records intact")
+    print(f"  publisher: {info['provenance']['text']}")
     prev = info["previous_record"]
     if info["record_matched"]:
         print(f"  matches the hash recorded on {prev.get('recorded')}")

@@ -14,6 +14,7 @@ import numpy as np
 
 from DFM50NLib import atomic
 from DFM50NLib.errors import InputError
+from DFM50NLib.geometry import integrity
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -66,6 +67,7 @@ def read_mask(path, label=None, segment=None, reference=None) -> Volume:
     number) and comes back on its own grid; `prepare_mask` resamples it onto the CT in world space.
     An RTSTRUCT (ROI by name or number) is rasterised onto `reference`, the CT Volume (geometry/rtstruct.py).
     """
+    integrity.check_regular(path)  # a FIFO would block the header read below
     if _is_seg_nrrd(path):
         return _read_segmentation(path, label, segment)
     if is_dicom_seg(path):
@@ -92,11 +94,13 @@ def _read_sitk(path, series_uid=None):
         raise InputError(f"File not found: {p}. Check the path (and the working folder for relative paths).")
     if p.is_dir():
         return _read_dicom_series(p, series_uid)
+    integrity.check_image_file(p, decompress=False)  # declared sizes, gzip trailer, FIFOs: before any allocation
     from DFM50NLib.geometry.fast_nifti import read_nifti_fast
 
-    fast = read_nifti_fast(p)  # ISA-L gunzip for plain NIfTI; None = ITK reads it
+    fast = read_nifti_fast(p)  # ISA-L gunzip for plain NIfTI (inflates the whole stream: CRC-32 and length checked)
     if fast is not None:
         return fast
+    integrity.check_image_file(p)  # ITK zero-fills what is missing: inflate and check the whole stream first
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -128,7 +132,9 @@ def _read_dicom_series(folder: Path, series_uid=None):
     if uid not in uids:
         raise InputError(f"DICOM series {uid} is not in {folder}; present: {', '.join(uids)}.")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    integrity.check_dicom_series(files, folder)  # missing / duplicate slices
+    reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as exc:

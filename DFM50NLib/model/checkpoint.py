@@ -131,7 +131,7 @@ def _torch_load(path: Path, size: int):
         ) from None
     raise WeightsError(
         f"{path} is truncated or corrupt ({size:,} bytes; the FCIB v1.0.0 file has {FCIB_WEIGHTS_SIZE:,}): "
-        f"{refetch}. [{type(cause).__name__}: {str(cause).strip()[:200]}]"
+        f"{refetch}. [{type(cause).__name__}: {str(cause).strip()}]"
     ) from None
 
 

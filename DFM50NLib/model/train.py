@@ -24,12 +24,20 @@ _MISSING = {"", "nan", "na", "n/a", "null", "none"}
 
 def read_feature_table(path, label="olm", id_column=None):
     """(X (N, 9) float64 in METHOD.md §2.8 order, y (N,) int 0/1, ids list) from a CSV; ModelError on any problem."""
+    from DFM50NLib.geometry.integrity import check_regular
+
     path = Path(path)
+    check_regular(path)  # a FIFO would block the read
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except OSError as exc:
         raise ModelError(f"Cannot read the feature table {path}: {exc}.") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ModelError(
+            f"{path} is not a UTF-8 CSV text file ({type(exc).__name__}: {exc}); a pickle or a spreadsheet? "
+            "Give the features CSV (e.g. features_9.csv from batch --save-features 9)."
+        ) from None
     if len(rows) < 2:
         raise ModelError(f"{path} has no data rows.")
     header, rows = [h.strip() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]

@@ -14,6 +14,11 @@ hashes the file in a background thread while the model loads and the first cubes
 the hash when it is written (Result.fcib_weights_sha256) and fails if the file no longer matches the hash
 recorded for the same (path, size, mtime). A file with a new size or mtime is a new file: its hash becomes
 the record. `python -m DFM50NLib weights verify` does the full check on demand.
+
+Beyond that record (which only detects a later change): every zip record's CRC-32 is checked on download and
+on first use of a file (model/zipcheck.py, verdict cached per size+mtime+inode), and the publisher's MD5 is
+fetched from the Zenodo record API at download time and kept beside the file (model/published.py). A file
+whose MD5 is not the published one is "unverified": every result and report says so with its SHA-256.
 """
 
 from __future__ import annotations
@@ -61,8 +66,11 @@ def resolve_weights(path=None, *, download=False, progress=None, settings_path=N
     A place that is given but holds no file is an error (no silent fall-through to another file).
     With download=True a missing cache is filled (the only network access); else WeightsError with the 3 ways.
     """
+    from DFM50NLib.geometry.integrity import check_regular
+
     for source, p in weight_locations(path, settings_path)[:3]:
         if p is not None:
+            check_regular(p)  # a FIFO would block every read that follows
             if not p.is_file():
                 raise WeightsError(
                     f"FCIB weights given by {source} not found: {p} "
@@ -82,6 +90,22 @@ def resolve_weights(path=None, *, download=False, progress=None, settings_path=N
 
 # ----------------------------------------------------------------------------------------------------------------
 # hashes and their records
+
+
+def file_digests(path, progress=None, md5=True) -> tuple:
+    """(SHA-256, MD5 or None) of a file in one read (MD5 only to compare with the publisher's checksum)."""
+    h = hashlib.sha256()
+    m = hashlib.md5(usedforsecurity=False) if md5 else None
+    total, done = Path(path).stat().st_size, 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+            if m is not None:
+                m.update(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    return h.hexdigest(), (m.hexdigest() if m is not None else None)
 
 
 def file_sha256(path, progress=None) -> str:
@@ -112,7 +136,7 @@ def read_record(path):
         return None
 
 
-def write_record(path, sha256: str, st=None) -> dict:
+def write_record(path, sha256: str, st=None, md5=None) -> dict:
     """Store the file's hash with its size and mtime (best effort: a read-only cache only loses the record)."""
     from DFM50NLib.atomic import write_text
 
@@ -122,6 +146,7 @@ def write_record(path, sha256: str, st=None) -> dict:
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
         "sha256": sha256,
+        "md5": md5,
         "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     with contextlib.suppress(OSError):
@@ -150,9 +175,14 @@ def check_against_record(path, st=None) -> str:
 
     No record, or a record of an older file (other size/mtime): this hash becomes the record.
     """
+    from DFM50NLib.model import published
+    from DFM50NLib.model.zipcheck import check_zip_crcs_cached
+
     try:
         st = st or Path(path).stat()
-        sha = file_sha256(path)
+        check_zip_crcs_cached(path, st)  # corrupted bytes inside tensor data: once per file
+        # MD5 only where a publisher checksum is stored beside the file: without one the file is unverified anyway
+        sha, md5 = file_digests(path, md5=published.read(path) is not None)
     except OSError as exc:
         raise WeightsError(
             f"cannot read {path} to compute its SHA-256 ({exc}); was it moved or deleted while "
@@ -166,10 +196,55 @@ def check_against_record(path, st=None) -> str:
                 f"modification time, different content: disk corruption or tampering). Recorded "
                 f"{rec['sha256']}, now {sha}. Delete it and download again ({DOWNLOAD_COMMAND} --force)."
             )
+        if md5 and rec.get("md5") != md5:
+            write_record(path, sha, st, md5)
     else:
-        write_record(path, sha, st)
+        write_record(path, sha, st, md5)
     _check_published(path, sha, st.st_size)
     return sha
+
+
+def provenance(path, sha256=None) -> dict:
+    """{"verified", "text", "sha256", "md5", "published_md5"}: is this the publisher's file?
+
+    Verified = the file's MD5 (from its record, same size and mtime) equals the MD5 the publisher's record
+    listed at download time (stored beside the file). Anything else is "unverified", said with the SHA-256.
+    """
+    from DFM50NLib.model import published
+
+    path = Path(path)
+    rec = read_record(path)
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    md5 = rec.get("md5") if (rec and st is not None and _same_file(rec, st)) else None
+    sha = sha256 or (rec or {}).get("sha256") or "unknown"
+    pub = published.read(path)
+    if pub and md5 == pub:
+        return {
+            "verified": True,
+            "text": f"FCIB v{C.FCIB_VERSION} (MD5 {md5} = the publisher's checksum)",
+            "sha256": sha,
+            "md5": md5,
+            "published_md5": pub,
+        }
+    why = (
+        "no publisher checksum stored beside it (files not fetched with `weights download` cannot be checked)"
+        if not pub
+        else (
+            f"its MD5 {md5} differs from the publisher's {pub}"
+            if md5
+            else "its MD5 was not computed yet (run `weights verify`)"
+        )
+    )
+    return {
+        "verified": False,
+        "text": f"FCIB weights: unverified file sha256 {sha} ({why}); the score may not be the published model's",
+        "sha256": sha,
+        "md5": md5,
+        "published_md5": pub,
+    }
 
 
 def _check_published(path, sha, size):
@@ -187,11 +262,14 @@ def verify_weights(path, progress=None) -> dict:
 
     Returns {"path", "size", "sha256", "previous_record", "record_matched"}; (re)writes the record.
     """
+    from DFM50NLib.model.zipcheck import check_zip_crcs
+
     path = Path(path).expanduser()
     load_trunk_state(path)  # existence + structure, with clear messages
     st = path.stat()
+    records = check_zip_crcs(path)  # always in full here: `verify` is the on-demand check
     previous = read_record(path)
-    sha = file_sha256(path, progress=progress)
+    sha, md5 = file_digests(path, progress=progress)
     matched = None
     if _same_file(previous, st):
         matched = previous["sha256"] == sha
@@ -202,11 +280,14 @@ def verify_weights(path, progress=None) -> dict:
                 f"delete it and download again ({DOWNLOAD_COMMAND} --force)."
             )
     _check_published(path, sha, st.st_size)
-    write_record(path, sha, st)
+    write_record(path, sha, st, md5)
     return {
         "path": str(path.resolve()),
         "size": st.st_size,
         "sha256": sha,
+        "md5": md5,
+        "zip_records": records,
+        "provenance": provenance(path, sha),
         "previous_record": previous,
         "record_matched": matched,
         "published_size": st.st_size == C.FCIB_WEIGHTS_SIZE,
@@ -220,6 +301,10 @@ def verify_weights(path, progress=None) -> dict:
 class _Interrupted(Exception):
     """The transfer stopped part-way: the .part file is kept and the next attempt resumes it."""
 
+    def __init__(self, message, unreachable=False):
+        super().__init__(message)
+        self.unreachable = unreachable  # no connection at all (offline, DNS, refused)
+
 
 def download_weights(
     url=C.FCIB_WEIGHTS_URL,
@@ -230,14 +315,22 @@ def download_weights(
     force=False,
     retries=3,
     timeout=60.0,
+    record_url=None,
 ) -> Path:
     """Download the FCIB weights to `dest` (default: the cache) and return the path.
 
     Already there and not `force`: returned without any network access. Otherwise the file grows in
     `<dest>.part` (resumed after an interruption, by this call's `retries` or a later call), is checked
     (size == expected_size unless None, strict structure, published hash if known) and renamed into place.
-    progress(done_bytes, total_bytes) is called as bytes arrive.
+    progress(done_bytes, total_bytes) is called as bytes arrive. record_url: the publisher's record API
+    (JSON with files[].key / files[].checksum "md5:..."); default: Zenodo's record for the default URL, none
+    for another URL. Its MD5 must match, else the file is deleted; unreachable: the file is kept, unverified.
     """
+    from DFM50NLib.model import published
+    from DFM50NLib.model.zipcheck import check_zip_crcs
+
+    if record_url is None and url == published.FILE_URL:
+        record_url = published.RECORD_API_URL
     dest = Path(dest).expanduser() if dest else cached_weights_path()
     if dest.is_file() and not force:
         return dest
@@ -256,6 +349,8 @@ def download_weights(
             except _Interrupted as exc:
                 if attempt == retries:
                     have = part.stat().st_size if part.exists() else 0
+                    if exc.unreachable and not have:
+                        raise WeightsError(_offline_message(url, exc)) from None
                     raise WeightsError(
                         f"download of the FCIB weights interrupted ({exc}); {have:,} bytes are kept "
                         f"in {part}: run the same command again to resume."
@@ -275,7 +370,24 @@ def download_weights(
             raise WeightsError(
                 f"the file downloaded from {url} is not the FCIB checkpoint and was deleted: {exc}"
             ) from None
-        sha = file_sha256(part)
+        try:
+            check_zip_crcs(part)  # garbage inside tensor data (e.g. a spliced resume) fails a record's CRC-32
+        except WeightsError as exc:
+            part.unlink()
+            raise WeightsError(f"the file downloaded from {url} was deleted: {exc}") from None
+        sha, md5 = file_digests(part)
+        pub, note = (None, "")
+        if record_url:
+            from urllib.parse import urlparse
+
+            name = Path(urlparse(url).path).name or C.FCIB_WEIGHTS_FILENAME
+            pub, note = published.fetch_published_md5(record_url, name, timeout)
+        if pub and pub != md5:
+            part.unlink()
+            raise WeightsError(
+                f"the file downloaded from {url} has MD5 {md5}, but the publisher's record ({record_url}) lists "
+                f"{pub}: it is not the published file and was deleted. Check the URL and try again."
+            )
         try:
             _check_published(part, sha, size)
         except WeightsError:
@@ -289,8 +401,26 @@ def download_weights(
                 f"downloaded and checked {part}, but could not put it in place of {dest} ({exc}): "
                 "close programs using the weights and run the command again."
             ) from None
-        write_record(dest, sha)
+        write_record(dest, sha, None, md5)
+        if pub:
+            published.store(dest, pub, record_url)
+        else:
+            with contextlib.suppress(OSError):
+                published.sidecar(dest).unlink()
+            print(
+                f"warning: no publisher checksum for {dest} ({note or 'no record URL for this download'}); results "
+                f"will say 'FCIB weights: unverified file sha256 {sha}'.",
+                file=sys.stderr,
+            )
     return dest
+
+
+def _offline_message(url, exc) -> str:
+    return (
+        f"could not reach the download host of the FCIB weights ({exc}); nothing was downloaded. Without "
+        f"network: fetch {url} by hand (e.g. with a browser, {C.FCIB_WEIGHTS_SIZE:,} bytes) on a connected "
+        f"machine, then give it with --weights PATH or the environment variable {C.FCIB_WEIGHTS_ENV}=PATH."
+    )
 
 
 def _fetch(url, part: Path, expected_size, progress, timeout):
@@ -344,8 +474,10 @@ def _fetch(url, part: Path, expected_size, progress, timeout):
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
         raise
+    except requests.ConnectionError as exc:
+        raise _Interrupted(f"{type(exc).__name__}: {exc}", unreachable=not part.exists()) from None
     except requests.RequestException as exc:
-        raise _Interrupted(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        raise _Interrupted(f"{type(exc).__name__}: {exc}") from None
     if total is not None and done < total:
         raise _Interrupted(f"connection closed after {done:,} of {total:,} bytes")
 

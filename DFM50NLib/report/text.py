@@ -216,7 +216,11 @@ def sections(result, diameters=None, full_paths=True) -> list:
             [
                 ("Classifier", result.classifier_name + (" (DEMO)" if result.classifier_is_demo else "")),
                 ("Classifier SHA-256", result.classifier_sha256 or "—"),
-                (f"FCIB v{FCIB_VERSION} weights SHA-256", result.fcib_weights_sha256 or "—"),
+                (
+                    "FCIB weights",
+                    getattr(result, "fcib_weights", "")
+                    or f"FCIB v{FCIB_VERSION} weights SHA-256 {result.fcib_weights_sha256 or '—'}",
+                ),
                 ("Software version", f"DFM50N {result.software_version}"),
                 ("Configuration hash", result.config_hash or "—"),
                 ("Device", result.device),

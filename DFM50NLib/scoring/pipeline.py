@@ -21,6 +21,7 @@ from DFM50NLib import __version__
 from DFM50NLib.atomic import safe_stem
 from DFM50NLib.constants import (
     CENTER_METHODS,
+    CUBE_SIZE,
     DEFAULT_CENTER_METHOD,
     DEFAULT_ORIENTATION,
     GEOMETRY_MODES,
@@ -67,6 +68,16 @@ def normalise_options(
         raise InputError(
             f"Unknown geometry mode {geometry!r}: use 'physical' (default) or 'reference' "
             "(upstream-script parity, METHOD.md §3)."
+        )
+    if label is not None and (isinstance(label, bool) or int(label) != label or int(label) < 1):
+        raise InputError(
+            f"label must be a whole number >= 1 (the lesion's value in the mask), got {label!r}: 0 is the "
+            "background, so label 0 would score everything outside the lesion."
+        )
+    if point_ras is not None and center != "point":
+        raise InputError(
+            f"A centre point was given but the centre method is {center!r}: the point would be ignored. "
+            "Give the point alone (it implies --center point) or drop it."
         )
     if center == "point":
         if point_ras is None:
@@ -161,6 +172,10 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
             "Reference geometry reproduces the upstream scripts on files: give file paths "
             "(NIfTI as the upstream scripts read it), not in-memory volumes."
         )
+    from DFM50NLib.geometry.integrity import check_image_file
+
+    for path in (image, mask):  # nibabel reads these: the same completeness checks as every other read
+        check_image_file(path)
     t = time.perf_counter()
     ref = reference_cube_from_files(image, mask, center_method=options["center"], label=options["label"])
     timings = {"cube": time.perf_counter() - t}
@@ -177,12 +192,38 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
             "touches_border",
         )
     }
+    stats["cube_padded"] = upstream_padded(ref.center_ijk, ref.zoomed_shape)
     notes = _geometry_warnings(stats)
+    if stats["cube_padded"]:
+        notes.append(
+            "The 50-voxel cube runs off the image and was padded with 0 (the upstream scripts' own QC flag "
+            "`touched_border`); the network sees an artificial edge."
+        )
     notes.append(
         "Reference geometry (METHOD.md §3): upstream-script arithmetic, not 1 mm isotropic; "
         "use only with a classifier trained on upstream cubes."
     )
     return PreparedCase(case_id, options, cube, center_ras, stats, None, None, None, timings, notes)
+
+
+def upstream_padded(center_ijk, shape, half=CUBE_SIZE // 2) -> bool:
+    """The upstream scripts' `touched_border`: the cube [c - 25, c + 25) leaves the array and had to be padded.
+
+    Not the project's `touches_border` (the mask reaches a face of the cube): a small lesion near the edge of the
+    scan pads without touching; a large central lesion touches without padding.
+    """
+    return any(c - half < 0 or c + half > n for c, n in zip(center_ijk, shape))
+
+
+def _weights_provenance(result, encoder):
+    """Say which FCIB weights made the score: the publisher's file, or an unverified one (with its SHA-256)."""
+    from DFM50NLib.model.weights import provenance
+
+    path = getattr(encoder, "weights_path", None)
+    prov = provenance(path, result.fcib_weights_sha256) if path else None
+    result.fcib_weights = prov["text"] if prov else f"FCIB weights: unverified file sha256 {result.fcib_weights_sha256}"
+    if not (prov and prov["verified"]):
+        result.warnings.append(result.fcib_weights)
 
 
 def _measure_diameters(pm, notes):
@@ -220,6 +261,7 @@ def finish_case(
     """9 features -> forest -> Result (METHOD.md §4). `clinical`: dict(smoking, spiculated, short_axis_cm)."""
     from DFM50NLib.scoring.result import Result
 
+    weights_sha256 = str(encoder.weights_sha256)  # first: a damaged weights file (CRC, hash) beats any later error
     t = time.perf_counter()
     feats = np.asarray(features_4096, dtype=np.float32).reshape(-1)
     x9 = feats[list(classifier.feature_indices)]
@@ -238,7 +280,7 @@ def finish_case(
         classifier_is_demo=bool(classifier.is_demo),
         classifier_name=str(classifier.name),
         classifier_sha256=str(classifier.sha256),
-        fcib_weights_sha256=str(encoder.weights_sha256),
+        fcib_weights_sha256=weights_sha256,
         software_version=__version__,
         geometry=prep.options["geometry"],
         orientation=prep.options["orientation"],
@@ -251,6 +293,7 @@ def finish_case(
         cube_mask_voxels=int(s["cube_mask_voxels"]),
         coverage=float(s["coverage"]),
         touches_border=bool(s["touches_border"]),
+        cube_padded=s.get("cube_padded"),
         components_dropped=int(s["components_dropped"]),
         label=None if prep.options["label"] is None else str(prep.options["label"]),
         device=str(device),
@@ -261,6 +304,7 @@ def finish_case(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     result.warnings += model_geometry_warnings(classifier, prep.options)
+    _weights_provenance(result, encoder)
     if classifier.is_demo:
         from DFM50NLib.constants import DEMO_LABEL
 

@@ -38,7 +38,7 @@ class Result:
     mask_voxels: int
     cube_mask_voxels: int  # mask samples inside the 50^3 cube (1 mm^3 each)
     coverage: float  # mask volume inside the cube / whole mask volume
-    touches_border: bool  # mask reaches a face of the cube
+    touches_border: bool  # mask reaches a face of the cube (the project's flag)
     components_dropped: int
     # optional clinical model (METHOD.md §2.10); None = not given, never guessed
     smoking: Optional[bool] = None
@@ -60,6 +60,10 @@ class Result:
     stability: Optional[dict] = None  # min/median/max/n_flipped under small perturbations, when asked
     config_hash: str = ""
     created: str = ""  # ISO 8601 UTC
+    # reference geometry only: upstream's `touched_border` = the cube ran off the image and was padded
+    cube_padded: Optional[bool] = None
+    # "FCIB v1.0.0 (MD5 ... = the publisher's checksum)" or "FCIB weights: unverified file sha256 ..."
+    fcib_weights: str = ""
     disclaimer: str = DISCLAIMER
 
     @property

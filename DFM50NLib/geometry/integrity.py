@@ -1,0 +1,371 @@
+"""Is an image file complete? Checked before any reader allocates or zero-fills anything.
+
+SimpleITK fills the missing part of a truncated NIfTI / NRRD / MetaImage with zeros and returns it without a
+word, so a CT cut to 60 % is scored as if the lesion's neighbourhood were air. Here, from the header alone plus
+one streaming pass over compressed data: the declared voxel count is bounded, the voxel data's length is compared
+with what the header declares (gzip streams fully decompressed, so their CRC-32 and ISIZE are checked too), and
+FIFOs / devices are refused before anything opens them (they would block forever). DICOM series: slice positions
+along the slice normal must be distinct and evenly spaced (a missing slice would be silently interpolated away).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from DFM50NLib.errors import InputError
+
+MAX_VOXELS = 2**31  # a 2048 x 2048 x 512 volume; a CT is ~512 x 512 x 600 (1.6e8)
+_CHUNK = 1 << 20
+_SPACING_TOLERANCE = 0.01  # relative deviation of one slice gap from the median gap
+_NIFTI_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8, 128: 3, 2304: 4, 32: 8}
+_NRRD_BYTES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t"), 2),
+    **dict.fromkeys(("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t"), 4),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "int64", "int64_t"), 8),
+    **dict.fromkeys(("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"), 8),
+    "float": 4,
+    "double": 8,
+    "block": None,
+}
+_MET_BYTES = {
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 4,
+    "MET_ULONG": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
+
+
+def check_regular(path) -> None:
+    """Refuse FIFOs, sockets and devices before anything opens them (reading one blocks or never ends)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # absence is reported by the reader with its own message
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file (a device or socket)"
+        raise InputError(f"{path}: is {kind}; give an image file or a DICOM series folder.")
+
+
+def check_image_file(path, decompress=True) -> None:
+    """Raise InputError if `path` declares more voxel data than it holds (or an absurd size). Unknown formats pass.
+
+    decompress=False: compressed streams are not inflated here (a reader that inflates the whole stream itself
+    with zlib/gzip checks CRC-32 and length as it goes); only the gzip trailer's ISIZE is compared with the
+    header's size; on a mismatch (a cut file, or several gzip members) the stream is inflated after all.
+    Inflating costs ~1 s per 100 MB of .nii.gz.
+    """
+    p = Path(path)
+    check_regular(p)
+    name = p.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        _check_nifti(p, decompress)
+    elif name.endswith((".nrrd", ".nhdr")):
+        _check_nrrd(p, decompress)
+    elif name.endswith((".mha", ".mhd")):
+        _check_metaimage(p, decompress)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _truncated(path, what, expected, found, hint="") -> InputError:
+    return InputError(
+        f"{path}: incomplete file: the header declares {expected:,} bytes of {what} but the file holds "
+        f"{found:,} ({100 * found / max(expected, 1):.0f} %). The file was cut short (interrupted copy or "
+        f"download?); copy or export it again.{hint}"
+    )
+
+
+def _check_count(path, shape, itemsize) -> int:
+    shape = [int(s) for s in shape]
+    if any(s < 0 for s in shape):
+        raise InputError(f"{path}: the header declares a negative size {tuple(shape)}; the file is corrupt.")
+    n = int(np.prod(shape, dtype=object)) if shape else 0
+    if n > MAX_VOXELS:
+        raise InputError(
+            f"{path}: the header declares {' x '.join(map(str, shape))} = {n:,} voxels, more than the "
+            f"{MAX_VOXELS:,} DFM50N accepts (a chest CT has ~10^8); the header is corrupt or this is not a CT."
+        )
+    return n * int(itemsize)
+
+
+def _gzip_length(path, offset=0, expected=None) -> int:
+    """Bytes of the whole decompressed gzip stream from `offset`; InputError if cut short or CRC/ISIZE wrong.
+
+    zlib in gzip mode (wbits 16+) checks each member's CRC-32 and ISIZE trailer itself; members are chained.
+    """
+    n, d, started = 0, zlib.decompressobj(16 + zlib.MAX_WBITS), False
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while block := f.read(_CHUNK):
+                while block:
+                    started = True
+                    n += len(d.decompress(block))
+                    block = d.unused_data if d.eof else b""
+                    if d.eof:
+                        if not block.strip(b"\0"):
+                            break  # trailing zero padding after the last member is tolerated
+                        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    except zlib.error as exc:
+        raise InputError(
+            f"{path}: corrupt gzip data after {n:,} decompressed bytes ({exc}: CRC-32 or length trailer "
+            "wrong); copy or export it again."
+        ) from None
+    if not started or not d.eof:
+        raise InputError(
+            f"{path}: incomplete gzip stream: it ends after {n:,} decompressed bytes, before its end marker"
+            + (f" (the header declares {expected:,} bytes)" if expected else "")
+            + ". The file was cut short (interrupted copy or download?); copy or export it again."
+        )
+    return n
+
+
+def _gzip_size(path, offset, expected, decompress) -> int:
+    """Decompressed size of the gzip stream at `offset`: inflated and CRC-checked, or read from its ISIZE trailer."""
+    if decompress:
+        return _gzip_length(path, offset, expected)
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() - offset < 18:
+            return 0
+        f.seek(-4, 2)
+        isize = int.from_bytes(f.read(4), "little")
+    if expected is not None and isize == expected % 2**32:
+        return expected  # the trailer agrees (sizes >= 4 GiB are only known modulo 2^32)
+    return _gzip_length(path, offset, expected)  # cut, or several gzip members (bgzip): inflate to be sure
+
+
+def _zlib_length(path, offset) -> int:
+    """Decompressed length of a zlib stream (MetaImage CompressedData); InputError if it does not end."""
+    d, n = zlib.decompressobj(), 0
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while block := f.read(_CHUNK):
+                n += len(d.decompress(block))
+                if d.eof:
+                    break
+    except zlib.error as exc:
+        raise InputError(f"{path}: corrupt compressed data after {n:,} bytes ({exc}); export it again.") from None
+    if not d.eof:
+        raise InputError(
+            f"{path}: incomplete compressed data: the stream stops after {n:,} bytes, before its end. "
+            "The file was cut short; copy or export it again."
+        )
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------- NIfTI
+def _open_head(path, gz):
+    if gz:
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read(540)
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
+            return b""  # the reader reports an unreadable file with its own message; the length pass below too
+    with open(path, "rb") as f:
+        return f.read(540)
+
+
+def _check_nifti(path: Path, decompress=True):
+    gz = path.name.lower().endswith(".gz")
+    head = _open_head(path, gz)
+    if len(head) < 348:
+        if gz and decompress:
+            _gzip_length(path)  # reports the truncation / corruption precisely
+        if len(head) >= 4 and {struct.unpack("<i", head[:4])[0], struct.unpack(">i", head[:4])[0]} & {348, 540}:
+            raise InputError(f"{path}: incomplete file: {len(head)} bytes, shorter than its NIfTI header.")
+        return  # not a NIfTI file at all: the reader says it cannot read it
+    shape = itemsize = offset = None
+    for endian in "<>":
+        (hsize,) = struct.unpack(endian + "i", head[:4])
+        if hsize == 348:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            offset = max(offset, 352) if head[344:347] == b"n+1" else 0
+            break
+        if hsize == 540 and len(head) >= 540:
+            dims = struct.unpack(endian + "8q", head[16:80])
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            offset = int(struct.unpack(endian + "q", head[168:176])[0])
+            break
+    else:
+        return  # not a NIfTI header: the reader says so
+    if offset == 0:
+        return  # .hdr/.img pair: the data are elsewhere
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7:
+        raise InputError(f"{path}: the NIfTI header declares {ndim} dimensions; the file is corrupt.")
+    shape = dims[1 : ndim + 1]
+    itemsize = bitpix / 8 if bitpix > 0 else 0
+    data = _check_count(path, shape, 1)
+    expected = offset + int(np.ceil(data * itemsize))
+    found = _gzip_size(path, 0, expected, decompress) if gz else path.stat().st_size
+    if found < expected:
+        raise _truncated(path, "header and voxel data", expected, found)
+
+
+# ----------------------------------------------------------------------------------------------------- NRRD
+def _nrrd_fields(path: Path):
+    fields, n = {}, 0
+    with open(path, "rb") as f:
+        magic = f.readline()
+        n += len(magic)
+        if not magic.startswith(b"NRRD"):
+            return None, 0
+        for raw in f:
+            n += len(raw)
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not line:
+                break
+            if line.startswith("#"):
+                continue
+            key, sep, value = line.partition(":=")
+            if sep:
+                continue  # key/value pairs are not fields
+            key, sep, value = line.partition(": ")
+            if sep:
+                fields[key.strip().lower()] = value.strip()
+    return fields, n
+
+
+def _check_nrrd(path: Path, decompress=True):
+    fields, header_len = _nrrd_fields(path)
+    if fields is None or "sizes" not in fields:
+        return
+    try:
+        shape = [int(s) for s in fields["sizes"].split()]
+    except ValueError:
+        raise InputError(f"{path}: NRRD 'sizes' field {fields['sizes']!r} is not a list of integers.") from None
+    itemsize = _NRRD_BYTES.get(fields.get("type", "").lower())
+    if itemsize is None:
+        return
+    expected = _check_count(path, shape, itemsize)
+    encoding = fields.get("encoding", "raw").lower()
+    datafile = fields.get("data file", fields.get("datafile"))
+    skip = int(fields.get("byte skip", fields.get("byteskip", "0")) or 0)
+    if int(fields.get("line skip", fields.get("lineskip", "0")) or 0) or skip < 0:
+        return  # rare layouts: the reader handles them
+    if datafile:
+        if datafile.startswith("LIST") or len(datafile.split()) > 1:
+            return  # several data files: not checked here
+        src, offset = path.parent / datafile, 0
+        check_regular(src)
+        if not src.is_file():
+            raise InputError(f"{path}: its voxel data file {src} (NRRD 'data file' field) does not exist.")
+    else:
+        src, offset = path, header_len
+    if encoding == "raw":
+        found = max(src.stat().st_size - offset - skip, 0)
+    elif encoding in ("gzip", "gz"):
+        found = max(_gzip_size(src, offset, expected + skip, decompress) - skip, 0)
+    else:
+        return  # ascii / hex / bzip2: rare; the reader is trusted
+    if found < expected:
+        raise _truncated(src, f"voxel data ({' x '.join(map(str, shape))}, {itemsize} byte(s) each)", expected, found)
+
+
+# ------------------------------------------------------------------------------------------------ MetaImage
+def _check_metaimage(path: Path, decompress=True):
+    fields, n = {}, 0
+    with open(path, "rb") as f:
+        for raw in f:
+            n += len(raw)
+            key, sep, value = raw.decode("latin-1").partition("=")
+            if not sep:
+                return  # not a MetaImage header
+            fields[key.strip().lower()] = value.strip()
+            if key.strip().lower() == "elementdatafile":
+                break
+            if n > 65536:
+                return
+    try:
+        shape = [int(s) for s in fields.get("dimsize", "").split()]
+        channels = int(fields.get("elementnumberofchannels", "1"))
+    except ValueError:
+        raise InputError(f"{path}: MetaImage DimSize {fields.get('dimsize')!r} is not a list of integers.") from None
+    itemsize = _MET_BYTES.get(fields.get("elementtype", "").upper())
+    datafile = fields.get("elementdatafile", "")
+    if not shape or itemsize is None or not datafile:
+        return
+    expected = _check_count(path, shape + [channels], itemsize)
+    if datafile.upper() == "LOCAL":
+        src, offset = path, n
+    elif datafile.upper().startswith("LIST") or "%" in datafile or len(datafile.split()) > 1:
+        return
+    else:
+        src, offset = path.parent / datafile, 0
+        check_regular(src)
+        if not src.is_file():
+            raise InputError(f"{path}: its voxel data file {src} (ElementDataFile) does not exist.")
+    if int(fields.get("headersize", "0") or 0) > 0:
+        offset += int(fields["headersize"])
+    if fields.get("compresseddata", "false").lower() == "true":
+        if not decompress:
+            return
+        found = _zlib_length(src, offset)
+    else:
+        found = max(src.stat().st_size - offset, 0)
+    if found < expected:
+        raise _truncated(src, f"voxel data ({' x '.join(map(str, shape))})", expected, found)
+
+
+# ---------------------------------------------------------------------------------------------------- DICOM
+def check_dicom_series(files, folder) -> None:
+    """Slice positions along the slice normal: distinct and evenly spaced, else InputError with the numbers."""
+    if len(files) < 2:
+        return
+    try:
+        import pydicom
+    except ImportError:  # pragma: no cover - pydicom comes with highdicom, installed in CI
+        return
+    positions, normal = [], None
+    for f in files:
+        try:
+            ds = pydicom.dcmread(
+                str(f), stop_before_pixels=True, specific_tags=["ImagePositionPatient", "ImageOrientationPatient"]
+            )
+            ipp = [float(v) for v in ds.ImagePositionPatient]
+            if normal is None:
+                iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+                normal = np.cross(iop[:3], iop[3:])
+        except Exception:
+            return  # no positions (e.g. a multi-frame file): GDCM decides
+        positions.append(float(np.dot(ipp, normal)))
+    z = np.sort(np.array(positions))
+    gaps = np.diff(z)
+    dup = int(np.sum(gaps < 1e-3))
+    if dup:
+        raise InputError(
+            f"DICOM series in {folder}: {dup} slice position(s) occur twice among {len(files)} files (e.g. at "
+            f"{z[1:][gaps < 1e-3][0]:.3f} mm along the slice normal): two series or duplicate files mixed in one "
+            "folder. Keep one copy of each slice."
+        )
+    med = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - med) > _SPACING_TOLERANCE * med + 1e-3)
+    if bad.size:
+        i = int(bad[0])
+        missing = int(round(float(np.sum(gaps[bad]) / med - bad.size)))
+        raise InputError(
+            f"DICOM series in {folder}: uneven slice spacing: {bad.size} gap(s) differ from the usual "
+            f"{med:.3f} mm, e.g. {gaps[i]:.3f} mm between {z[i]:.3f} and {z[i + 1]:.3f} mm along the slice "
+            f"normal ({len(files)} slices; about {max(missing, 0)} slice(s) missing?). A missing slice would be "
+            "interpolated away silently: copy the complete series again."
+        )
