@@ -72,6 +72,7 @@ class DFM50NWebApp(TrameApp):
         s.dfm_error = ""
         s.dfm_result = None
         s.dfm_rows = []
+        s.dfm_segment_voxels = 0
         s.dfm_max_upload_mb = max_upload_mb
         s.dfm_weights_missing = ""
         self.check_weights()
@@ -80,7 +81,7 @@ class DFM50NWebApp(TrameApp):
         self.viewer.set_ui(self.ui_builder)
         editor = self.slicer_app.segmentation_editor
         editor.segmentation_modified.connect(self._on_segments_changed)
-        editor.active_segment_id_changed.connect(self._on_segments_changed)
+        editor.active_segment_id_changed.connect(self._on_active_segment)
 
     @property
     def ui(self):
@@ -202,8 +203,16 @@ class DFM50NWebApp(TrameApp):
             self.state.dfm_segment_id = active or next(iter(props), None)
         self._schedule_refresh()
 
-    def select_segment_from_editor(self):
-        self.state.dfm_segment_id = self.slicer_app.segmentation_editor.get_active_segment_id()
+    def segment_chosen(self, segment_id):
+        self.state.dfm_segment_id = segment_id
+        self._schedule_refresh()
+
+    def _on_active_segment(self, segment_id=None, *_):
+        """The panel scores the segment being edited (the user may still pick another one)."""
+        self._on_segments_changed()
+        if segment_id and not self.state.dfm_busy:
+            self.state.dfm_segment_id = segment_id
+            self._schedule_refresh()
 
     # ---------------------------------------------------------------- scoring
 
@@ -275,7 +284,11 @@ class DFM50NWebApp(TrameApp):
                 self.state.dfm_message = ""
             else:
                 self.results[self._scoring_key] = result
-                self.state.dfm_result = result_card(result, self._scoring_key)
+                segment = self.slicer_app.scene.GetNodeByID(self._scoring_key[1])
+                segment = segment.GetSegmentation().GetSegment(self._scoring_key[2]) if segment else None
+                card = result_card(result, self._scoring_key)
+                card["segment"] = segment.GetName() if segment else self._scoring_key[2]
+                self.state.dfm_result = card
                 self.state.dfm_message = "Done"
                 if self.state.dfm_show_cube:
                     self.show_cube(result)
@@ -296,6 +309,7 @@ class DFM50NWebApp(TrameApp):
             if d is not None:
                 d.SetFillVisibility(False)
                 d.SetHandlesInteractive(False)
+                d.SetPropertiesLabelVisibility(False)
                 d.SetSelectedColor(1.0, 0.85, 0.1)
                 d.SetColor(1.0, 0.85, 0.1)
         except Exception:
@@ -349,6 +363,19 @@ class DFM50NWebApp(TrameApp):
                     }
                 )
         self.state.dfm_rows = rows
+        self.state.dfm_segment_voxels = self._segment_voxels()
+
+    def _segment_voxels(self) -> int:
+        """Voxels of the chosen segment on the CT grid (the page shows it live while drawing)."""
+        seg, sid = self.segmentation_node, self.state.dfm_segment_id
+        if self.job is not None and self.job.running:
+            return self.state.dfm_segment_voxels or 0
+        if seg is None or not sid or getattr(self, "volume_node", None) is None:
+            return 0
+        try:
+            return int((self.logic.segmentMask(self.volume_node, seg, sid).array > 0).sum())
+        except DFM50NError:
+            return 0
 
     # ---------------------------------------------------------------- downloads
 
@@ -371,7 +398,16 @@ class DFM50NWebApp(TrameApp):
             raise DFM50NError("No segmentation yet.")
         with tempfile.TemporaryDirectory(dir=self.uploads.path) as tmp:
             path = Path(tmp) / "lesion.seg.nrrd"
-            self.slicer_app.io_manager.write_segmentation(seg, path)
+            storage = seg.GetStorageNode()
+            if storage is None:  # Slicer's own .seg.nrrd writer: segment names, colours and geometry kept
+                seg.AddDefaultStorageNode()
+                storage = seg.GetStorageNode()
+            old = storage.GetFileName()
+            storage.SetFileName(str(path))
+            ok = storage.WriteData(seg)
+            storage.SetFileName(old)
+            if not ok or not path.is_file():
+                raise DFM50NError("Could not write the segmentation file.")
             return path.read_bytes()
 
 

@@ -184,10 +184,17 @@ class DFM50NAppUI:
                 label="Lesion segment (draw it with the segment editor, left)",
                 items=("dfm_segments",),
                 v_model=("dfm_segment_id",),
+                update_modelValue=(app.segment_chosen, "[$event]"),
                 density="compact",
                 hide_details=True,
                 disabled=("dfm_busy",),
                 no_data_text="No segment: open the segment editor and Add a segment",
+            )
+            html.Div(
+                "{{ dfm_segment_voxels }} voxels drawn",
+                id="dfm-segment-voxels",
+                classes="text-caption",
+                raw_attrs=[':data-voxels="dfm_segment_voxels"'],
             )
             VSelect(
                 label="Cube centre",
@@ -276,6 +283,7 @@ class DFM50NAppUI:
                 )
                 VChip("DEMO", v_if=("dfm_result.demo",), id="dfm-demo", color="orange", variant="flat", size="small")
             with VCardText():
+                html.Div("{{ dfm_result.segment }}", id="dfm-result-segment", classes="text-subtitle-2")
                 html.Div("DFM50N score; high risk at ≥ {{ dfm_result.threshold }} · {{ dfm_result.classifier }}")
                 html.Div(
                     "Lesion {{ dfm_result.mask_voxels }} voxels ({{ dfm_result.mask_volume }}), cube centre "
