@@ -109,7 +109,7 @@ class DFM50NWebApp(TrameApp):
 
         folder = Path(tempfile.mkdtemp(prefix="demo", dir=self.uploads.path))
         ct_path, mask_path = write_demo_case(folder)
-        self._open(ct_path, mask_path, "Demo phantom (synthetic)")
+        self._open(ct_path, mask_path, "Demo phantom (synthetic)", node_name="demo_phantom")
 
     def open_data_file(self, name):
         self._guard(lambda: self._open(self.data.resolve(name), None, name))
@@ -141,7 +141,7 @@ class DFM50NWebApp(TrameApp):
         path = self.uploads.save(files[0].name, files[0].content)
         self._open(path, None, files[0].name)
 
-    def _open(self, ct_path, mask_path, title):
+    def _open(self, ct_path, mask_path, title, node_name=None):
         """Read with DFM50N's own reader (same checks as the CLI), then put the CT into the scene."""
         from DFM50NLib.geometry.io import read_volume
         from DFM50NLib.scene import mrml
@@ -153,7 +153,7 @@ class DFM50NWebApp(TrameApp):
         self.slicer_app.scene.Clear()
         self.results.clear()
         self._table_observed = None
-        name = Path(str(title)).name.split(".")[0] or "CT"
+        name = node_name or Path(str(title)).name.split(".")[0] or "CT"
         volume_node = mrml.add_volume_node(ct, name, self.slicer_app.scene)
         if mask_path is not None:
             mask = read_volume(mask_path)

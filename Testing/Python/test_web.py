@@ -9,6 +9,7 @@ import pytest
 from web_harness import (
     add_segment_and_paint,
     browser_page,
+    choose_effect,
     open_demo,
     paint,
     require_browser,
@@ -74,7 +75,9 @@ def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(p
     with page.expect_download() as dl:
         page.click("#dfm-report-html")
     html = dl.value.path().read_text(encoding="utf-8")
-    assert f"{result.score:.3f}" in html and "demo_phantom" in html
+    assert result.case_id == f"demo_phantom_{segment_name}"
+    assert f"{result.score:.3f}" in html
+    assert result.case_id in html
     with page.expect_download() as dl:
         page.click("#dfm-report-pdf")
     pdf = tmp_path / "r.pdf"
@@ -82,10 +85,12 @@ def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(p
     assert pdf.read_bytes()[:5] == b"%PDF-"
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert f"{result.score:.3f}" in text
+    assert result.case_id in text.replace("\n", "")
 
     # one row, fresh; an edit of the scored segment turns it stale
     rows = page.locator("#dfm-table tr[data-stale]")
     assert rows.count() == 1 and rows.first.get_attribute("data-stale") == "0"
+    choose_effect(page, "mdi-brush")  # scoring put the editor back on 'no tool'
     paint(page, [(0.60, 0.60), (0.66, 0.62)])
     page.wait_for_selector("#dfm-table tr[data-stale='1']", timeout=30_000)
     assert "stale" in rows.first.inner_text()
