@@ -15,7 +15,6 @@ from trame.widgets.vuetify3 import (
     VCardTitle,
     VCheckbox,
     VChip,
-    VDivider,
     VExpansionPanel,
     VExpansionPanels,
     VExpansionPanelText,
@@ -338,5 +337,3 @@ class DFM50NAppUI:
         except Exception as exc:
             self.app.state.dfm_error = f"Segmentation: {exc}"
             return None
-
-

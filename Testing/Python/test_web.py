@@ -49,7 +49,9 @@ def logic_score_of(seg_file, random_weights, tmp_path, segment_name):
     return logic.scoreSegment(ct_node, seg, sid, weights=str(random_weights), checkDependencies=False), voxels
 
 
-def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(page_on_server, random_weights, tmp_path):
+def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(
+    page_on_server, random_weights, tmp_path
+):
     page = page_on_server
     open_demo(page)
     add_segment_and_paint(page, STROKE)
@@ -172,5 +174,3 @@ def test_web_command_binds_localhost_by_default():
 
     args = build_parser().parse_args(["web"])
     assert (args.host, args.port, args.data) == ("127.0.0.1", 8080, None)
-
-

@@ -97,9 +97,7 @@ def open_demo(page):
 
 def wait_for_views(page):
     """The RCA views are <img> elements streamed by the server; wait until the slice views have pictures."""
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('img')).filter(i => i.naturalWidth > 100).length >= 3"
-    )
+    page.wait_for_function("Array.from(document.querySelectorAll('img')).filter(i => i.naturalWidth > 100).length >= 3")
 
 
 def axial_view_box(page):
