@@ -1,7 +1,9 @@
-"""DFM50N Slicer module: module description, a thin widget, and the self-test.
+"""DFM50N Slicer module: module description, a widget that only binds Qt to the presenter, and the self-test.
 
-All computation is in DFM50NLib (DFM50NLogic is Qt-free and console-callable). Nothing heavy is
-imported at load time (no torch/monai/sklearn); packages are installed only on first use, with consent.
+All behaviour lives in DFM50NLib.scene (Qt-free, tested under slicer-core): `PanelPresenter` owns the
+panel's state machine and the background scoring; `DFM50NLogic` reads and writes the scene. Nothing heavy
+is imported at load time (no torch/sklearn/matplotlib) and nothing is installed at startup: packages are
+offered on first use, with consent.
 """
 
 import logging
@@ -11,7 +13,9 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleTest,
@@ -19,63 +23,101 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from DFM50NLib.constants import DEMO_LABEL, DISCLAIMER
-from DFM50NLib.scene.logic import MODEL_SETTING, WEIGHTS_SETTING, DFM50NLogic, ScoringCancelled
+from DFM50NLib.constants import DISCLAIMER
+from DFM50NLib.scene.logic import DFM50NLogic
+from DFM50NLib.scene.params import (
+    CENTER_CHOICES,
+    DEVICE_CHOICES,
+    GEOMETRY_CHOICES,
+    ORIENTATION_CHOICES,
+    SHORT_AXIS_DECIMALS,
+    SHORT_AXIS_RANGE_CM,
+    YES_NO_CHOICES,
+)
+from DFM50NLib.scene.presenter import POLL_INTERVAL_MS, PanelPresenter
 
 README_URL = "https://github.com/DFM50N/SlicerDFM50N#readme"
-# The choices of each combo box: the parameter node's Choice and the items the widget adds are one list
-CENTER_CHOICES = ["dt_peak", "centroid"]
-ORIENTATION_CHOICES = ["LPS", "LAS", "RAS", "SPL"]
-GEOMETRY_CHOICES = ["physical", "reference"]
-YES_NO_CHOICES = ["unknown", "yes", "no"]
 
 
 class DFM50N(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        parent.title = "DFM50N"
-        parent.categories = ["Quantification"]
-        parent.dependencies = ["Segmentations"]
+        parent.title = _("DFM50N")
+        parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        parent.dependencies = ["Segmentations", "SegmentEditor", "Markups", "Tables"]
         parent.contributors = ["DFM50N contributors"]
-        parent.helpText = (
+        parent.helpText = _(
             "DFM50N score: probability of occult lymph-node metastasis in resectable early small-cell lung cancer, "
             "from a chest CT and the primary lesion segment (50 mm cube -> FCIB foundation model -> 9 features -> "
-            "random forest; score >= 0.25 = high OLM risk). " + DISCLAIMER + " The bundled classifier is a DEMO. "
-            f'See the <a href="{README_URL}">README</a>.'
-        )
-        parent.acknowledgementText = (
+            "random forest; score >= 0.25 = high OLM risk). {disclaimer} The bundled classifier is a DEMO. "
+            'See the <a href="{url}">README</a>.'
+        ).format(disclaimer=DISCLAIMER, url=README_URL)
+        parent.acknowledgementText = _(
             "DFM50N-score workflow: Xu Jiang et al., Peking Union Medical College (2025). FCIB foundation model: "
             "Pai S, Bontempi D, Hadzic I, et al. Foundation model for cancer imaging biomarkers. Nature Machine "
             "Intelligence 6, 354-367 (2024), https://doi.org/10.1038/s42256-024-00807-9 (weights: Zenodo 10528450)."
         )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Sample Data entry "DFM50N demo chest phantom": generated on click, never downloaded."""
+    try:
+        import SampleData
+    except ImportError:  # Sample Data module disabled
+        return
+    from DFM50NLib.scene.sampledata import source_arguments
+
+    icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "DFM50N.png")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**source_arguments(icon, loadDemoPhantom))
+
+
+def loadDemoPhantom(*source):
+    with slicer.util.tryWithErrorDisplay(_("The DFM50N demo phantom could not be created."), waitCursor=True):
+        from DFM50NLib.scene import dependencies
+        from DFM50NLib.scene.sampledata import load_demo
+
+        dependencies.ensure(confirmInstall, dependencies.PIP_REQUIREMENTS)
+        ctNode, segNode, _segmentId = load_demo()
+        slicer.util.setSliceViewerLayers(background=ctNode, fit=True)
+        return [ctNode, segNode]
+
+
+def confirmInstall(message):
+    return slicer.util.confirmOkCancelDisplay(message, _("DFM50N: install Python packages"))
 
 
 @parameterNodeWrapper
 class DFM50NParameterNode:
-    """Every panel setting, saved with the scene (the weights path is a machine setting: QSettings)."""
+    """The panel settings saved with the scene (same fields and storage as DFM50NLib.scene.params; machine
+    settings - weights file, classifier folder - are QSettings, never in the scene)."""
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     segmentationNode: slicer.vtkMRMLSegmentationNode
+    outputTable: slicer.vtkMRMLTableNode
     segmentId: str = ""
     allSegments: bool = False
     centerMethod: Annotated[str, Choice(CENTER_CHOICES)] = "dt_peak"
     orientation: Annotated[str, Choice(ORIENTATION_CHOICES)] = "LPS"
     geometry: Annotated[str, Choice(GEOMETRY_CHOICES)] = "physical"
-    classifierFolder: str = ""
+    device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
     smoking: Annotated[str, Choice(YES_NO_CHOICES)] = "unknown"
     spiculation: Annotated[str, Choice(YES_NO_CHOICES)] = "unknown"
-    shortAxisCm: float = 0.0  # 0 = measured on the segment
+    shortAxisCm: Annotated[float, WithinRange(*SHORT_AXIS_RANGE_CM), Decimals(SHORT_AXIS_DECIMALS)] = 0.0
 
 
 class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Binds the .ui to `PanelPresenter` and renders its `PanelView`; no decision is taken here."""
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.presenter = None
         self._parameterNode = None
         self._guiObserver = None
-        self._running = False
-        self._last = None  # (result, volume, segmentation, segment id)
+        self._shownRevision = 0
+        self.reportViewer = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -83,15 +125,11 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = DFM50NLogic()
-        for combo, items in (
-            (self.ui.centerMethodComboBox, CENTER_CHOICES),
-            (self.ui.orientationComboBox, ORIENTATION_CHOICES),
-            (self.ui.geometryComboBox, GEOMETRY_CHOICES),
-            (self.ui.smokingComboBox, YES_NO_CHOICES),
-            (self.ui.spiculationComboBox, YES_NO_CHOICES),
-        ):
-            combo.addItems(items)
+        self.logic = DFM50NLogic(parameterWrapper=DFM50NParameterNode)
+        self.presenter = PanelPresenter(self.logic, None, qt.QSettings(), confirm=confirmInstall)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_INTERVAL_MS)
+        self.timer.connect("timeout()", self.onTimer)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneImported)
@@ -101,22 +139,23 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.measureShortAxisButton.connect("clicked(bool)", self.onMeasureShortAxis)
         self.ui.downloadWeightsButton.connect("clicked(bool)", self.onDownloadWeights)
         self.ui.browseWeightsButton.connect("clicked(bool)", lambda: self.ui.weightsPathLineEdit.browse())
-        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathsChanged)
-        self.ui.classifierPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathsChanged)
+        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.presenter.setWeightsPath)
+        self.ui.classifierPathLineEdit.connect("currentPathChanged(QString)", self.presenter.setClassifierFolder)
+        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.render)
+        self.ui.classifierPathLineEdit.connect("currentPathChanged(QString)", self.render)
         self.ui.showCubeButton.connect("clicked(bool)", self.onShowCube)
         self.ui.openReportButton.connect("clicked(bool)", self.onOpenReport)
         self.ui.editSegmentButton.connect("clicked(bool)", self.onEditSegment)
-        self.ui.weightsPathLineEdit.currentPath = qt.QSettings().value(WEIGHTS_SETTING, "")
-        self.ui.classifierPathLineEdit.currentPath = qt.QSettings().value(MODEL_SETTING, "")
-        self.ui.progressBar.visible = False
+        self.ui.weightsPathLineEdit.currentPath = self.presenter.weightsPath() or ""
+        self.ui.classifierPathLineEdit.currentPath = self.presenter.classifierFolder() or ""
         self.initializeParameterNode()
-        self.updateModelStatus()
-        self.updateButtons()
+        self.render()
 
     def cleanup(self):
+        self.timer.stop()
+        self.presenter.cancel()
         self.removeObservers()
-        if self.logic:
-            self.logic.removeObservers()
+        self.logic.removeObservers()
 
     # ---- parameter node (template pattern)
     def enter(self):
@@ -126,9 +165,9 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
+        self.presenter.cancel()
         self.setParameterNode(None)
         self.logic.removeObservers()
-        self._last = None
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -136,183 +175,65 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneImported(self, caller, event):
         self.logic.refreshStale()
+        self.restoreSegmentSelection()
 
     def initializeParameterNode(self):
-        node = slicer.mrmlScene.GetSingletonNode("DFM50N", "vtkMRMLScriptedModuleNode")
-        if node is None:  # DFM50NLogic is Qt- and module-free, so the widget owns the parameter node
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "DFM50N")
-            node.SetSingletonTag("DFM50N")
-            node.SetAttribute("ModuleName", "DFM50N")
-        wrapped = DFM50NParameterNode(node)
-        if not wrapped.inputVolume:
-            wrapped.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        self.setParameterNode(wrapped)
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
 
     def setParameterNode(self, node):
         if self._parameterNode and self._guiObserver is not None:
             self._parameterNode.disconnectGui(self._guiObserver)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.render)
             self._guiObserver = None
         self._parameterNode = node
+        self.presenter.setParameters(node)
         if node:
+            self.restoreSegmentSelection()
             self._guiObserver = node.connectGui(self.ui)
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
-            self.ui.segmentSelector.setCurrentNode(node.segmentationNode)
-            if node.segmentId:
-                self.ui.segmentSelector.setCurrentSegmentID(node.segmentId)
-            self.ui.classifierPathLineEdit.currentPath = (
-                node.classifierFolder or self.ui.classifierPathLineEdit.currentPath
-            )
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.render)
+        self.render()
+
+    def restoreSegmentSelection(self):
+        """Put the saved segment back without letting the selector's re-population overwrite it."""
+        segmentationNode, segmentId = self.presenter.savedSelection()
+        wasBlocked = self.ui.segmentSelector.blockSignals(True)
+        self.ui.segmentSelector.setCurrentNode(segmentationNode)
+        self.ui.segmentSelector.setCurrentSegmentID(segmentId)
+        self.ui.segmentSelector.blockSignals(wasBlocked)
 
     def onSegmentSelection(self, *args):
-        if self._parameterNode:
-            self._parameterNode.segmentationNode = self.ui.segmentSelector.currentNode()
-            self._parameterNode.segmentId = self.ui.segmentSelector.currentSegmentID() or ""
-        self.updateButtons()
+        selector = self.ui.segmentSelector
+        self.presenter.selectSegment(selector.currentNode(), selector.currentSegmentID())
+        self.render()
 
-    # ---- models
-    def onModelPathsChanged(self, *args):
-        qt.QSettings().setValue(WEIGHTS_SETTING, self.ui.weightsPathLineEdit.currentPath)
-        qt.QSettings().setValue(MODEL_SETTING, self.ui.classifierPathLineEdit.currentPath)
-        if self._parameterNode:
-            self._parameterNode.classifierFolder = self.ui.classifierPathLineEdit.currentPath
-        self.updateModelStatus()
-
-    def updateModelStatus(self):
-        from DFM50NLib.errors import DFM50NError
-
-        try:
-            from DFM50NLib.model.weights import resolve_weights
-
-            path = resolve_weights(self.ui.weightsPathLineEdit.currentPath or None)
-            self.ui.weightsStatusLabel.text, found = f"found: {path}", True
-        except (DFM50NError, ImportError) as exc:
-            self.ui.weightsStatusLabel.text, found = "not found", False
-            self.ui.weightsStatusLabel.toolTip = str(exc)
-        self.ui.downloadWeightsButton.visible = not found
-        try:
-            from DFM50NLib.model.classifier import load_classifier
-
-            clf = load_classifier(self.ui.classifierPathLineEdit.currentPath or None)
-            demo = f' <b style="color:#b3261e">{DEMO_LABEL}</b>' if clf.is_demo else ""
-            self.ui.classifierStatusLabel.text = f"{clf.name} (threshold {clf.threshold:g}){demo}"
-        except (DFM50NError, ImportError) as exc:
-            self.ui.classifierStatusLabel.text = f'<span style="color:#b3261e">{exc}</span>'
+    # ---- actions
+    def onScoreButton(self):
+        with slicer.util.tryWithErrorDisplay(_("DFM50N scoring could not start.")):
+            self.presenter.apply()
+        self.startPolling()
 
     def onDownloadWeights(self):
-        with slicer.util.tryWithErrorDisplay("Download of the FCIB weights failed.", waitCursor=True):
-            from DFM50NLib.model import weights
-            from DFM50NLib.scene import dependencies
-
-            dependencies.ensure(self.confirm)
-            self.ui.progressBar.visible = True
-
-            def progress(done, total):
-                self.ui.progressBar.value = int(100 * done / total) if total else 0
-                slicer.app.processEvents()
-
-            try:
-                path = weights.download_weights(progress=progress)
-            finally:
-                self.ui.progressBar.visible = False
-            self.ui.weightsPathLineEdit.currentPath = str(path)
-
-    # ---- scoring
-    def confirm(self, message):
-        return slicer.util.confirmOkCancelDisplay(message, "DFM50N: install Python packages")
-
-    def updateButtons(self, *args):
-        p = self._parameterNode
-        ready = bool(p and p.inputVolume and p.segmentationNode and (p.segmentId or p.allSegments))
-        self.ui.scoreButton.enabled = ready or self._running
-        self.ui.scoreButton.text = "Cancel" if self._running else "Score"
-        for b in (self.ui.showCubeButton, self.ui.openReportButton):
-            b.enabled = self._last is not None and not self._running
-        self.ui.editSegmentButton.enabled = bool(p and p.segmentationNode and p.segmentId)
-
-    def options(self):
-        p = self._parameterNode
-        return dict(
-            center=p.centerMethod,
-            orientation=p.orientation,
-            geometry=p.geometry,
-            weights=self.ui.weightsPathLineEdit.currentPath or None,
-            model=self.ui.classifierPathLineEdit.currentPath or None,
-            clinical={"smoking": p.smoking, "spiculated": p.spiculation, "short_axis_cm": p.shortAxisCm or None},
-        )
-
-    def progress(self, fraction, message):
-        self.ui.progressBar.value = int(100 * fraction)
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()  # lets Cancel be pressed between stages
-
-    def onScoreButton(self):
-        if self._running:
-            self.logic.requestCancel()
-            return
-        p = self._parameterNode
-        self._running = True
-        self.ui.progressBar.visible = True
-        self.updateButtons()
-        try:
-            with slicer.util.tryWithErrorDisplay("DFM50N scoring failed.", waitCursor=True):
-                try:
-                    kw = dict(progress=self.progress, confirm=self.confirm, **self.options())
-                    if p.allSegments:
-                        results = self.logic.scoreAllSegments(p.inputVolume, p.segmentationNode, **kw)
-                        sid = p.segmentId if p.segmentId in results else next(iter(results))
-                        self._last = (results[sid], p.inputVolume, p.segmentationNode, sid)
-                    else:
-                        r = self.logic.scoreSegment(p.inputVolume, p.segmentationNode, p.segmentId, **kw)
-                        self._last = (r, p.inputVolume, p.segmentationNode, p.segmentId)
-                    self.showResult(self._last[0])
-                except ScoringCancelled:
-                    self.ui.statusLabel.text = "Cancelled."
-        finally:
-            self._running = False
-            self.ui.progressBar.visible = False
-            self.updateButtons()
-
-    def showResult(self, r):
-        color = "#b3261e" if r.high_risk else "#1e6b34"
-        self.ui.demoLabel.text = (
-            f'<b style="color:white;background:#b3261e">&nbsp;{DEMO_LABEL}&nbsp;</b>' if r.classifier_is_demo else ""
-        )
-        combined = (
-            ""
-            if r.combined_probability is None
-            else f"<br>Combined model: {r.combined_probability:.3f} "
-            f"({'positive' if r.combined_positive else 'negative'})"
-        )
-        self.ui.resultLabel.text = (
-            f'DFM50N score <b style="color:{color}">{r.score:.3f}</b> '
-            f'(threshold {r.threshold:g}): <b style="color:{color}">{r.risk_label}</b>'
-            f"{combined}"
-        )
-        self.ui.warningsLabel.text = "\n".join(w for w in r.warnings if w != DEMO_LABEL)
-        table = self.logic.getTableNode()
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
-        slicer.app.applicationLogic().PropagateTableSelection()
+        with slicer.util.tryWithErrorDisplay(_("Download of the FCIB weights could not start.")):
+            self.presenter.toggleDownload()
+        self.startPolling()
 
     def onMeasureShortAxis(self):
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Short axis could not be measured.", waitCursor=True):
-            short_cm, long_mm = self.logic.measureShortAxis(p.inputVolume, p.segmentationNode, p.segmentId)
-            p.shortAxisCm = round(short_cm, 2)
+        with slicer.util.tryWithErrorDisplay(_("Short axis could not be measured."), waitCursor=True):
+            self.presenter.measureShortAxis()
 
     def onShowCube(self):
-        with slicer.util.tryWithErrorDisplay("Could not show the cube.", waitCursor=True):
-            r, vol, seg, sid = self._last
-            roi, cube = self.logic.showCube(r, vol, seg, sid)
-            slicer.util.setSliceViewerLayers(background=vol)
-            slicer.modules.markups.logic().JumpSlicesToLocation(*r.center_ras, True)
+        with slicer.util.tryWithErrorDisplay(_("Could not show the cube."), waitCursor=True):
+            self.presenter.showCube()
 
     def onOpenReport(self):
-        with slicer.util.tryWithErrorDisplay("Could not write the report.", waitCursor=True):
-            r, vol, seg, sid = self._last
-            out = os.path.join(slicer.app.defaultScenePath, "DFM50N-reports")
-            paths = self.logic.writeReport(r, vol, seg, sid, out)
-            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(paths["report_html"])))
+        with slicer.util.tryWithErrorDisplay(_("Could not write the report."), waitCursor=True):
+            folder = os.path.join(slicer.app.defaultScenePath, "DFM50N-reports")
+            paths = self.presenter.writeReport(folder)
+            self.reportViewer = self.reportViewer or ReportViewer(slicer.util.mainWindow())
+            self.reportViewer.show(paths["report_html"])
+        self.render()
 
     def onEditSegment(self):
         p = self._parameterNode
@@ -322,9 +243,101 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSourceVolumeNode(p.inputVolume)
         editor.setCurrentSegmentID(p.segmentId)
 
+    # ---- polling and rendering
+    def startPolling(self):
+        if self.presenter.view().polling and not self.timer.isActive():
+            self.timer.start()
+        self.render()
+
+    def onTimer(self):
+        view = self.presenter.poll()
+        self.render(view)
+        if not view.polling:
+            self.timer.stop()
+            self.afterJob(view)
+
+    def afterJob(self, view):
+        error = self.presenter.takeError()
+        if error:
+            slicer.util.errorDisplay(error, windowTitle=_("DFM50N"))
+        if view.table_id and view.revision != self._shownRevision:
+            self._shownRevision = view.revision
+            self.showTable(view.table_id)
+
+    def showTable(self, tableId):
+        """Switch to a layout with a table view and show the scores there (as SegmentStatistics does)."""
+        layoutManager = slicer.app.layoutManager()
+        layoutManager.setLayout(slicer.modules.tables.logic().GetLayoutWithTable(layoutManager.layout))
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(tableId)
+        slicer.app.applicationLogic().PropagateTableSelection()
+
+    def render(self, *args):
+        view = args[0] if args and hasattr(args[0], "apply_text") else self.presenter.view()
+        self.renderControls(view)
+        self.renderResult(view)
+
+    def renderControls(self, v):
+        self.ui.scoreButton.text, self.ui.scoreButton.enabled = v.apply_text, v.apply_enabled
+        self.ui.scoreButton.toolTip = v.apply_tooltip
+        for box in (self.ui.inputsCollapsibleButton, self.ui.clinicalCollapsibleButton):
+            box.enabled = v.inputs_enabled
+        self.ui.advancedCollapsibleButton.enabled = self.ui.modelsCollapsibleButton.enabled = v.inputs_enabled
+        self.ui.progressBar.visible, self.ui.progressBar.value = v.progress_visible, v.progress
+        self.ui.statusLabel.text = v.status
+        self.ui.downloadWeightsButton.visible, self.ui.downloadWeightsButton.text = v.download_visible, v.download_text
+        self.ui.downloadWeightsButton.enabled = True
+        self.ui.weightsStatusLabel.text, self.ui.classifierStatusLabel.text = v.weights_status, v.classifier_status
+        if self.ui.weightsPathLineEdit.currentPath != v.weights_path:
+            self.ui.weightsPathLineEdit.currentPath = v.weights_path
+        self.ui.measureShortAxisButton.enabled = v.measure_enabled
+
+    def renderResult(self, v):
+        self.ui.resultLabel.text, self.ui.demoLabel.text = v.result_html, v.demo_html
+        self.ui.warningsLabel.text = "\n".join(x for x in (v.warnings, v.errors) if x)
+        self.ui.showCubeButton.enabled = v.show_cube_enabled
+        self.ui.openReportButton.enabled = v.open_report_enabled
+        self.ui.editSegmentButton.enabled = v.edit_segment_enabled
+
+
+class ReportViewer:
+    """The HTML report inside Slicer (qSlicerWebWidget) with "Save PDF…" (printToPdf is asynchronous)."""
+
+    def __init__(self, parent=None):
+        self.dialog = qt.QDialog(parent)
+        self.dialog.setWindowTitle(_("DFM50N report"))
+        layout = qt.QVBoxLayout(self.dialog)
+        self.web = slicer.qSlicerWebWidget()
+        layout.addWidget(self.web)
+        self.saveButton = qt.QPushButton(_("Save PDF…"))
+        layout.addWidget(self.saveButton)
+        self.saveButton.connect("clicked(bool)", self.onSavePdf)
+        self.web.connect("pdfPrintingFinished(QString,bool)", self.onPdfFinished)
+        self.dialog.resize(900, 1000)
+        self.htmlPath = ""
+
+    def show(self, htmlPath):
+        self.htmlPath = str(htmlPath)
+        self.web.url = qt.QUrl.fromLocalFile(self.htmlPath).toString()
+        self.dialog.show()
+        self.dialog.raise_()
+
+    def onSavePdf(self):
+        default = os.path.splitext(self.htmlPath)[0] + ".pdf"
+        path = qt.QFileDialog.getSaveFileName(self.dialog, _("Save report as PDF"), default, "PDF (*.pdf)")
+        if path:
+            self.web.printToPdf(path)
+
+    def onPdfFinished(self, path, success):
+        if success:
+            slicer.util.showStatusMessage(_("Report saved: {path}").format(path=path), 5000)
+        else:
+            slicer.util.errorDisplay(_("The PDF could not be written to {path}.").format(path=path))
+
 
 class DFM50NTest(ScriptedLoadableModuleTest):
-    """Synthetic CT + sphere segment, scored with a random-weight FCIB network; checks the table."""
+    """Synthetic CT + sphere segment, scored with a random-weight FCIB network; checks the table.
+
+    Fails (never skips) when it cannot score: e.g. torch or scipy missing in Slicer's Python."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -339,14 +352,15 @@ class DFM50NTest(ScriptedLoadableModuleTest):
 
         import numpy as np
 
+        from DFM50NLib.scene import dependencies
+
+        missing = dependencies.missing()
+        self.assertEqual(missing, [], f"Cannot score: missing packages {dependencies.describe(missing)}")
         from DFM50NLib.geometry.synthetic import sphere_case
         from DFM50NLib.model import fcib
-        from DFM50NLib.scene import dependencies, mrml
+        from DFM50NLib.scene import mrml
         from DFM50NLib.scene import table as scene_table
 
-        if dependencies.missing():
-            self.delayDisplay(f"Skipped: missing packages {dependencies.describe(dependencies.missing())}")
-            return
         self.delayDisplay("Building a synthetic CT and lesion")
         ct, mask = sphere_case((10.0, -20.0, 30.0), 8.0, shape=(64, 64, 24), spacing=(0.8, 0.8, 2.0))
         ctNode = mrml.add_volume_node(ct, "DFM50N test CT")
@@ -361,6 +375,8 @@ class DFM50NTest(ScriptedLoadableModuleTest):
         try:
             self.delayDisplay("Scoring")
             result = DFM50NLogic().scoreSegment(ctNode, segNode, segmentId, weights=weights)
+            self.delayDisplay("Scoring again the way the panel does (background job, polled)")
+            background = self.scoreLikeThePanel(ctNode, segNode, segmentId, weights)
         finally:
             fcib.clear_encoder_cache()
             shutil.rmtree(folder, ignore_errors=True)
@@ -370,5 +386,25 @@ class DFM50NTest(ScriptedLoadableModuleTest):
         table = scene_table.get_table(slicer.mrmlScene, create=False)
         self.assertEqual(table.GetTable().GetNumberOfRows(), 1)
         self.assertAlmostEqual(scene_table.get_row(table, 0)["score"], result.score, places=9)
+        self.assertAlmostEqual(background.score, result.score, places=6)
         logging.info("DFM50N self-test score %.4f", result.score)
         self.delayDisplay("Test passed")
+
+    def scoreLikeThePanel(self, ctNode, segNode, segmentId, weights):
+        """The presenter's path: worker thread, polled from this (the main) thread until it delivers."""
+        import time
+
+        from DFM50NLib.scene.logic import WEIGHTS_SETTING
+        from DFM50NLib.scene.presenter import MemorySettings, PanelPresenter
+
+        presenter = PanelPresenter(DFM50NLogic(), settings=MemorySettings({WEIGHTS_SETTING: weights}))
+        presenter.params.inputVolume = ctNode
+        presenter.selectSegment(segNode, segmentId)
+        presenter.setParameter("device", "cpu")
+        presenter.apply()
+        t0 = time.monotonic()
+        while presenter.poll().polling and time.monotonic() - t0 < 600:
+            time.sleep(0.05)
+        view = presenter.poll()
+        self.assertEqual(view.status, "Scored 1 segment.", view.error)
+        return presenter.scored[0].result

@@ -103,17 +103,11 @@ def _texture(shape, seed, texture_hu, noise_hu):
     return smooth + noise_hu * rng.standard_normal(shape)
 
 
-def write_demo_case(out_dir):
-    """Write the demo phantom (CT + lesion mask, .nii.gz, about 2 MB): returns (ct_path, mask_path).
-
-    0.7 x 0.7 x 2.5 mm voxels, LPS voxel order (like a DICOM-derived NIfTI), a ~2 cm ellipsoidal lesion
-    in the lung, 12 mm off the grid centre. Same bytes of voxel data on every run (fixed seed).
-    """
-    from DFM50NLib.geometry.io import write_volume
-
-    out = Path(out_dir)
+def demo_case():
+    """The demo phantom in memory: (CT Volume, lesion mask Volume) - what `write_demo_case` writes and
+    what Slicer's Sample Data entry "DFM50N demo chest phantom" loads (generated, never downloaded)."""
     rot = _rotation_z(25.0)
-    ct, mask = ellipsoid_case(
+    return ellipsoid_case(
         (-60.0, 20.0, -110.0),
         (11.0, 9.0, 8.5),
         rot,
@@ -123,6 +117,18 @@ def write_demo_case(out_dir):
         grid_center_ras=(-48.0, 20.0, -110.0),
         seed=2024,
     )
+
+
+def write_demo_case(out_dir):
+    """Write the demo phantom (CT + lesion mask, .nii.gz, about 2 MB): returns (ct_path, mask_path).
+
+    0.7 x 0.7 x 2.5 mm voxels, LPS voxel order (like a DICOM-derived NIfTI), a ~2 cm ellipsoidal lesion
+    in the lung, 12 mm off the grid centre. Same bytes of voxel data on every run (fixed seed).
+    """
+    from DFM50NLib.geometry.io import write_volume
+
+    out = Path(out_dir)
+    ct, mask = demo_case()
     ct_path = write_volume(Volume(ct.array, ct.ijk_to_ras, "demo_phantom"), out / "demo_phantom.nii.gz")
     mask_path = write_volume(Volume(mask.array, mask.ijk_to_ras, "demo_phantom_mask"), out / "demo_phantom_mask.nii.gz")
     return ct_path, mask_path

@@ -1,14 +1,21 @@
-"""Python packages the scoring needs inside Slicer: checked on first use, installed only with consent.
+"""Python packages DFM50N needs inside Slicer: checked on first use, installed only with consent.
 
 Nothing here runs at import or at Slicer startup. `missing()` looks packages up without importing
 them (importing torch takes seconds). torch comes from Slicer's PyTorch extension (PyTorchUtils picks
 the CPU/CUDA build that fits the machine); a plain `pip install torch` could pull a multi-GB build.
+The pip packages are listed in Resources/requirements*.txt (the template's place; a test keeps those
+files and the lists below equal) and installed with `slicer.packaging.pip_ensure` on Slicer >= 5.12,
+`slicer.util.pip_install` on 5.8/5.10. Only what in-Slicer use needs is asked for: scoring needs scipy
+and platformdirs (numpy, SimpleITK and requests ship with Slicer), the upstream-parity geometry adds
+nibabel, the full report adds matplotlib.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from DFM50NLib.errors import DFM50NError
 
@@ -25,13 +32,23 @@ class Requirement:
 
 # torch is deliberately absent from pip specs: see `ensure`.
 TORCH = Requirement("torch", "torch>=2.2")
-PIP_REQUIREMENTS = (
+PIP_REQUIREMENTS = (  # Resources/requirements.txt: scoring
     Requirement("scipy", "scipy>=1.10"),
-    Requirement("SimpleITK", "SimpleITK>=2.2"),
-    Requirement("nibabel", "nibabel>=5"),
     Requirement("platformdirs", "platformdirs>=3"),
-    Requirement("requests", "requests>=2.28"),  # bundled with Slicer; listed for plain Pythons
 )
+REFERENCE_REQUIREMENTS = (Requirement("nibabel", "nibabel>=5"),)  # Resources/requirements-reference.txt
+REPORT_REQUIREMENTS = (Requirement("matplotlib", "matplotlib>=3.7"),)  # Resources/requirements-report.txt
+RESOURCES = Path(__file__).resolve().parents[2] / "Resources"
+REQUIREMENT_FILES = {
+    "requirements.txt": PIP_REQUIREMENTS,
+    "requirements-reference.txt": REFERENCE_REQUIREMENTS,
+    "requirements-report.txt": REPORT_REQUIREMENTS,
+}
+
+
+def for_scoring(geometry="physical") -> tuple:
+    """What Score needs for these options (torch first)."""
+    return (TORCH,) + PIP_REQUIREMENTS + (REFERENCE_REQUIREMENTS if geometry == "reference" else ())
 
 
 def is_installed(module: str) -> bool:
@@ -105,14 +122,28 @@ def _install_torch():
             )
 
 
-def _pip_install(slicer, specs):
-    """slicer.pydeps.pip_ensure / slicer.packaging.pip_ensure where Slicer has it, else pip_install."""
-    for name in ("pydeps", "packaging"):
-        mod = getattr(slicer, name, None)
-        if mod is not None and hasattr(mod, "pip_ensure"):
-            from packaging.requirements import Requirement as PipRequirement
+def packaging_module(slicer):
+    """`slicer.packaging` (Slicer >= 5.12) or None. It is a submodule: not an attribute of `slicer`
+    until something imports it, so import it explicitly."""
+    mod = getattr(slicer, "packaging", None)
+    if mod is None and sys.modules.get("slicer") is slicer:
+        try:
+            import slicer.packaging as mod
+        except ImportError:
+            return None
+    return mod if mod is not None and hasattr(mod, "pip_ensure") else None
 
-            mod.pip_ensure([PipRequirement(s) for s in specs], requester="DFM50N")
-            return
-    # Older Slicer splits a string on spaces (no shell): unquoted specs without spaces are safe.
+
+def _pip_install(slicer, specs):
+    """slicer.packaging.pip_ensure where Slicer has it (5.12+), else slicer.util.pip_install (5.8/5.10)."""
+    mod = packaging_module(slicer)
+    if mod is not None:
+        from packaging.requirements import Requirement as PipRequirement
+
+        try:  # the user already agreed in `ensure`: no second dialog
+            mod.pip_ensure([PipRequirement(s) for s in specs], prompt_install=False, requester="DFM50N")
+        except RuntimeError as exc:
+            raise DependencyError(f"Installing {', '.join(specs)} failed: {exc}") from exc
+        return
+    # 5.8/5.10 split a string on spaces (no shell): unquoted specs without spaces are safe.
     slicer.util.pip_install(" ".join(specs))

@@ -19,8 +19,17 @@ from DFM50NLib.errors import DFM50NError
 from DFM50NLib.scene import mrml
 from DFM50NLib.scene import table as st
 
-MODEL_SETTING = "DFM50N/ClassifierFolder"
-REPORT_ATTRIBUTE = "DFM50N.Report"
+MODEL_SETTING = "DFM50N/ClassifierFolder"  # machine settings (QSettings in Slicer), never in the scene
+WEIGHTS_SETTING = "DFM50N/FCIBWeightsPath"  # = model.weights.SETTING_NAME
+REPORT_ATTRIBUTE = "DFM50N.Report"  # "1" on our report text nodes
+SEGMENT_ATTRIBUTE = "DFM50N.SegmentID"  # segment IDs are not MRML IDs: plain text is right for them
+KIND_ATTRIBUTE = "DFM50N.Kind"  # report | cubeROI | cubeVolume
+VOLUME_ROLE, SEGMENTATION_ROLE = "dfm50nVolume", "dfm50nSegmentation"  # node references (remapped on import)
+
+try:  # in Slicer: the module-logic base class (parameter node, module name); slicer-core has none
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
+except ImportError:
+    _LogicBase = object
 
 # score_volumes keyword arguments the Logic passes through unchanged
 PIPELINE_OPTIONS = (
@@ -44,7 +53,7 @@ class ScoringCancelled(DFM50NError):
     """The user pressed Cancel; nothing was written to the scene."""
 
 
-class DFM50NLogic:
+class DFM50NLogic(_LogicBase):
     """Console use::
 
     logic = DFM50NLogic()
@@ -53,8 +62,11 @@ class DFM50NLogic:
     print(result.score, result.risk_label)
     """
 
-    def __init__(self, scene=None):
+    def __init__(self, scene=None, parameterWrapper=None):
+        if _LogicBase is not object:
+            _LogicBase.__init__(self)
         self.scene = scene if scene is not None else slicer.mrmlScene
+        self.parameterWrapper = parameterWrapper  # the widget's @parameterNodeWrapper class, if any
         self._cancel = False
         self._observations = []  # (vtkSegmentation, tag)
         self._labelmapMTimes = {}  # (segmentation id, segment id) -> MTime of the labelmap last hashed
@@ -65,6 +77,51 @@ class DFM50NLogic:
     def requestCancel(self):
         """Ask a running scoring to stop at the next stage boundary (the widget's Cancel button)."""
         self._cancel = True
+
+    def getParameterNode(self):
+        """The module's parameter node, wrapped: by the widget's @parameterNodeWrapper class in Slicer,
+        by the Qt-free `SceneParameters` (same storage) elsewhere."""
+        from DFM50NLib.scene import params
+
+        node = params.parameter_node(self.scene)
+        wrapper = self.parameterWrapper or params.SceneParameters
+        return wrapper(node)
+
+    def writeResult(
+        self,
+        result,
+        volumeNode,
+        segmentationNode,
+        segmentId,
+        maskSha256,
+        tableNode=None,
+        *,
+        addToTable=True,
+        reportNode=True,
+    ):
+        """Put one result into the scene (main thread): its table row and its report node."""
+        key = (volumeNode.GetID(), segmentationNode.GetID(), segmentId)
+        self.lastResults[key] = result
+        if addToTable:
+            tableNode = tableNode or self.getTableNode()
+            name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+            st.set_row(
+                tableNode,
+                st.row_values(
+                    result,
+                    volume_name=volumeNode.GetName(),
+                    segment_name=name,
+                    volume_node_id=key[0],
+                    segmentation_node_id=key[1],
+                    segment_id=segmentId,
+                    mask_sha256=maskSha256,
+                ),
+            )
+            self.observeSegmentation(segmentationNode, tableNode)
+            self._labelmapMTimes[key[1:]] = _labelmapMTime(segmentationNode, segmentId)
+        if reportNode:
+            self.reportTextNode(result, volumeNode, segmentationNode, segmentId)
+        return tableNode
 
     def scoreSegment(
         self,
@@ -125,6 +182,9 @@ class DFM50NLogic:
             from DFM50NLib.scene import dependencies
 
             dependencies.ensure(confirm)
+        from DFM50NLib.scene.device import resolve_device
+
+        options["device"] = resolve_device(options.get("device", "cpu"))
         self._step(progress, 0.05, "Reading the segment on the CT grid")
         ct = mrml.volume_from_node(volumeNode)
         mask = mrml.segment_mask(volumeNode, segmentationNode, segmentId)
@@ -144,30 +204,20 @@ class DFM50NLogic:
         self._step(progress, 0.5, "Computing the DFM50N score")
         case_id = f"{volumeNode.GetName()}_{mask.name}"
         if options.get("geometry") == "reference":
-            result = _score_reference(ct, mask, case_id, options)
+            result = score_reference(ct, mask, case_id, options)
         else:
             result = pipeline.score_volumes(ct, mask, case_id=case_id, **options)
         self._step(progress, 0.9, "Writing results into the scene")
-        key = (volumeNode.GetID(), segmentationNode.GetID(), segmentId)
-        self.lastResults[key] = result
-        if addToTable:
-            tableNode = tableNode or self.getTableNode()
-            st.set_row(
-                tableNode,
-                st.row_values(
-                    result,
-                    volume_name=volumeNode.GetName(),
-                    segment_name=mask.name,
-                    volume_node_id=key[0],
-                    segmentation_node_id=key[1],
-                    segment_id=segmentId,
-                    mask_sha256=mask_sha,
-                ),
-            )
-            self.observeSegmentation(segmentationNode, tableNode)
-            self._labelmapMTimes[key[1:]] = _labelmapMTime(segmentationNode, segmentId)
-        if reportNode:
-            self.reportTextNode(result, volumeNode, segmentationNode, segmentId)
+        self.writeResult(
+            result,
+            volumeNode,
+            segmentationNode,
+            segmentId,
+            mask_sha,
+            tableNode if addToTable else None,
+            addToTable=addToTable,
+            reportNode=reportNode,
+        )
         if progress:
             progress(1.0, f"Done in {time.perf_counter() - t0:.1f} s")
         return result
@@ -315,31 +365,75 @@ class DFM50NLogic:
 
     # ------------------------------------------------------------------ outputs in the scene
 
+    def ownedNode(self, kind, volumeNode, segmentationNode, segmentId, className, name):
+        """The one node of `kind` (report | cubeROI | cubeVolume) for this volume + segment, created on
+        first use and reused after. Found by node references (remapped when a scene is imported) and the
+        segment ID, never by MRML ID strings."""
+        for i in range(self.scene.GetNumberOfNodesByClass(className)):
+            node = self.scene.GetNthNodeByClass(i, className)
+            if (
+                node.GetAttribute(KIND_ATTRIBUTE) == kind
+                and node.GetAttribute(SEGMENT_ATTRIBUTE) == segmentId
+                and node.GetNodeReference(VOLUME_ROLE) is volumeNode
+                and node.GetNodeReference(SEGMENTATION_ROLE) is segmentationNode
+            ):
+                return node
+        node = self.scene.AddNewNodeByClass(className, self.scene.GenerateUniqueName(name))
+        node.SetAttribute(KIND_ATTRIBUTE, kind)
+        node.SetAttribute(SEGMENT_ATTRIBUTE, segmentId)
+        node.SetNodeReferenceID(VOLUME_ROLE, volumeNode.GetID())
+        node.SetNodeReferenceID(SEGMENTATION_ROLE, segmentationNode.GetID())
+        return node
+
+    def _segmentLabel(self, volumeNode, segmentationNode, segmentId):
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        return f"{volumeNode.GetName()} - {segment.GetName() if segment else segmentId}"
+
     def reportTextNode(self, result, volumeNode, segmentationNode, segmentId):
-        """The short HTML report as a text node (one per volume + segment, replaced on re-scoring)."""
-        key = f"{volumeNode.GetID()}|{segmentationNode.GetID()}|{segmentId}"
-        node = None
-        nodes = self.scene.GetNodesByClass("vtkMRMLTextNode")
-        for i in range(nodes.GetNumberOfItems()):
-            n = nodes.GetItemAsObject(i)
-            if n.GetAttribute(REPORT_ATTRIBUTE) == key:
-                node = n
-        if node is None:
-            name = f"DFM50N report - {volumeNode.GetName()} - {result.case_id[len(volumeNode.GetName()) + 1 :]}"
-            node = self.scene.AddNewNodeByClass("vtkMRMLTextNode", name)
-            node.SetAttribute(REPORT_ATTRIBUTE, key)
+        """The short HTML report as a text node: one per volume + segment, replaced on re-scoring."""
+        label = self._segmentLabel(volumeNode, segmentationNode, segmentId)
+        node = self.ownedNode(
+            "report", volumeNode, segmentationNode, segmentId, "vtkMRMLTextNode", f"DFM50N report - {label}"
+        )
+        node.SetAttribute(REPORT_ATTRIBUTE, "1")
         node.SetText(report_html(result))
         return node
 
+    def cubeCenterWorld(self, result, volumeNode):
+        """The cube centre in world RAS: `result.center_ras` is in the CT node's frame (below its parent
+        transform); slice views and the user's eye are in world coordinates."""
+        import numpy as np
+
+        p = np.r_[np.asarray(result.center_ras, dtype=float), 1.0]
+        parent = volumeNode.GetParentTransformNode()
+        if parent is None:
+            return [float(v) for v in p[:3]]
+        to_world = vtk.vtkGeneralTransform()
+        parent.GetTransformToWorld(to_world)
+        return [float(v) for v in to_world.TransformPoint(p[:3].tolist())]
+
+    def jumpToCube(self, result, volumeNode):
+        """Centre every slice view on the cube centre (world RAS); returns that point."""
+        ras = self.cubeCenterWorld(result, volumeNode)
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *ras, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        return ras
+
     def showCube(self, result, volumeNode, segmentationNode=None, segmentId=None, cubeVolume=True):
-        """ROI of the 50 mm cube (and, with cubeVolume, the sampled cube as a volume) in the CT's frame."""
+        """ROI of the 50 mm cube (and, with cubeVolume, the sampled cube as a volume, shown over the CT in
+        the slice views) in the CT's frame. One ROI and one cube volume per volume + segment, reused."""
         if result.geometry != "physical":
             raise DFM50NError(
                 "Show cube needs physical geometry: a reference-geometry cube is cut on the file's "
                 "voxel grid (not 1 mm, not patient-aligned) and cannot be drawn as a 50 mm box."
             )
         parent = volumeNode.GetParentTransformNode()
-        roi = mrml.cube_roi(result.cube_to_ras, f"DFM50N cube - {result.case_id}", self.scene, parent)
+        label = self._segmentLabel(volumeNode, segmentationNode, segmentId) if segmentationNode else result.case_id
+        owner = (volumeNode, segmentationNode, segmentId or "")
+        if segmentationNode is not None:
+            roi = self.ownedNode("cubeROI", *owner, "vtkMRMLMarkupsROINode", f"DFM50N cube - {label}")
+        else:
+            roi = None
+        roi = mrml.cube_roi(result.cube_to_ras, f"DFM50N cube - {label}", self.scene, parent, roi=roi)
         cube_node = None
         if cubeVolume and segmentationNode is not None:
             from DFM50NLib.scoring.pipeline import prepare_case
@@ -352,10 +446,18 @@ class DFM50NLogic:
                 orientation=result.orientation,
                 geometry=result.geometry,
             )
-            cube_node = mrml.add_volume_node(
-                prep.cube.ct_volume(), f"DFM50N cube CT - {result.case_id}", self.scene, parent_transform=parent
-            )
+            cube_node = self.ownedNode("cubeVolume", *owner, "vtkMRMLScalarVolumeNode", f"DFM50N cube CT - {label}")
+            mrml.update_volume_node(cube_node, prep.cube.ct_volume(), parent_transform=parent)
+            self.showInSliceViews(volumeNode, cube_node)
         return roi, cube_node
+
+    def showInSliceViews(self, background, foreground=None, opacity=0.5):
+        """Every slice view: the CT behind, the cube CT over it (MRML only, so it works without Qt)."""
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            composite = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+            composite.SetBackgroundVolumeID(background.GetID())
+            composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+            composite.SetForegroundOpacity(opacity if foreground is not None else 0.0)
 
     def writeReport(self, result, volumeNode, segmentationNode, segmentId, outDir, formats=("html",)):
         """Write the full report (pictures of the CT, lesion and cube) into outDir; returns {kind: path}.
@@ -394,7 +496,7 @@ class DFM50NLogic:
             return {"report_html": atomic.write_text(path, f"<html><body>{report_html(result)}</body></html>")}
 
 
-def _score_reference(ct, mask, case_id, options):
+def score_reference(ct, mask, case_id, options):
     """Upstream-parity geometry (METHOD.md §3) works on NIfTI files, as the upstream scripts do: write the CT and
     the segment on the CT grid to a temporary folder exactly as Slicer would export them, score, delete."""
     import shutil

@@ -159,13 +159,26 @@ def add_volume_node(volume: Volume, name, scene=None, labelmap=False, parent_tra
     return node
 
 
-def cube_roi(cube_to_ras, name, scene=None, parent_transform=None, size_mm=50.0, spacing_mm=1.0):
-    """A markups ROI outlining the 50 mm cube, oriented with the cube's axes (what the model saw)."""
+def update_volume_node(node, volume: Volume, parent_transform=None):
+    """Replace a volume node's voxels and geometry with `volume` (reused audit cube)."""
+    node.SetIJKToRASMatrix(numpy_to_matrix(volume.ijk_to_ras))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(np.asarray(volume.array).T))
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    node.SetAndObserveTransformNodeID(parent_transform.GetID() if parent_transform is not None else None)
+    return node
+
+
+def cube_roi(cube_to_ras, name, scene=None, parent_transform=None, size_mm=50.0, spacing_mm=1.0, roi=None):
+    """A markups ROI outlining the 50 mm cube, oriented with the cube's axes (what the model saw);
+    `roi` = an existing ROI node to move there instead of adding one."""
     scene = scene or slicer.mrmlScene
     c2r = np.asarray(cube_to_ras, dtype=float)
     n = size_mm / spacing_mm
     centre = c2r[:3, :3] @ np.full(3, (n - 1) / 2.0) + c2r[:3, 3]  # middle of the sample cells
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", scene.GenerateUniqueName(name))
+    if roi is None:
+        roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", scene.GenerateUniqueName(name))
+    roi.SetLocked(False)
     axes = c2r[:3, :3] / np.linalg.norm(c2r[:3, :3], axis=0)
     obj = np.eye(4)
     obj[:3, :3] = axes
@@ -173,6 +186,7 @@ def cube_roi(cube_to_ras, name, scene=None, parent_transform=None, size_mm=50.0,
     roi.SetSize(size_mm, size_mm, size_mm)
     roi.SetAndObserveObjectToNodeMatrix(numpy_to_matrix(obj))
     roi.SetLocked(True)
-    if parent_transform is not None:
-        roi.SetAndObserveTransformNodeID(parent_transform.GetID())
+    roi.SetAndObserveTransformNodeID(parent_transform.GetID() if parent_transform is not None else None)
+    if roi.GetDisplayNode() is None:
+        roi.CreateDefaultDisplayNodes()
     return roi

@@ -50,11 +50,20 @@ COLUMNS = (
     ("created", S, "Created", "", "When the score was computed (ISO 8601, UTC)"),
     ("stale", I, "Stale", "", "1 if the segment was edited after scoring: score again"),
     ("warnings", S, "Warnings", "", "Warnings shown with the score"),
-    ("volume_node_id", S, "Volume node", "", "MRML ID of the CT volume node"),
-    ("segmentation_node_id", S, "Segmentation node", "", "MRML ID of the segmentation node"),
     ("segment_id", S, "Segment ID", "", "Segment ID inside the segmentation"),
+    (
+        "exact",
+        S,
+        "Exact values",
+        "",
+        "Every number of the row at full precision (JSON): scenes save numeric columns to 6 digits",
+    ),
 )
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
+# Each row's CT volume and segmentation are MRML node references on the table node, the n-th reference of
+# each role belonging to row n: a scene import remaps them, where ID strings in cells would go stale.
+VOLUME_ROLE, SEGMENTATION_ROLE = "dfm50nVolume", "dfm50nSegmentation"
+REFERENCE_KEYS = {"volume_node_id": VOLUME_ROLE, "segmentation_node_id": SEGMENTATION_ROLE}
 _ARRAY = {D: vtk.vtkDoubleArray, I: vtk.vtkIntArray, S: vtk.vtkStringArray}
 
 
@@ -62,11 +71,11 @@ def get_table(scene, create=True):
     """Our table in `scene` (by attribute, then by name), created with every column when missing."""
     for node in _table_nodes(scene):
         if node.GetAttribute(KIND_ATTRIBUTE) == "1":
-            return ensure_columns(node)
+            return restore_precision(ensure_columns(node))
     node = scene.GetFirstNodeByName(TABLE_NAME)
     if node is not None and node.IsA("vtkMRMLTableNode"):
         node.SetAttribute(KIND_ATTRIBUTE, "1")
-        return ensure_columns(node)
+        return restore_precision(ensure_columns(node))
     if not create:
         return None
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", TABLE_NAME)
@@ -80,8 +89,21 @@ def _table_nodes(scene):
     return out
 
 
+def _migrate_id_columns(node):
+    """Tables saved before rows used node references kept the MRML IDs in text columns: turn them into
+    references (right for a scene loaded on its own; an import may already have remapped other nodes)."""
+    table = node.GetTable()
+    for key, role in REFERENCE_KEYS.items():
+        col = table.GetColumnByName(key)
+        if col is not None and node.GetNumberOfNodeReferences(role) == 0:
+            for r in range(table.GetNumberOfRows()):
+                node.SetNthNodeReferenceID(role, r, col.GetValue(r))
+            table.RemoveColumnByName(key)
+
+
 def ensure_columns(node):
     """Add missing columns (typed, with title, unit, description); existing data is kept."""
+    _migrate_id_columns(node)
     table = node.GetTable()
     rows = table.GetNumberOfRows()
     for name, kind, title, unit, description in COLUMNS:
@@ -140,15 +162,58 @@ def row_values(
     return values
 
 
+def row_node_id(node, role, row) -> str:
+    """MRML ID of the node row `row` references in `role` ("" when none)."""
+    return node.GetNthNodeReferenceID(role, row) or ""
+
+
 def find_row(node, volume_node_id, segmentation_node_id, segment_id) -> int:
     """Row index of this (volume, segmentation, segment), or -1."""
     t = node.GetTable()
-    cols = [t.GetColumnByName(c) for c in ("volume_node_id", "segmentation_node_id", "segment_id")]
-    key = (volume_node_id, segmentation_node_id, segment_id)
+    seg_col = t.GetColumnByName("segment_id")
     for r in range(t.GetNumberOfRows()):
-        if tuple(c.GetValue(r) for c in cols) == key:
+        if (
+            seg_col.GetValue(r) == segment_id
+            and row_node_id(node, VOLUME_ROLE, r) == volume_node_id
+            and row_node_id(node, SEGMENTATION_ROLE, r) == segmentation_node_id
+        ):
             return r
     return -1
+
+
+def _exact_text(values) -> str:
+    """name=repr(value);... for the double columns: repr is the shortest text that reads back to the
+    same double, and the text has no quote, comma or tab for the .tsv/.csv writer to mangle."""
+    return ";".join(
+        f"{name}={float(values[name])!r}" for name, kind, *_ in COLUMNS if kind == D and values.get(name) is not None
+    )
+
+
+def _parse_exact(text) -> dict:
+    out = {}
+    for item in (text or "").split(";"):
+        name, sep, value = item.partition("=")
+        if sep:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue  # a hand-edited cell: the numeric column stays as it is
+    return out
+
+
+def restore_precision(node):
+    """Numeric columns back to full precision from the "exact" cells (after loading a saved scene)."""
+    t = node.GetTable()
+    col = t.GetColumnByName("exact")
+    if col is None:
+        return node
+    for r in range(t.GetNumberOfRows()):
+        for name, value in _parse_exact(col.GetValue(r)).items():
+            arr = t.GetColumnByName(name)
+            if arr is not None:
+                arr.SetValue(r, float(value))
+    t.Modified()
+    return node
 
 
 def set_row(node, values: dict) -> int:
@@ -161,20 +226,29 @@ def set_row(node, values: dict) -> int:
         for name, kind, *_ in COLUMNS:
             arr = t.GetColumnByName(name)
             arr.InsertNextValue("" if kind == S else (0 if kind == I else float("nan")))
+    values = dict(values, exact=_exact_text(values))
     for name, kind, *_ in COLUMNS:
         _set(t.GetColumnByName(name), row, kind, values.get(name))
+    for key, role in REFERENCE_KEYS.items():
+        node.SetNthNodeReferenceID(role, row, values[key])
     t.Modified()
     node.Modified()
     return row
 
 
 def get_row(node, row) -> dict:
-    """A row as a dict of Python values (NaN for missing numbers)."""
+    """A row as a dict of Python values (NaN for missing numbers; numbers at full precision), with the
+    MRML IDs its node references point at now (`volume_node_id`, `segmentation_node_id`)."""
     t = node.GetTable()
     out = {}
     for name, kind, *_ in COLUMNS:
         v = t.GetColumnByName(name).GetValue(row)
         out[name] = v if kind == S else (int(v) if kind == I else float(v))
+    for name, value in _parse_exact(out["exact"]).items():
+        if name in out:
+            out[name] = value
+    for key, role in REFERENCE_KEYS.items():
+        out[key] = row_node_id(node, role, row)
     return out
 
 

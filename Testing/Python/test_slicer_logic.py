@@ -313,14 +313,43 @@ def test_dependencies_are_installed_only_after_consent():
         dep.ensure(lambda m: True, need, slicer_module=fake)
     assert calls == ["dfm50n-no-such-module-xyz>=1"]
     ensured = []
-    newer = types.SimpleNamespace(
-        pydeps=types.SimpleNamespace(
-            pip_ensure=lambda reqs, requester: ensured.append(([str(r) for r in reqs], requester))
+    newer = types.SimpleNamespace(  # Slicer >= 5.12: slicer.packaging.pip_ensure, no second dialog
+        packaging=types.SimpleNamespace(
+            pip_ensure=lambda reqs, prompt_install, requester: ensured.append(
+                ([str(r) for r in reqs], prompt_install, requester)
+            )
         )
     )
     with pytest.raises(dep.DependencyError, match="still missing"):
         dep.ensure(lambda m: True, need, slicer_module=newer)
-    assert ensured == [(["dfm50n-no-such-module-xyz>=1"], "DFM50N")]
+    assert ensured == [(["dfm50n-no-such-module-xyz>=1"], False, "DFM50N")]
+
+
+def test_slicer_packaging_is_imported_explicitly_not_looked_up_as_an_attribute(monkeypatch):
+    """On 5.12 `slicer.packaging` is a submodule nobody imported yet: getattr(slicer, "packaging") is None."""
+    import sys
+    import types
+
+    from DFM50NLib.scene import dependencies as dep
+
+    assert getattr(slicer, "packaging", None) is None  # slicer-core has no packaging module
+    assert dep.packaging_module(slicer) is None  # -> 5.8/5.10 path (slicer.util.pip_install)
+    fake = types.ModuleType("slicer.packaging")
+    fake.pip_ensure = lambda *a, **k: None
+    monkeypatch.setitem(sys.modules, "slicer.packaging", fake)
+    assert getattr(slicer, "packaging", None) is None and dep.packaging_module(slicer) is fake
+
+
+def test_requirement_files_list_exactly_what_in_slicer_use_needs():
+    from DFM50NLib.scene import dependencies as dep
+
+    for name, reqs in dep.REQUIREMENT_FILES.items():
+        lines = (dep.RESOURCES / name).read_text().splitlines()
+        assert [x for x in lines if x and not x.startswith("#")] == [r.spec for r in reqs], name
+    scoring = {r.module for r in dep.for_scoring("physical")}
+    assert scoring == {"torch", "scipy", "platformdirs"}  # nibabel only for reference geometry
+    assert {r.module for r in dep.for_scoring("reference")} == scoring | {"nibabel"}
+    assert [r.module for r in dep.REPORT_REQUIREMENTS] == ["matplotlib"]
 
 
 def test_torch_comes_from_the_pytorch_extension_never_from_plain_pip(monkeypatch):
@@ -371,9 +400,10 @@ def test_module_self_test_body_passes_under_slicer_core(scene, random_weights, m
 
     src = (Path(__file__).resolve().parents[2] / "DFM50N.py").read_text()
     cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == "DFM50NTest")
-    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "test_score_synthetic_sphere")
+    wanted = ("test_score_synthetic_sphere", "scoreLikeThePanel")
+    fns = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
     namespace = {"slicer": slicer, "os": os, "logging": logging, "DFM50NLogic": DFM50NLogic}
-    exec(compile(ast.Module(body=[fn], type_ignores=[]), "DFM50N.py", "exec"), namespace)
+    exec(compile(ast.Module(body=fns, type_ignores=[]), "DFM50N.py", "exec"), namespace)
     # the 738 MB random checkpoint is already cached for the test session: link it instead of writing it again
     monkeypatch.setattr(fcib, "save_random_checkpoint", lambda path, seed=0: os.symlink(random_weights, path))
 
@@ -383,6 +413,8 @@ def test_module_self_test_body_passes_under_slicer_core(scene, random_weights, m
 
         def delayDisplay(self, message):
             logging.info(message)
+
+        scoreLikeThePanel = namespace["scoreLikeThePanel"]
 
     namespace["test_score_synthetic_sphere"](Case())
     assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1

@@ -1,0 +1,382 @@
+"""The DFM50N panel's behaviour without Qt: one presenter for the Slicer widget and the browser front end.
+
+The presenter owns the panel's state machine (idle / running / cancelling / downloading), decides which
+inputs are valid and which buttons are enabled, starts the background jobs (jobs.py), pairs each result
+with the inputs its job captured (never with the selection as it is when the job ends), and says what
+the result box shows. A front end only forwards user actions (`apply`, `selectSegment`, `setParameter`,
+`showCube`, ...) and renders `view()`; it calls `poll()` from its main-loop timer while `view().polling`.
+
+Threading: every method is called on the main thread. The worker threads inside the jobs never touch
+MRML; `poll()` writes finished results into the scene.
+"""
+
+from __future__ import annotations
+
+import html
+
+from DFM50NLib.constants import DEMO_LABEL
+from DFM50NLib.errors import DFM50NError
+from DFM50NLib.scene import jobs
+from DFM50NLib.scene.logic import MODEL_SETTING, WEIGHTS_SETTING
+from DFM50NLib.scene.view import (
+    CANCELLING,
+    DOWNLOADING,
+    HIGH_COLOR,
+    IDLE,
+    POLL_INTERVAL_MS,
+    RUNNING,
+    PanelView,
+    ResultLine,
+    line_html,
+    model_status,
+    result_line,
+)
+
+__all__ = [
+    "CANCELLING",
+    "DOWNLOADING",
+    "IDLE",
+    "POLL_INTERVAL_MS",
+    "RUNNING",
+    "MemorySettings",
+    "PanelPresenter",
+    "PanelView",
+    "ResultLine",
+]
+
+
+class MemorySettings:
+    """QSettings' `value`/`setValue` over a dict (tests, the browser); Slicer passes `qt.QSettings()`."""
+
+    def __init__(self, values=None):
+        self.values = dict(values or {})
+
+    def value(self, key, default=None):
+        return self.values.get(key, default)
+
+    def setValue(self, key, value):
+        self.values[key] = value
+
+
+class PanelPresenter:
+    """Qt-free controller of the DFM50N panel.
+
+    presenter = PanelPresenter(logic, params=None, settings=None, confirm=None, checkDependencies=True)
+        logic: DFM50NLogic (its scene is used); params: the parameter node wrapper (default
+        `logic.getParameterNode()`); settings: QSettings-like `value`/`setValue` for machine settings;
+        confirm(message) -> bool: asked before installing a missing package (None = never install: a
+        missing package is an error that says how to install it).
+    """
+
+    def __init__(self, logic, params=None, settings=None, confirm=None, checkDependencies=True):
+        self.logic = logic
+        self.confirm = confirm
+        self.checkDependencies = checkDependencies
+        self.params = params if params is not None else logic.getParameterNode()
+        self.settings = settings if settings is not None else MemorySettings()
+        self.job = None  # ScoringJob running or last run
+        self.download = None  # DownloadJob running or last run
+        self.scored = []  # ScoredSegment list of the last delivered job (what Show cube / report use)
+        self._error = ""
+        self._errors = ""
+        self._status = ""
+        self._table_id = ""
+        self._revision = 0
+        self._model_status = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def setParameters(self, params):
+        """A new parameter node (scene loaded or closed); None while there is none."""
+        self.params = params
+
+    def setParameter(self, name, value):
+        """A plain setting changed in the front end (validated by the parameter node)."""
+        if self.state() != IDLE:
+            raise DFM50NError("Wait for the scoring to finish (or cancel it) before changing the inputs.")
+        setattr(self.params, name, value)
+
+    def selectSegment(self, segmentationNode, segmentId):
+        """The segment selector changed; ignored while a job runs (the job has its own copy anyway)."""
+        if self.params is None or self.state() != IDLE:
+            return
+        if segmentationNode is None or segmentationNode.GetSegmentation().GetSegment(segmentId or "") is None:
+            segmentId = ""  # qMRMLSegmentSelectorWidget can report the previous node's segment ID
+        self.params.segmentationNode = segmentationNode
+        self.params.segmentId = segmentId or ""
+
+    def savedSelection(self):
+        """(segmentation node, segment ID) as saved in the parameter node: what a front end must put
+        back into its segment selector after a scene load, before listening to the selector again."""
+        if self.params is None:
+            return None, ""
+        return self.params.segmentationNode, self.params.segmentId
+
+    def setWeightsPath(self, path):
+        self.settings.setValue(WEIGHTS_SETTING, str(path or ""))
+        self._model_status = None
+
+    def setClassifierFolder(self, path):
+        self.settings.setValue(MODEL_SETTING, str(path or ""))
+        self._model_status = None
+
+    def weightsPath(self):
+        return self.settings.value(WEIGHTS_SETTING, "") or None
+
+    def classifierFolder(self):
+        return self.settings.value(MODEL_SETTING, "") or None
+
+    def inputProblem(self) -> str:
+        """Why Score cannot start now ("" = it can)."""
+        p = self.params
+        if p is None:
+            return "No scene parameters yet."
+        vol, seg = p.inputVolume, p.segmentationNode
+        if vol is None:
+            return "Select the CT volume."
+        if seg is None:
+            return "Select the segmentation that holds the lesion."
+        if not p.allSegments and (not p.segmentId or seg.GetSegmentation().GetSegment(p.segmentId) is None):
+            return "Select the lesion segment."
+        if p.allSegments and seg.GetSegmentation().GetNumberOfSegments() == 0:
+            return f"'{seg.GetName()}' has no segment: draw the lesion first."
+        return ""
+
+    def options(self) -> dict:
+        """Pipeline options from the parameter node and the machine settings (a copy for the job)."""
+        p = self.params
+        return dict(
+            center=p.centerMethod,
+            orientation=p.orientation,
+            geometry=p.geometry,
+            device=p.device,
+            weights=self.weightsPath(),
+            model=self.classifierFolder(),
+            clinical={"smoking": p.smoking, "spiculated": p.spiculation, "short_axis_cm": p.shortAxisCm or None},
+        )
+
+    # ------------------------------------------------------------------ scoring
+
+    def state(self) -> str:
+        if self.job is not None and not self.job.status().finished:
+            return CANCELLING if self.job.status().state == jobs.CANCELLING else RUNNING
+        if self.download is not None and not self.download.status().finished:
+            return DOWNLOADING
+        return IDLE
+
+    def apply(self):
+        """The Score button: start scoring when idle, cancel when running. Returns the job (or None)."""
+        state = self.state()
+        if state == RUNNING:
+            self.cancel()
+            return self.job
+        if state != IDLE:
+            return None
+        problem = self.inputProblem()
+        if problem:
+            raise DFM50NError(problem)
+        p = self.params
+        if self.checkDependencies:  # main thread, before any work; installs only with consent
+            from DFM50NLib.scene import dependencies
+
+            dependencies.ensure(self.confirm, dependencies.for_scoring(p.geometry))
+        seg = p.segmentationNode
+        ids = _segment_ids(seg) if p.allSegments else [p.segmentId]
+        self._error = self._errors = ""
+        inputs = jobs.JobInputs.capture(p.inputVolume, seg, ids, self.options())
+        self.job = jobs.ScoringJob(inputs).start()
+        self._status = "Scoring…"
+        return self.job
+
+    def cancel(self):
+        """Cancel the running scoring (its result will be discarded, the table is left as it was)."""
+        if self.job is not None and not self.job.status().finished:
+            self.job.cancel()
+
+    def poll(self) -> PanelView:
+        """Main-thread tick: deliver a finished job into the scene (once) and return the view."""
+        job = self.job
+        if job is not None and job.status().finished and not getattr(job, "_delivered", False):
+            job._delivered = True
+            self._deliver(job)
+        dl = self.download
+        if dl is not None and dl.status().finished and not getattr(dl, "_delivered", False):
+            dl._delivered = True
+            self._deliverDownload(dl)
+        return self.view()
+
+    def wait(self, timeout=None) -> PanelView:
+        """Block until the running jobs end, then poll (console and tests; a GUI polls with a timer)."""
+        for job in (self.job, self.download):
+            if job is not None:
+                job.wait(timeout)
+        return self.poll()
+
+    def _deliver(self, job):
+        status = job.status()
+        if status.state == jobs.CANCELLED:
+            self._status = "Cancelled: nothing was written."
+            return
+        if status.state == jobs.FAILED:
+            self._error = status.error
+            self._status = "Scoring failed."
+            return
+        table = self.params.outputTable if self.params is not None else None
+        table = table if table is not None else self.logic.getTableNode()
+        for s in job.results:
+            self.logic.writeResult(s.result, s.volume_node, s.segmentation_node, s.segment_id, s.mask_sha256, table)
+        if self.params is not None and self.params.outputTable is None:
+            self.params.outputTable = table
+        self.scored = list(job.results)
+        self._errors = "\n".join(f"{name}: {msg}" for name, msg in job.errors)
+        if job.errors and not job.results:
+            self._error = f"No segment could be scored:\n{self._errors}"
+        n = len(job.results)
+        self._status = f"Scored {n} segment{'s' if n != 1 else ''}." + (
+            f" {len(job.errors)} failed." if job.errors else ""
+        )
+        self._table_id = table.GetID()
+        self._revision += 1
+
+    def takeError(self) -> str:
+        """The last failure message, once (a front end shows it in a dialog, then it is cleared)."""
+        msg, self._error = self._error, ""
+        return msg
+
+    # ------------------------------------------------------------------ after scoring
+
+    def current(self, segmentId=None):
+        """The ScoredSegment Show cube / Open report act on: the selected segment when the last job
+        scored it, else the job's first result. Always paired with the job's own inputs."""
+        if not self.scored:
+            raise DFM50NError("Score a segment first.")
+        want = segmentId if segmentId is not None else (self.params.segmentId if self.params else "")
+        for s in self.scored:
+            if s.segment_id == want and (self.params is None or s.segmentation_node is self.params.segmentationNode):
+                return s
+        return self.scored[0]
+
+    def showCube(self, segmentId=None):
+        """ROI + cube volume of the scored segment (reused per segment) and slices jumped to its centre
+        (world RAS). Returns (roi, cube volume node, world centre)."""
+        s = self.current(segmentId)
+        roi, cube = self.logic.showCube(s.result, s.volume_node, s.segmentation_node, s.segment_id)
+        return roi, cube, self.logic.jumpToCube(s.result, s.volume_node)
+
+    def reportNode(self, segmentId=None):
+        """The scored segment's report text node (exactly one per segment)."""
+        s = self.current(segmentId)
+        return self.logic.reportTextNode(s.result, s.volume_node, s.segmentation_node, s.segment_id)
+
+    def writeReport(self, outDir, segmentId=None, formats=("html",)):
+        """The full report of the scored segment into outDir; returns {kind: path}. The report's figures
+        need matplotlib: offered for installation first (declined = the short report, said in status)."""
+        s = self.current(segmentId)
+        if self.checkDependencies:
+            from DFM50NLib.scene import dependencies
+
+            try:
+                dependencies.ensure(self.confirm, dependencies.REPORT_REQUIREMENTS)
+            except dependencies.DependencyError:
+                self._status = "Short report (no pictures): matplotlib is not installed."
+        return self.logic.writeReport(s.result, s.volume_node, s.segmentation_node, s.segment_id, outDir, formats)
+
+    def measureShortAxis(self):
+        """Measure the selected segment's short axis (cm, rounded to the field's decimals) into the
+        parameter node; returns it."""
+        from DFM50NLib.scene import params as P
+
+        p = self.params
+        short_cm, _ = self.logic.measureShortAxis(p.inputVolume, p.segmentationNode, p.segmentId)
+        value = min(max(round(short_cm, P.SHORT_AXIS_DECIMALS), P.SHORT_AXIS_RANGE_CM[0]), P.SHORT_AXIS_RANGE_CM[1])
+        p.shortAxisCm = value
+        return value
+
+    # ------------------------------------------------------------------ weights download
+
+    def startDownload(self, dest=None, **kwargs):
+        """Download the FCIB weights in the background (resumes a partial file); Cancel keeps the part."""
+        if self.state() != IDLE:
+            return None
+        self._error = ""
+        self.download = jobs.DownloadJob(dest, **kwargs).start()
+        return self.download
+
+    def cancelDownload(self):
+        if self.download is not None and not self.download.status().finished:
+            self.download.cancel()
+
+    def toggleDownload(self):
+        """The Download button: start, or cancel a running download."""
+        if self.state() == DOWNLOADING:
+            self.cancelDownload()
+            return self.download
+        return self.startDownload()
+
+    def _deliverDownload(self, dl):
+        status = dl.status()
+        if status.state == jobs.DONE:
+            self.setWeightsPath(dl.results)
+            self._status = f"FCIB weights ready: {dl.results}"
+        elif status.state == jobs.CANCELLED:
+            self._status = "Download cancelled: the partial file is kept; Download again resumes it."
+        else:
+            self._error = f"Download of the FCIB weights failed: {status.error}"
+            self._status = "Download failed."
+
+    def modelStatus(self):
+        """(weights found?, weights text, classifier text); cached until a path changes."""
+        if self._model_status is None:
+            self._model_status = model_status(self.weightsPath(), self.classifierFolder())
+        return self._model_status
+
+    # ------------------------------------------------------------------ view
+
+    def view(self) -> PanelView:
+        state = self.state()
+        problem = self.inputProblem()
+        v = PanelView(state=state, polling=state != IDLE, revision=self._revision, table_id=self._table_id)
+        v.apply_text = {RUNNING: "Cancel", CANCELLING: "Cancelling…"}.get(state, "Score")
+        v.apply_enabled = state == RUNNING or (state == IDLE and not problem)
+        v.apply_tooltip = problem or ("Stop this scoring" if state == RUNNING else "Compute the DFM50N score")
+        v.inputs_enabled = state == IDLE
+        active = self.job if state in (RUNNING, CANCELLING) else self.download if state == DOWNLOADING else None
+        v.progress_visible = active is not None
+        if active is not None:
+            st = active.status()
+            v.progress, v.status = int(round(100 * st.fraction)), st.message
+        else:
+            v.status = self._status
+        v.error, v.errors = self._error, self._errors
+        self._renderResults(v)
+        idle = state == IDLE
+        v.open_report_enabled = idle and bool(self.scored)
+        v.show_cube_enabled = idle and any(s.result.geometry == "physical" for s in self.scored)
+        p = self.params
+        has_segment = bool(p is not None and p.segmentationNode is not None and p.segmentId)
+        v.edit_segment_enabled = has_segment
+        v.measure_enabled = idle and has_segment and p.inputVolume is not None
+        found, v.weights_status, v.classifier_status = self.modelStatus()
+        v.weights_path = self.weightsPath() or ""
+        v.download_visible = not found or state == DOWNLOADING
+        v.download_text = "Cancel download" if state == DOWNLOADING else "Download…"
+        return v
+
+    def _renderResults(self, v):
+        v.result_lines = [result_line(s) for s in self.scored]
+        if not v.result_lines:
+            return
+        v.result_html = "<br>".join(line_html(line, len(v.result_lines) > 1) for line in v.result_lines)
+        if any(line.demo for line in v.result_lines):
+            v.demo_html = f'<b style="color:white;background:{HIGH_COLOR}">&nbsp;{html.escape(DEMO_LABEL)}&nbsp;</b>'
+        notes = []
+        for s in self.scored:
+            for w in s.result.warnings:
+                if w != DEMO_LABEL:
+                    notes.append(f"{s.segment_name}: {w}" if len(self.scored) > 1 else w)
+        v.warnings = "\n".join(notes)
+
+
+def _segment_ids(segmentationNode) -> list:
+    seg = segmentationNode.GetSegmentation()
+    return [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
