@@ -1,8 +1,9 @@
 """The DFM50N browser app: trame-slicer's viewer and segment editor, plus the DFM50N panel (panel.py).
 
-State lives on the server (one shared session per process: every tab sees the same scene). All scene changes
-happen in trame callbacks on the event loop, except the score itself, which runs the Slicer panel's Logic on a
-worker thread (job.py) while the page keeps editing and loading disabled.
+State lives on the server (one shared session per process: every tab sees the same scene). Scoring is the
+Slicer panel's own flow: `PanelPresenter` (DFM50NLib.scene.presenter) captures the inputs, runs its background job
+and writes the results into the scene; this page only pushes its choices into the presenter's parameter node and
+polls it from the event loop (the panel polls from a QTimer). Every scene change happens on the event loop.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from trame_slicer.core import SlicerApp
 
 from DFM50NLib.errors import DFM50NError
 from DFM50NLib.web.files import DataFolder, UploadFolder
-from DFM50NLib.web.job import ScoringJob
 
 log = logging.getLogger("DFM50N.web")
 
 SEGMENT_NAME_FOR_DEMO = "demo lesion"
+YES_NO_PARAM = {"not given": "unknown", "yes": "yes", "no": "no"}  # page wording -> parameter node value
 
 
 class DFM50NWebApp(TrameApp):
@@ -45,8 +46,7 @@ class DFM50NWebApp(TrameApp):
         self.uploads = UploadFolder(max_upload_mb)
         self.weights_option = weights
         self.model = model
-        self.job = None
-        self.results = {}  # (volume id, segmentation id, segment id) -> Result, for the card and the report
+        self.presenter = None  # the Slicer panel's PanelPresenter, made on the first Score
         self._table_observed = None
         self._refresh_pending = False
         self._upload_parts = []
@@ -146,12 +146,11 @@ class DFM50NWebApp(TrameApp):
         from DFM50NLib.geometry.io import read_volume
         from DFM50NLib.scene import mrml
 
-        if self.job is not None and self.job.running:
+        if self.state.dfm_busy:
             raise DFM50NError("Wait for the running score to finish (or Cancel it) before opening another case.")
         ct = read_volume(ct_path)
         self.logic.removeObservers()
         self.slicer_app.scene.Clear()
-        self.results.clear()
         self._table_observed = None
         name = node_name or Path(str(title)).name.split(".")[0] or "CT"
         volume_node = mrml.add_volume_node(ct, name, self.slicer_app.scene)
@@ -214,30 +213,42 @@ class DFM50NWebApp(TrameApp):
             self.state.dfm_segment_id = segment_id
             self._schedule_refresh()
 
-    # ---------------------------------------------------------------- scoring
+    # ---------------------------------------------------------------- scoring (the Slicer panel's presenter)
 
-    def options(self):
-        """The panel's choices, as `DFM50NLogic.scoreSegment` keywords (same names as the Slicer panel)."""
+    def _presenter(self):
+        """The Slicer panel's Qt-free presenter over this scene's parameter node (re-bound after a case is
+        opened, since opening clears the scene)."""
+        from DFM50NLib.scene.presenter import MemorySettings, PanelPresenter
+
+        if self.presenter is None:
+            self.presenter = PanelPresenter(self.logic, settings=MemorySettings())
+        params = self.presenter.params
+        if params is None or not _in_scene(params, self.slicer_app.scene):
+            self.presenter.setParameters(self.logic.getParameterNode())
+        self.presenter.setWeightsPath(self.weights)
+        self.presenter.setClassifierFolder(self.model)
+        return self.presenter
+
+    def _push_choices(self, presenter, seg, sid):
+        """The page's choices into the parameter node, validated there (same names as the Slicer panel)."""
         s = self.state
-        clinical = {}
-        for key in ("smoking", "spiculated"):
-            v = s[f"dfm_{key}"]
-            if v in ("yes", "no"):
-                clinical[key] = v == "yes"
-        if str(s.dfm_short_axis).strip():
-            try:
-                clinical["short_axis_cm"] = float(s.dfm_short_axis)
-            except ValueError:
-                raise DFM50NError(f"Short axis '{s.dfm_short_axis}': give a number in cm, or leave it empty.")
-        return dict(
-            center=s.dfm_center,
-            orientation=s.dfm_orientation,
-            geometry=s.dfm_geometry,
-            device=s.dfm_device,
-            weights=str(self.weights) if self.weights else None,
-            model=self.model,
-            clinical=clinical or None,
-        )
+        presenter.params.inputVolume = self.volume_node
+        presenter.selectSegment(seg, sid)
+        short = str(s.dfm_short_axis or "").strip()
+        try:
+            short_cm = float(short) if short else 0.0  # 0 = measured, as the panel's spin box
+        except ValueError:
+            raise DFM50NError(f"Short axis '{short}': give a number in cm, or leave it empty (measured).")
+        for name, value in (
+            ("centerMethod", s.dfm_center),
+            ("orientation", s.dfm_orientation),
+            ("geometry", s.dfm_geometry),
+            ("device", s.dfm_device),
+            ("smoking", YES_NO_PARAM[s.dfm_smoking]),
+            ("spiculation", YES_NO_PARAM[s.dfm_spiculated]),
+            ("shortAxisCm", short_cm),
+        ):
+            presenter.setParameter(name, value)
 
     def score(self):
         self.state.dfm_error = ""
@@ -249,62 +260,65 @@ class DFM50NWebApp(TrameApp):
             self.state.dfm_error = "Open a case first (demo, upload or a file under --data)."
             return
         try:
-            options = self.options()
-            self.logic._check_inputs(self.volume_node, seg, sid)
+            presenter = self._presenter()
+            self._push_choices(presenter, seg, sid)
+            self.slicer_app.segmentation_editor.deactivate_effect()
+            presenter.apply()
         except DFM50NError as exc:
             self.state.dfm_error = str(exc)
             return
-        self.slicer_app.segmentation_editor.deactivate_effect()
-        loop = asyncio.get_event_loop()
-        self.job = ScoringJob(self.logic, loop, on_progress=self._on_progress, on_done=self._on_done)
         self.state.dfm_busy = True
         self.state.dfm_progress = 0
-        self.state.dfm_message = "Starting"
-        self._scoring_key = (self.volume_node.GetID(), seg.GetID(), sid)
-        self.job.start(self.volume_node, seg, sid, **options)
+        self.state.dfm_message = "Scoring…"
+        self._scoring_segment = sid
+        asyncio.get_event_loop().create_task(self._poll())
+
+    async def _poll(self):
+        """The panel's QTimer, as an asyncio task: poll() delivers a finished job into the scene."""
+        from DFM50NLib.scene.presenter import POLL_INTERVAL_MS
+
+        while True:
+            view = self.presenter.poll()
+            with self.state:
+                self.state.dfm_progress = int(view.progress or 0)
+                self.state.dfm_message = view.status
+            if not view.polling and self.presenter.state() == "idle":
+                break
+            await asyncio.sleep(POLL_INTERVAL_MS / 1000)
+        with self.state:
+            self._finish(view)
+
+    def _finish(self, view):
+        self.state.dfm_busy = False
+        error = self.presenter.takeError()
+        if error:
+            self.state.dfm_error = error
+            return
+        if not self.presenter.scored or view.status.startswith("Cancelled"):
+            self.state.dfm_progress = 0
+            return
+        scored = self.presenter.current(self._scoring_segment)
+        key = (scored.volume_node.GetID(), scored.segmentation_node.GetID(), scored.segment_id)
+        card = result_card(scored.result, key)
+        card["segment"] = scored.segment_name
+        self.state.dfm_result = card
+        self.state.dfm_message = "Done"
+        if self.state.dfm_show_cube:
+            self.show_cube(scored.result)
+        self._observe_table()
+        self._refresh_table_state()
 
     def cancel(self):
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-            self.state.dfm_message = "Cancelling at the next step..."
-
-    def _on_progress(self, fraction, message):
-        with self.state:
-            self.state.dfm_progress = round(100 * float(fraction))
-            self.state.dfm_message = message
-
-    def _on_done(self, result, error, cancelled):
-        with self.state:
-            self.state.dfm_busy = False
-            if cancelled:
-                self.state.dfm_message = "Cancelled: nothing was written."
-                self.state.dfm_progress = 0
-            elif error is not None:
-                self.state.dfm_error = str(error)
-                self.state.dfm_message = ""
-            else:
-                self.results[self._scoring_key] = result
-                segment = self.slicer_app.scene.GetNodeByID(self._scoring_key[1])
-                segment = segment.GetSegmentation().GetSegment(self._scoring_key[2]) if segment else None
-                card = result_card(result, self._scoring_key)
-                card["segment"] = segment.GetName() if segment else self._scoring_key[2]
-                self.state.dfm_result = card
-                self.state.dfm_message = "Done"
-                if self.state.dfm_show_cube:
-                    self.show_cube(result)
-            self._observe_table()
-            self._refresh_table_state()
+        if self.presenter is not None and self.presenter.state() == "running":
+            self.presenter.cancel()
+            self.state.dfm_message = "Cancelling at the next step…"
 
     def show_cube(self, result):
-        """The 50 mm cube as an outline (a locked markups ROI) in the slice views and 3D; one at a time."""
-        scene = self.slicer_app.scene
-        for node in list(scene.GetNodesByClass("vtkMRMLMarkupsROINode")):
-            if node.GetName().startswith("DFM50N cube"):
-                scene.RemoveNode(node)
+        """The 50 mm cube as an outline (the panel's Show cube: a locked ROI, slices jumped to its centre)."""
         if result.geometry != "physical":
             return
         try:
-            roi, _ = self.logic.showCube(result, self.volume_node, cubeVolume=False)
+            roi, _cube, _centre = self.presenter.showCube(self._scoring_segment)
             d = roi.GetDisplayNode()
             if d is not None:
                 d.SetFillVisibility(False)
@@ -368,7 +382,7 @@ class DFM50NWebApp(TrameApp):
     def _segment_voxels(self) -> int:
         """Voxels of the chosen segment on the CT grid (the page shows it live while drawing)."""
         seg, sid = self.segmentation_node, self.state.dfm_segment_id
-        if self.job is not None and self.job.running:
+        if self.state.dfm_busy:
             return self.state.dfm_segment_voxels or 0
         if seg is None or not sid or getattr(self, "volume_node", None) is None:
             return 0
@@ -380,16 +394,13 @@ class DFM50NWebApp(TrameApp):
     # ---------------------------------------------------------------- downloads
 
     def report_bytes(self, fmt):
-        """The full report (HTML or PDF) of the result on the card, written by the same Logic call as Slicer's."""
+        """The full report (HTML or PDF) of the result on the card, written by the panel's presenter."""
         card = self.state.dfm_result
-        if not card:
+        if not card or self.presenter is None:
             raise DFM50NError("Score a lesion first.")
-        key = tuple(card["key"].split("|"))
-        result = self.results[key]
-        scene = self.slicer_app.scene
-        vol, seg = scene.GetNodeByID(key[0]), scene.GetNodeByID(key[1])
+        segment_id = card["key"].split("|")[2]
         with tempfile.TemporaryDirectory(dir=self.uploads.path) as tmp:
-            paths = self.logic.writeReport(result, vol, seg, key[2], tmp, formats=(fmt,))
+            paths = self.presenter.writeReport(tmp, segmentId=segment_id, formats=(fmt,))
             return Path(paths[f"report_{fmt}"]).read_bytes()
 
     def segmentation_bytes(self):
@@ -409,6 +420,11 @@ class DFM50NWebApp(TrameApp):
             if not ok or not path.is_file():
                 raise DFM50NError("Could not write the segmentation file.")
             return path.read_bytes()
+
+
+def _in_scene(params, scene) -> bool:
+    node = getattr(params, "parameterNode", None) or getattr(params, "node", None)
+    return node is None or (node.GetScene() is scene and scene.IsNodePresent(node))
 
 
 def _fmt(v, digits=4):
