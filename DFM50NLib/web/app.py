@@ -133,7 +133,7 @@ class DFM50NWebApp(TrameApp):
             self._guard(lambda: self._open_upload(parts))
 
     def _open_upload(self, parts):
-        from trame_slicer.utils import ClientFile
+        from trame.app.file_upload import ClientFile
 
         files = [ClientFile(p) for p in parts]
         if len(files) != 1:

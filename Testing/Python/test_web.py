@@ -14,6 +14,7 @@ from web_harness import (
     paint,
     require_browser,
     score_and_wait,
+    wait_for_views,
     web_server,
 )
 
@@ -110,15 +111,31 @@ def test_cancel_stops_a_running_score_and_writes_nothing(page_on_server):
     assert not page.is_disabled("#dfm-score")  # ready again
 
 
-def test_missing_weights_page_says_the_three_ways(tmp_path):
+def test_without_weights_the_page_says_how_and_cases_open_by_upload_and_from_data(tmp_path):
     require_browser()
+    from DFM50NLib.geometry.synthetic import write_demo_case
+
+    ct_path, _ = write_demo_case(tmp_path / "data" / "case1")
     missing = tmp_path / "nowhere" / "model_weights.torch"
-    with web_server(tmp_path, env={"DFM50N_FCIB_WEIGHTS": str(missing)}) as url, browser_page(url) as page:
+    with (
+        web_server(tmp_path, "--data", str(tmp_path / "data"), env={"DFM50N_FCIB_WEIGHTS": str(missing)}) as url,
+        browser_page(url) as page,
+    ):
         text = page.inner_text("#dfm-weights-missing")
         assert str(missing) in text
         assert "(1) --weights PATH" in text and "(2) environment variable" in text and "(3) download" in text
-        open_demo(page)
-        assert page.is_disabled("#dfm-score")
+        # upload: the CT file goes through the page into the server's private folder
+        page.set_input_files("#dfm-upload", str(ct_path))
+        page.wait_for_selector("#dfm-case:has-text('demo_phantom.nii.gz')")
+        wait_for_views(page)
+        assert page.is_disabled("#dfm-score")  # no weights, no scoring
+        # --data: only the files under it are offered, by relative name
+        page.locator(".v-field:has(#dfm-data-file)").click()
+        items = page.locator(".v-overlay .v-list-item")
+        items.first.wait_for()
+        assert sorted(items.all_inner_texts()) == ["case1/demo_phantom.nii.gz", "case1/demo_phantom_mask.nii.gz"]
+        items.filter(has_text="case1/demo_phantom.nii.gz").first.click()
+        page.wait_for_selector("#dfm-case:has-text('case1/demo_phantom.nii.gz')")
 
 
 def test_data_folder_serves_only_its_own_files(tmp_path):
