@@ -132,6 +132,45 @@ class DFM50NWebApp(TrameApp):
         if parts:
             self._guard(lambda: self._open_upload(parts))
 
+    def upload_lesion_chunk(self, files):
+        """An existing lesion segmentation for the open CT: a label map (.nii.gz / .nrrd / one-layer .seg.nrrd)."""
+        if files:
+            self._upload_parts.extend(files)
+            return
+        parts, self._upload_parts, self._upload_bytes = self._upload_parts, [], 0
+        if parts:
+            self._guard(lambda: self._add_lesion_upload(parts))
+
+    def _add_lesion_upload(self, parts):
+        from trame.app.file_upload import ClientFile
+
+        if getattr(self, "volume_node", None) is None or self.segmentation_node is None:
+            raise DFM50NError("Open the CT first, then add its lesion segmentation.")
+        f = ClientFile(parts[0])
+        self.add_lesion(self.uploads.save(f.name, f.content), Path(f.name).name.split(".")[0])
+
+    def add_lesion(self, path, name):
+        """Label map -> segments of the segmentation being edited (one per label value), via Slicer's import."""
+        from DFM50NLib.geometry.io import read_volume
+        from DFM50NLib.scene import mrml
+
+        scene = self.slicer_app.scene
+        label = mrml.add_volume_node(read_volume(path), name, scene, labelmap=True)
+        try:
+            tmp = self.slicer_app.segmentation_editor.create_segmentation_node_from_labelmap(label)
+            src, dst = tmp.GetSegmentation(), self.segmentation_node.GetSegmentation()
+            if src.GetNumberOfSegments() == 0:
+                raise DFM50NError(f"{name}: the label map is empty (no voxel above 0).")
+            for i in range(src.GetNumberOfSegments()):
+                seg_id = src.GetNthSegmentID(i)
+                if src.GetNumberOfSegments() == 1:
+                    src.GetSegment(seg_id).SetName(name)
+                dst.CopySegmentFromSegmentation(src, seg_id)
+            scene.RemoveNode(tmp)
+        finally:
+            scene.RemoveNode(label)
+        self._on_segments_changed()
+
     def _open_upload(self, parts):
         from trame.app.file_upload import ClientFile
 

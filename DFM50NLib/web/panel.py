@@ -128,6 +128,7 @@ class DFM50NAppUI:
     def _panel(self, ctrl):
         app = self.app
         upload = self.server.trigger_name(app.upload_chunk)
+        lesion_upload = self.server.trigger_name(app.upload_lesion_chunk)
         report = self.server.trigger_name(self._download_report)
         seg_dl = self.server.trigger_name(self._download_segmentation)
         with html.Div(classes="pa-3 d-flex flex-column", style="gap: 10px;"):
@@ -176,6 +177,23 @@ class DFM50NAppUI:
                 update_modelValue=(app.open_data_file, "[$event]"),
             )
             html.Div("{{ dfm_case_name }}", id="dfm-case", classes="text-caption")
+            VFileInput(
+                v_if=("dfm_case_name",),
+                id="dfm-upload-lesion",
+                label="Add an existing lesion (label map .nii.gz / .nrrd)",
+                density="compact",
+                hide_details=True,
+                disabled=("dfm_busy",),
+                accept=".nii,.gz,.nrrd",
+                change=(
+                    "const f = $event.target.files;"
+                    "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"
+                    "  dfm_error = 'The file is over the server upload limit of ' + dfm_max_upload_mb + ' MB.';"
+                    "} else if (f.length) {"
+                    f"  window.load_files_by_chunks(f, {{ trigger_name: '{lesion_upload}' }});"
+                    "}"
+                ),
+            )
 
             html.Div("2. Lesion", classes="text-subtitle-1")
             VSelect(

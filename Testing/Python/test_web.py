@@ -12,6 +12,7 @@ from web_harness import (
     choose_effect,
     open_demo,
     paint,
+    painted_voxels,
     require_browser,
     score_and_wait,
     wait_for_views,
@@ -113,9 +114,10 @@ def test_cancel_stops_a_running_score_and_writes_nothing(page_on_server):
 
 def test_without_weights_the_page_says_how_and_cases_open_by_upload_and_from_data(tmp_path):
     require_browser()
+    from DFM50NLib.geometry.io import read_volume
     from DFM50NLib.geometry.synthetic import write_demo_case
 
-    ct_path, _ = write_demo_case(tmp_path / "data" / "case1")
+    ct_path, mask_path = write_demo_case(tmp_path / "data" / "case1")
     missing = tmp_path / "nowhere" / "model_weights.torch"
     with (
         web_server(tmp_path, "--data", str(tmp_path / "data"), env={"DFM50N_FCIB_WEIGHTS": str(missing)}) as url,
@@ -129,6 +131,11 @@ def test_without_weights_the_page_says_how_and_cases_open_by_upload_and_from_dat
         page.wait_for_selector("#dfm-case:has-text('demo_phantom.nii.gz')")
         wait_for_views(page)
         assert page.is_disabled("#dfm-score")  # no weights, no scoring
+        # an existing lesion (the demo's label map) becomes a segment of the open CT, voxel for voxel
+        page.set_input_files("#dfm-upload-lesion", str(mask_path))
+        page.wait_for_selector("#dfm-segment-voxels:not([data-voxels='0'])")
+        expected = int((read_volume(mask_path).array > 0).sum())
+        assert painted_voxels(page) == expected
         # --data: only the files under it are offered, by relative name
         page.locator(".v-field:has(#dfm-data-file)").click()
         items = page.locator(".v-overlay .v-list-item")
