@@ -94,8 +94,9 @@ def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(
     # one row, fresh; an edit of the scored segment turns it stale
     rows = page.locator("#dfm-table tr[data-stale]")
     assert rows.count() == 1 and rows.first.get_attribute("data-stale") == "0"
-    choose_effect(page, "mdi-brush")  # scoring put the editor back on 'no tool'
-    paint(page, [(0.60, 0.60), (0.66, 0.62)])
+    choose_effect(page, "mdi-eraser")  # scoring put the editor back on 'no tool'; erase part of the stroke
+    left = paint(page, STROKE[:2])
+    assert 0 <= left < page_voxels
     page.wait_for_selector("#dfm-table tr[data-stale='1']", timeout=30_000)
     assert "stale" in rows.first.inner_text()
 
