@@ -495,6 +495,7 @@ def result_card(result, key) -> dict:
         "classifier": result.classifier_name,
         "warnings": list(result.warnings),
         "combined": combined,
+        "combined_exact": "" if result.combined_probability is None else repr(float(result.combined_probability)),
         "mask_voxels": int(result.mask_voxels),
         "mask_volume": f"{result.mask_volume_mm3 / 1000:.2f} cm³",
         "center": ", ".join(f"{c:.1f}" for c in result.center_ras),

@@ -221,8 +221,20 @@ class DFM50NAppUI:
                 hide_details=True,
             )
             with html.Div(classes="d-flex", style="gap: 6px;"):
-                VSelect(label="Smoking", items=("dfm_yes_no", YES_NO), v_model=("dfm_smoking",), density="compact")
-                VSelect(label="Spiculated", items=("dfm_yes_no",), v_model=("dfm_spiculated",), density="compact")
+                VSelect(
+                    label="Smoking",
+                    id="dfm-smoking",
+                    items=("dfm_yes_no", YES_NO),
+                    v_model=("dfm_smoking",),
+                    density="compact",
+                )
+                VSelect(
+                    label="Spiculated",
+                    id="dfm-spiculated",
+                    items=("dfm_yes_no",),
+                    v_model=("dfm_spiculated",),
+                    density="compact",
+                )
                 VTextField(
                     label="Short axis cm",
                     v_model=("dfm_short_axis",),
@@ -308,7 +320,12 @@ class DFM50NAppUI:
                     id="dfm-lesion",
                     raw_attrs=[':data-voxels="dfm_result.mask_voxels"'],
                 )
-                html.Div("Combined model: {{ dfm_result.combined }}", v_if=("dfm_result.combined",), id="dfm-combined")
+                html.Div(
+                    "Combined model: {{ dfm_result.combined }}",
+                    v_if=("dfm_result.combined",),
+                    id="dfm-combined",
+                    raw_attrs=[':data-combined="dfm_result.combined_exact"'],
+                )
                 with html.Ul(v_if=("dfm_result.warnings.length",), id="dfm-warnings", classes="text-orange"):
                     html.Li("{{ w }}", v_for="w in dfm_result.warnings")
                 with html.Div(classes="d-flex mt-2", style="gap: 8px;"):

@@ -3,6 +3,7 @@ Slicer panel's own Logic run here on the same segment; stale rows, Cancel, repor
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -48,7 +49,11 @@ def logic_score_of(seg_file, random_weights, tmp_path, segment_name):
     assert sid, f"no segment '{segment_name}' in the saved segmentation"
     logic = DFM50NLogic(scene)
     voxels = int(logic.maskOnCTGrid(ct_node, seg, sid).voxels)
-    return logic.scoreSegment(ct_node, seg, sid, weights=str(random_weights), checkDependencies=False), voxels
+    clinical = {"smoking": True, "spiculated": False}  # as chosen on the page; short axis measured
+    result = logic.scoreSegment(
+        ct_node, seg, sid, weights=str(random_weights), checkDependencies=False, clinical=clinical
+    )
+    return result, voxels
 
 
 def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(
@@ -57,6 +62,10 @@ def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(
     page = page_on_server
     open_demo(page)
     add_segment_and_paint(page, STROKE)
+    for field, value in (("smoking", "yes"), ("spiculated", "no")):  # the panel's clinical inputs
+        page.locator(f".v-field:has(#dfm-{field})").click()
+        page.locator(".v-overlay--active .v-list-item").filter(has_text=re.compile(rf"^\s*{value}\s*$")).click()
+        page.wait_for_selector(".v-overlay--active .v-list-item", state="detached")
     page_score = score_and_wait(page)
     segment_name = page.inner_text("#dfm-result-segment")
     assert segment_name != "demo lesion"  # the panel follows the segment being edited
@@ -74,6 +83,8 @@ def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(
     result, voxels = logic_score_of(seg_file, random_weights, tmp_path, segment_name)
     assert voxels == page_voxels == result.mask_voxels
     assert float(page_score) == result.score  # exact: the page shows repr() of the same float
+    assert result.combined_probability is not None
+    assert float(page.get_attribute("#dfm-combined", "data-combined")) == result.combined_probability
 
     # the report of that score, both formats
     with page.expect_download() as dl:
