@@ -14,7 +14,7 @@ from DFM50NLib.constants import DISCLAIMER
 
 # score + features: pipeline; weights: FCIB weights; models: import-model/train/make-demo-model;
 # batch: cohorts; demo: the bundled phantom case.
-COMMAND_MODULES = ("score", "weights", "models", "batch", "demo")
+COMMAND_MODULES = ("score", "weights", "models", "batch", "demo", "web")
 
 
 def build_parser() -> argparse.ArgumentParser:

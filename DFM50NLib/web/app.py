@@ -1,0 +1,508 @@
+"""The DFM50N browser app: trame-slicer's viewer and segment editor, plus the DFM50N panel (panel.py).
+
+State lives on the server (one shared session per process: every tab sees the same scene). Scoring is the
+Slicer panel's own flow: `PanelPresenter` (DFM50NLib.scene.presenter) captures the inputs, runs its background job
+and writes the results into the scene; this page only pushes its choices into the presenter's parameter node and
+polls it from the event loop (the panel polls from a QTimer). Every scene change happens on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import tempfile
+import threading
+from pathlib import Path
+
+from trame.app import TrameApp
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.app.logic import SegmentationAppLogic
+from trame_slicer.core import SlicerApp
+
+from DFM50NLib.errors import DFM50NError
+from DFM50NLib.web.files import DataFolder, UploadFolder
+
+log = logging.getLogger("DFM50N.web")
+
+SEGMENT_NAME_FOR_DEMO = "demo lesion"
+YES_NO_PARAM = {"not given": "unknown", "yes": "yes", "no": "no"}  # page wording -> parameter node value
+
+
+class DFM50NWebApp(TrameApp):
+    """One server = one scene. `weights`/`model` as for the CLI (None: $DFM50N_FCIB_WEIGHTS / cache; bundled
+    DEMO forest)."""
+
+    def __init__(self, server=None, *, data_dir=None, weights=None, model=None, max_upload_mb=1024):
+        super().__init__(server)
+        from DFM50NLib.scene.logic import DFM50NLogic
+        from DFM50NLib.web.panel import DFM50NAppUI
+
+        self.server.enable_module(trame_slicer_module)
+        self.slicer_app = SlicerApp()
+        self.viewer = SegmentationAppLogic(self.server, self.slicer_app)
+        self.logic = DFM50NLogic(scene=self.slicer_app.scene)
+        self.data = DataFolder(data_dir)
+        self.uploads = UploadFolder(max_upload_mb)
+        self.weights_option = weights
+        self.model = model
+        self.presenter = None  # the Slicer panel's PanelPresenter, made on the first Score
+        self._table_observed = None
+        self._refresh_pending = False
+        self._upload_parts = []
+        self._upload_bytes = 0
+
+        s = self.state
+        s.trame__title = "DFM50N"
+        s.dfm_data_files = self.data.list()
+        s.dfm_case_name = ""
+        s.dfm_segments = []
+        s.dfm_segment_id = None
+        s.dfm_center = "dt_peak"
+        s.dfm_smoking = "not given"
+        s.dfm_spiculated = "not given"
+        s.dfm_short_axis = ""
+        s.dfm_orientation = "LPS"
+        s.dfm_geometry = "physical"
+        s.dfm_device = "cpu"
+        s.dfm_show_cube = True
+        s.dfm_busy = False
+        s.dfm_progress = 0
+        s.dfm_message = ""
+        s.dfm_error = ""
+        s.dfm_result = None
+        s.dfm_rows = []
+        s.dfm_segment_voxels = 0
+        s.dfm_max_upload_mb = max_upload_mb
+        s.dfm_weights_missing = ""
+        self.check_weights()
+
+        self.ui_builder = DFM50NAppUI(self.server, self.viewer.layout_manager, self)
+        self.viewer.set_ui(self.ui_builder)
+        editor = self.slicer_app.segmentation_editor
+        editor.segmentation_modified.connect(self._on_segments_changed)
+        editor.active_segment_id_changed.connect(self._on_active_segment)
+
+    @property
+    def ui(self):
+        return self.ui_builder.layout
+
+    # ---------------------------------------------------------------- weights
+
+    def check_weights(self):
+        """Empty when the FCIB weights are found; else the page shows how to provide them."""
+        from DFM50NLib.model.paths import how_to_provide
+        from DFM50NLib.model.weights import resolve_weights
+
+        try:
+            self.weights = resolve_weights(self.weights_option)
+            self.state.dfm_weights_missing = ""
+        except DFM50NError as exc:
+            self.weights = None
+            msg = str(exc)
+            self.state.dfm_weights_missing = msg if how_to_provide() in msg else f"{msg} {how_to_provide()}"
+
+    # ---------------------------------------------------------------- opening a case
+
+    def open_demo(self):
+        from DFM50NLib.geometry.synthetic import write_demo_case
+
+        folder = Path(tempfile.mkdtemp(prefix="demo", dir=self.uploads.path))
+        ct_path, mask_path = write_demo_case(folder)
+        self._open(ct_path, mask_path, "Demo phantom (synthetic)", node_name="demo_phantom")
+
+    def open_data_file(self, name):
+        self._guard(lambda: self._open(self.data.resolve(name), None, name))
+
+    def upload_chunk(self, files):
+        """Files arrive in chunks (trame's `load_files_by_chunks`); an empty list ends the upload."""
+        if files:
+            for f in files:
+                size = int(f.get("size") or len(f.get("content") or b""))
+                self._upload_bytes += size
+            try:
+                self.uploads.check_size(self._upload_bytes)
+            except DFM50NError as exc:
+                self._upload_parts, self._upload_bytes = [], 0
+                self.state.dfm_error = str(exc)
+                return
+            self._upload_parts.extend(files)
+            return
+        parts, self._upload_parts, self._upload_bytes = self._upload_parts, [], 0
+        if parts:
+            self._guard(lambda: self._open_upload(parts))
+
+    def upload_lesion_chunk(self, files):
+        """An existing lesion segmentation for the open CT: a label map (.nii.gz / .nrrd / one-layer .seg.nrrd)."""
+        if files:
+            self._upload_parts.extend(files)
+            return
+        parts, self._upload_parts, self._upload_bytes = self._upload_parts, [], 0
+        if parts:
+            self._guard(lambda: self._add_lesion_upload(parts))
+
+    def _add_lesion_upload(self, parts):
+        from trame.app.file_upload import ClientFile
+
+        if getattr(self, "volume_node", None) is None or self.segmentation_node is None:
+            raise DFM50NError("Open the CT first, then add its lesion segmentation.")
+        f = ClientFile(parts[0])
+        self.add_lesion(self.uploads.save(f.name, f.content), Path(f.name).name.split(".")[0])
+
+    def add_lesion(self, path, name):
+        """Label map -> segments of the segmentation being edited (one per label value), via Slicer's import."""
+        from DFM50NLib.geometry.io import read_volume
+        from DFM50NLib.scene import mrml
+
+        scene = self.slicer_app.scene
+        label = mrml.add_volume_node(read_volume(path), name, scene, labelmap=True)
+        try:
+            tmp = self.slicer_app.segmentation_editor.create_segmentation_node_from_labelmap(label)
+            src, dst = tmp.GetSegmentation(), self.segmentation_node.GetSegmentation()
+            if src.GetNumberOfSegments() == 0:
+                raise DFM50NError(f"{name}: the label map is empty (no voxel above 0).")
+            for i in range(src.GetNumberOfSegments()):
+                seg_id = src.GetNthSegmentID(i)
+                if src.GetNumberOfSegments() == 1:
+                    src.GetSegment(seg_id).SetName(name)
+                dst.CopySegmentFromSegmentation(src, seg_id)
+            scene.RemoveNode(tmp)
+        finally:
+            scene.RemoveNode(label)
+        self._on_segments_changed()
+
+    def _open_upload(self, parts):
+        from trame.app.file_upload import ClientFile
+
+        files = [ClientFile(p) for p in parts]
+        if len(files) != 1:
+            raise DFM50NError("Upload one file: a CT (.nii.gz / .nrrd) or one zipped DICOM series (.zip).")
+        path = self.uploads.save(files[0].name, files[0].content)
+        self._open(path, None, files[0].name)
+
+    def _open(self, ct_path, mask_path, title, node_name=None):
+        """Read with DFM50N's own reader (same checks as the CLI), then put the CT into the scene."""
+        from DFM50NLib.geometry.io import read_volume
+        from DFM50NLib.scene import mrml
+
+        if self.state.dfm_busy:
+            raise DFM50NError("Wait for the running score to finish (or Cancel it) before opening another case.")
+        ct = read_volume(ct_path)
+        self.logic.removeObservers()
+        self.slicer_app.scene.Clear()
+        self._table_observed = None
+        name = node_name or Path(str(title)).name.split(".")[0] or "CT"
+        volume_node = mrml.add_volume_node(ct, name, self.slicer_app.scene)
+        if mask_path is not None:
+            mask = read_volume(mask_path)
+            label = mrml.add_volume_node(mask, "lesion", self.slicer_app.scene, labelmap=True)
+            seg = self.slicer_app.segmentation_editor.create_segmentation_node_from_labelmap(label)
+            segmentation = seg.GetSegmentation()
+            if segmentation.GetNumberOfSegments():
+                segmentation.GetNthSegment(0).SetName(SEGMENT_NAME_FOR_DEMO)
+            self.slicer_app.scene.RemoveNode(label)
+        self.slicer_app.display_manager.show_volume(volume_node, do_reset_views=True)
+        self.viewer._on_volume_changed(volume_node)
+        self.viewer._segment_editor_logic.on_volume_changed(volume_node)
+        self.viewer._volume_properties_logic.on_volume_changed(volume_node)
+        self.volume_node = volume_node
+        self.state.dfm_case_name = str(title)
+        self.state.dfm_result = None
+        self.state.dfm_rows = []
+        self.state.dfm_error = ""
+        self._on_segments_changed()
+
+    def _guard(self, fn):
+        try:
+            fn()
+        except DFM50NError as exc:
+            self.state.dfm_error = str(exc)
+        except Exception as exc:  # an unreadable upload must not take the server down
+            log.exception("DFM50N web")
+            self.state.dfm_error = f"{type(exc).__name__}: {exc}"
+
+    # ---------------------------------------------------------------- segments
+
+    @property
+    def segmentation_node(self):
+        return self.slicer_app.segmentation_editor.active_segmentation_node
+
+    def _on_segments_changed(self, *_):
+        editor = self.slicer_app.segmentation_editor
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            props = editor.get_all_segment_properties()
+        except Exception:
+            props = {}
+        self.state.dfm_segments = [{"title": p.name, "value": sid} for sid, p in props.items()]
+        active = editor.get_active_segment_id()
+        if self.state.dfm_segment_id not in props:
+            self.state.dfm_segment_id = active or next(iter(props), None)
+        self._schedule_refresh()
+
+    def segment_chosen(self, segment_id):
+        self.state.dfm_segment_id = segment_id
+        self._schedule_refresh()
+
+    def _on_active_segment(self, segment_id=None, *_):
+        """The panel scores the segment being edited (the user may still pick another one)."""
+        self._on_segments_changed()
+        if segment_id and not self.state.dfm_busy:
+            self.state.dfm_segment_id = segment_id
+            self._schedule_refresh()
+
+    # ---------------------------------------------------------------- scoring (the Slicer panel's presenter)
+
+    def _presenter(self):
+        """The Slicer panel's Qt-free presenter over this scene's parameter node (re-bound after a case is
+        opened, since opening clears the scene)."""
+        from DFM50NLib.scene.presenter import MemorySettings, PanelPresenter
+
+        if self.presenter is None:
+            self.presenter = PanelPresenter(self.logic, settings=MemorySettings())
+        params = self.presenter.params
+        if params is None or not _in_scene(params, self.slicer_app.scene):
+            self.presenter.setParameters(self.logic.getParameterNode())
+        self.presenter.setWeightsPath(self.weights)
+        self.presenter.setClassifierFolder(self.model)
+        return self.presenter
+
+    def _push_choices(self, presenter, seg, sid):
+        """The page's choices into the parameter node, validated there (same names as the Slicer panel)."""
+        s = self.state
+        presenter.params.inputVolume = self.volume_node
+        presenter.selectSegment(seg, sid)
+        short = str(s.dfm_short_axis or "").strip()
+        try:
+            short_cm = float(short) if short else 0.0  # 0 = measured, as the panel's spin box
+        except ValueError:
+            raise DFM50NError(f"Short axis '{short}': give a number in cm, or leave it empty (measured).")
+        for name, value in (
+            ("centerMethod", s.dfm_center),
+            ("orientation", s.dfm_orientation),
+            ("geometry", s.dfm_geometry),
+            ("device", s.dfm_device),
+            ("smoking", YES_NO_PARAM[s.dfm_smoking]),
+            ("spiculation", YES_NO_PARAM[s.dfm_spiculated]),
+            ("shortAxisCm", short_cm),
+        ):
+            presenter.setParameter(name, value)
+
+    def score(self):
+        self.state.dfm_error = ""
+        self.check_weights()
+        if self.state.dfm_weights_missing:
+            return
+        seg, sid = self.segmentation_node, self.state.dfm_segment_id
+        if getattr(self, "volume_node", None) is None or seg is None:
+            self.state.dfm_error = "Open a case first (demo, upload or a file under --data)."
+            return
+        try:
+            presenter = self._presenter()
+            self._push_choices(presenter, seg, sid)
+            self.slicer_app.segmentation_editor.deactivate_effect()
+            presenter.apply()
+        except DFM50NError as exc:
+            self.state.dfm_error = str(exc)
+            return
+        self.state.dfm_busy = True
+        self.state.dfm_progress = 0
+        self.state.dfm_message = "Scoring…"
+        self._scoring_segment = sid
+        asyncio.get_event_loop().create_task(self._poll())
+
+    async def _poll(self):
+        """The panel's QTimer, as an asyncio task: poll() delivers a finished job into the scene."""
+        from DFM50NLib.scene.presenter import POLL_INTERVAL_MS
+
+        while True:
+            view = self.presenter.poll()
+            with self.state:
+                self.state.dfm_progress = int(view.progress or 0)
+                self.state.dfm_message = view.status
+            if not view.polling and self.presenter.state() == "idle":
+                break
+            await asyncio.sleep(POLL_INTERVAL_MS / 1000)
+        with self.state:
+            self._finish(view)
+
+    def _finish(self, view):
+        self.state.dfm_busy = False
+        error = self.presenter.takeError()
+        if error:
+            self.state.dfm_error = error
+            return
+        if not self.presenter.scored or view.status.startswith("Cancelled"):
+            self.state.dfm_progress = 0
+            return
+        scored = self.presenter.current(self._scoring_segment)
+        key = (scored.volume_node.GetID(), scored.segmentation_node.GetID(), scored.segment_id)
+        card = result_card(scored.result, key)
+        card["segment"] = scored.segment_name
+        self.state.dfm_result = card
+        self.state.dfm_message = "Done"
+        if self.state.dfm_show_cube:
+            self.show_cube(scored.result)
+        self._observe_table()
+        self._refresh_table_state()
+
+    def cancel(self):
+        if self.presenter is not None and self.presenter.state() == "running":
+            self.presenter.cancel()
+            self.state.dfm_message = "Cancelling at the next step…"
+
+    def show_cube(self, result):
+        """The 50 mm cube as an outline (the panel's Show cube: a locked ROI, slices jumped to its centre)."""
+        if result.geometry != "physical":
+            return
+        try:
+            roi, _cube, _centre = self.presenter.showCube(self._scoring_segment)
+            d = roi.GetDisplayNode()
+            if d is not None:
+                d.SetFillVisibility(False)
+                d.SetHandlesInteractive(False)
+                d.SetPropertiesLabelVisibility(False)
+                d.SetSelectedColor(1.0, 0.85, 0.1)
+                d.SetColor(1.0, 0.85, 0.1)
+        except Exception:
+            log.exception("DFM50N web: cube outline")
+
+    # ---------------------------------------------------------------- table
+
+    def _observe_table(self):
+        table = self.logic.getTableNode(create=False)
+        if table is not None and table is not self._table_observed:
+            table.AddObserver("ModifiedEvent", lambda *_: self._schedule_refresh())
+            self._table_observed = table
+
+    def _schedule_refresh(self):
+        if self._refresh_pending:
+            return
+        self._refresh_pending = True
+        try:
+            loop = asyncio.get_event_loop() if threading.current_thread() is threading.main_thread() else None
+        except RuntimeError:
+            loop = None
+        loop = loop or getattr(self, "_loop", None)
+        if loop is None:
+            self._refresh_pending = False
+            return
+        self._loop = loop
+        loop.call_soon_threadsafe(self._refresh_in_loop)
+
+    def _refresh_in_loop(self):
+        self._refresh_pending = False
+        with self.state:
+            self._refresh_table_state()
+
+    def _refresh_table_state(self):
+        from DFM50NLib.scene import table as st
+
+        table = self.logic.getTableNode(create=False)
+        rows = []
+        if table is not None:
+            for r in range(table.GetTable().GetNumberOfRows()):
+                row = st.get_row(table, r)
+                rows.append(
+                    {
+                        "volume": row["volume"],
+                        "segment": row["segment"],
+                        "score": _fmt(row["score"]),
+                        "risk": row["risk_label"],
+                        "demo": bool(row["classifier_is_demo"]),
+                        "stale": bool(row["stale"]),
+                        "key": "|".join((row["volume_node_id"], row["segmentation_node_id"], row["segment_id"])),
+                    }
+                )
+        self.state.dfm_rows = rows
+        self.state.dfm_segment_voxels = self._segment_voxels()
+
+    def _segment_voxels(self) -> int:
+        """Voxels of the chosen segment on the CT grid (the page shows it live while drawing)."""
+        seg, sid = self.segmentation_node, self.state.dfm_segment_id
+        if self.state.dfm_busy:
+            return self.state.dfm_segment_voxels or 0
+        if seg is None or not sid or getattr(self, "volume_node", None) is None:
+            return 0
+        try:
+            return int((self.logic.segmentMask(self.volume_node, seg, sid).array > 0).sum())
+        except DFM50NError:
+            return 0
+
+    # ---------------------------------------------------------------- downloads
+
+    def report_bytes(self, fmt):
+        """The full report (HTML or PDF) of the result on the card, written by the panel's presenter."""
+        card = self.state.dfm_result
+        if not card or self.presenter is None:
+            raise DFM50NError("Score a lesion first.")
+        segment_id = card["key"].split("|")[2]
+        with tempfile.TemporaryDirectory(dir=self.uploads.path) as tmp:
+            paths = self.presenter.writeReport(tmp, segmentId=segment_id, formats=(fmt,))
+            return Path(paths[f"report_{fmt}"]).read_bytes()
+
+    def segmentation_bytes(self):
+        seg = self.segmentation_node
+        if seg is None:
+            raise DFM50NError("No segmentation yet.")
+        with tempfile.TemporaryDirectory(dir=self.uploads.path) as tmp:
+            path = Path(tmp) / "lesion.seg.nrrd"
+            storage = seg.GetStorageNode()
+            if storage is None:  # Slicer's own .seg.nrrd writer: segment names, colours and geometry kept
+                seg.AddDefaultStorageNode()
+                storage = seg.GetStorageNode()
+            old = storage.GetFileName()
+            storage.SetFileName(str(path))
+            ok = storage.WriteData(seg)
+            storage.SetFileName(old)
+            if not ok or not path.is_file():
+                raise DFM50NError("Could not write the segmentation file.")
+            return path.read_bytes()
+
+
+def _in_scene(params, scene) -> bool:
+    node = getattr(params, "parameterNode", None) or getattr(params, "node", None)
+    return node is None or (node.GetScene() is scene and scene.IsNodePresent(node))
+
+
+def _fmt(v, digits=4):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return ""
+    return "" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def result_card(result, key) -> dict:
+    """What the result card shows (plain JSON for the page); `score_exact` is repr() for exact checks."""
+    combined = None
+    if result.combined_probability is not None:
+        combined = (
+            f"{result.combined_probability:.3f} ({'positive' if result.combined_positive else 'negative'}; "
+            f"smoking {_yn(result.smoking)}, spiculated {_yn(result.spiculated)}, "
+            f"short axis {result.short_axis_cm:.2f} cm {result.short_axis_source or ''})"
+        )
+    return {
+        "key": "|".join(key),
+        "case": result.case_id,
+        "score": f"{result.score:.4f}",
+        "score_exact": repr(float(result.score)),
+        "threshold": f"{result.threshold:.2f}",
+        "risk": result.risk_label,
+        "high": bool(result.high_risk),
+        "demo": bool(result.classifier_is_demo),
+        "classifier": result.classifier_name,
+        "warnings": list(result.warnings),
+        "combined": combined,
+        "combined_exact": "" if result.combined_probability is None else repr(float(result.combined_probability)),
+        "mask_voxels": int(result.mask_voxels),
+        "mask_volume": f"{result.mask_volume_mm3 / 1000:.2f} cm³",
+        "center": ", ".join(f"{c:.1f}" for c in result.center_ras),
+        "center_method": result.center_method,
+        "geometry": result.geometry,
+    }
+
+
+def _yn(v):
+    return "not given" if v is None else ("yes" if v else "no")

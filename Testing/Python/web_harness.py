@@ -1,0 +1,174 @@
+"""Playwright harness for the browser app: a fresh `python -m DFM50NLib web` server per test on a free 127.0.0.1
+port, Debian's /usr/bin/chromium driven headless (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("DFM50N_CHROMIUM", "/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def require_browser():
+    """The web suite runs in CI (.ci/run installs chromium and the test extra has playwright); elsewhere it
+    skips, naming what is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+        import trame_slicer  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"web tests need the [web,test] extras ({exc})")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"web tests need Debian chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def web_server(tmp_path, *args, env=None, timeout=90):
+    port = free_port()
+    log = open(tmp_path / f"server-{port}.log", "w+")
+    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "DFM50NLib", "web", "--port", str(port), *args],
+        cwd=REPO,
+        env=e,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        t0 = time.time()
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"web server exited ({proc.returncode}):\n{log.read()[-3000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2).read(100)
+                break
+            except OSError:
+                if time.time() - t0 > timeout:
+                    raise
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextlib.contextmanager
+def browser_page(url, width=1600, height=1000):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.wait_for_selector("#dfm-open-demo")
+            yield page
+        finally:
+            browser.close()
+
+
+def open_demo(page):
+    page.click("#dfm-open-demo")
+    page.wait_for_selector("#dfm-case:has-text('Demo phantom')")
+    wait_for_views(page)
+    wait_idle(page)
+
+
+def wait_for_views(page):
+    """The RCA views are <img> elements streamed by the server; wait until the slice views have pictures."""
+    page.wait_for_function("Array.from(document.querySelectorAll('img')).filter(i => i.naturalWidth > 100).length >= 3")
+
+
+def axial_view_box(page):
+    """The largest view image is the axial (red) slice view of trame-slicer's default layout."""
+    boxes = [b for b in (img.bounding_box() for img in page.query_selector_all("img")) if b]
+    return max(boxes, key=lambda b: b["width"] * b["height"])
+
+
+def drag(page, points, steps=12):
+    """A slow, human-like stroke: hover first (the brush follows the mouse), press, move, release."""
+    page.mouse.move(*points[0], steps=4)
+    page.wait_for_timeout(300)
+    page.mouse.down()
+    page.wait_for_timeout(200)
+    for p in points[1:]:
+        page.mouse.move(*p, steps=steps)
+        page.wait_for_timeout(100)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+
+
+def add_segment_and_paint(page, rel_points):
+    """Add a segment, choose Paint in the segment editor, drag through `rel_points` (fractions of the axial view)
+    until the server counts painted voxels (a stroke sent before the views are live is retried)."""
+    n = page.locator(".mdi-delete-outline").count()
+    page.locator("button:has(.mdi-plus)").first.click()
+    page.wait_for_function(f"document.querySelectorAll('.mdi-delete-outline').length > {n}")
+    choose_effect(page, "mdi-brush")
+    return paint(page, rel_points)
+
+
+def painted_voxels(page) -> int:
+    return int(page.get_attribute("#dfm-segment-voxels", "data-voxels") or 0)
+
+
+def wait_idle(page, quiet_ms=500):
+    """Until the server has answered every pending call (trame's busy counter) for `quiet_ms`."""
+    page.wait_for_function(
+        """(q) => { const b = window.trame && window.trame.state.get('trame__busy');
+                  if (b) { window.__dfmIdle = 0; return false; }
+                  window.__dfmIdle = window.__dfmIdle || Date.now(); return Date.now() - window.__dfmIdle > q; }""",
+        arg=quiet_ms,
+        polling=100,
+    )
+
+
+def choose_effect(page, icon):
+    """Click an effect of the segment editor card (not the toolbar) and wait until the server made it active."""
+    page.locator(f".v-card-item button:has(.{icon})").first.click()
+    page.wait_for_selector(f".v-card-item button.v-btn--active:has(.{icon})")
+
+
+def paint(page, rel_points, tries=4):
+    """Drag on the axial view; returns the voxel count the server reports once it changed."""
+    before = painted_voxels(page)
+    for _ in range(tries):
+        wait_idle(page)
+        box = axial_view_box(page)
+        drag(page, [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in rel_points])
+        wait_idle(page)
+        try:
+            page.wait_for_function(
+                f"Number(document.querySelector('#dfm-segment-voxels').dataset.voxels) !== {before}", timeout=15_000
+            )
+            return painted_voxels(page)
+        except Exception:
+            continue
+    raise AssertionError("painting on the axial view changed no voxel")
+
+
+def score_and_wait(page, timeout=240_000):
+    page.click("#dfm-score")
+    page.wait_for_selector("#dfm-message:text-is('Done')", timeout=timeout)
+    return page.get_attribute("#dfm-score-value", "data-score")
