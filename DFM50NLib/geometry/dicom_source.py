@@ -86,3 +86,30 @@ def ct_frame_of_reference(ct) -> str | None:
     ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["FrameOfReferenceUID"])
     uid = str(getattr(ds, "FrameOfReferenceUID", "") or "")
     return uid or None
+
+
+def dicom_sop_class(path, needs="pip install pydicom") -> str:
+    """The SOP Class UID of a single DICOM file, or "" when `path` is not one (one 132-byte read decides).
+
+    Only DICOM files get their header read, up to SOPClassUID, so sniffing a NIfTI or a CT slice is cheap.
+    `needs`: what to install when pydicom is missing, for the message.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return ""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return ""
+    if head[128:132] != b"DICM":
+        return ""
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError(f"{p}: is a DICOM file; reading it needs pydicom ({needs}).") from None
+    try:
+        header = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception as exc:
+        raise InputError(f"Cannot read the DICOM header of {p}: {exc}") from None
+    return str(getattr(header, "SOPClassUID", ""))

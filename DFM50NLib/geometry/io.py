@@ -343,32 +343,10 @@ def is_dicom_seg(path) -> bool:
     Checked before SimpleITK sees the file: GDCM would read a multi-frame SEG as a plain image and
     invent its geometry (one frame per slice, in file order), silently misplacing the lesion.
     """
-    p = Path(path)
-    if not p.is_file():
-        return False
-    try:
-        with open(p, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    if head[128:132] != b"DICM":
-        return False
-    return _dicom_sop_class(p) in DICOM_SEG_SOP_CLASSES
+    from DFM50NLib.geometry.dicom_source import dicom_sop_class
 
-
-def _dicom_sop_class(path) -> str:
-    try:
-        import pydicom
-    except ImportError:
-        raise InputError(
-            f"{path}: is a DICOM file; reading DICOM-SEG masks needs highdicom "
-            "(pip install highdicom), or export the mask as NIfTI/NRRD."
-        ) from None
-    try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except Exception as exc:
-        raise InputError(f"Cannot read the DICOM header of {path}: {exc}") from None
-    return str(getattr(ds, "SOPClassUID", ""))
+    needs = "pip install highdicom, or export the mask as NIfTI/NRRD"
+    return dicom_sop_class(path, needs=needs) in DICOM_SEG_SOP_CLASSES
 
 
 def _read_dicom_seg(path, label, segment) -> Volume:

@@ -33,27 +33,9 @@ MAX_SNAP_MM = 0.5  # contours within this distance of a slice plane (and a quart
 
 def is_rtstruct(path) -> bool:
     """A single DICOM file whose SOP Class is RT Structure Set (header read only up to SOPClassUID)."""
-    p = Path(path)
-    if not p.is_file():
-        return False
-    try:
-        with open(p, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    if head[128:132] != b"DICM":
-        return False
-    try:
-        import pydicom
-    except ImportError:
-        raise InputError(
-            f"{path}: is a DICOM file; reading RTSTRUCT masks needs pydicom (pip install pydicom)."
-        ) from None
-    try:
-        ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except Exception as exc:
-        raise InputError(f"Cannot read the DICOM header of {path}: {exc}") from None
-    return str(getattr(ds, "SOPClassUID", "")) == RTSTRUCT_SOP_CLASS
+    from DFM50NLib.geometry.dicom_source import dicom_sop_class
+
+    return dicom_sop_class(path, needs="pip install pydicom") == RTSTRUCT_SOP_CLASS
 
 
 def rtstruct_rois(ds) -> list:
