@@ -95,6 +95,11 @@ def section(fig, x, y, width, title, rows, fontsize=8.0, label_frac=0.5, mono_va
     return y - line * 0.6
 
 
+def _heading(fig, x, y, text):
+    """A small bold grey heading above a picture or a score block (the tables draw their own in `section`)."""
+    fig.text(x, y, text, fontsize=8, color=rf.MUTED, fontweight="bold", va="top")
+
+
 def _seg(x0, x1, y):
     from matplotlib.lines import Line2D
 
@@ -148,7 +153,7 @@ def page_one(result, ct_views, diam, pages):
     )
     # score block
     color = rt.risk_color(result)
-    fig.text(MARGIN, y - 0.012, "DFM50N SCORE", fontsize=8, color=rf.MUTED, fontweight="bold", va="top")
+    _heading(fig, MARGIN, y - 0.012, "DFM50N SCORE")
     fig.text(MARGIN, y - 0.062, f"{result.score:.3f}", fontsize=34, fontweight="bold", color=color, va="baseline")
     fig.text(
         MARGIN + 0.2, y - 0.043, result.risk_label.upper(), fontsize=12, fontweight="bold", color=color, va="baseline"
@@ -187,7 +192,7 @@ def page_one(result, ct_views, diam, pages):
         )
         verdict = "OLM POSITIVE" if result.combined_positive else "OLM negative"
         ccol = rf.HIGH_COLOR if result.combined_positive else rf.LOW_COLOR
-        fig.text(MARGIN, y - 0.02, "COMBINED CLINICAL MODEL", fontsize=8, color=rf.MUTED, fontweight="bold", va="top")
+        _heading(fig, MARGIN, y - 0.02, "COMBINED CLINICAL MODEL")
         fig.text(
             MARGIN,
             y - 0.048,
@@ -216,15 +221,7 @@ def page_one(result, ct_views, diam, pages):
     y = warnings_block(fig, MARGIN, y, 1 - 2 * MARGIN, rt.warnings_list(result))
     # orthogonal CT views
     if ct_views:
-        fig.text(
-            MARGIN,
-            y - 0.012,
-            "CT THROUGH THE CUBE CENTRE (120 mm field of view, lung window)",
-            fontsize=8,
-            color=rf.MUTED,
-            fontweight="bold",
-            va="top",
-        )
+        _heading(fig, MARGIN, y - 0.012, "CT THROUGH THE CUBE CENTRE (120 mm field of view, lung window)")
         w = (1 - 2 * MARGIN - 0.02) / 3
         h = w * A4[0] / A4[1]
         # the tables below need about 0.2 of the page above the footer: shrink the pictures if the text
@@ -260,14 +257,11 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
     fig = rf.new_figure(*A4)
     y = header(fig, result, "DFM50N report", "Model input, measurements and provenance")
     if cube_views:
-        fig.text(
+        _heading(
+            fig,
             MARGIN,
             y - 0.012,
             "WHAT THE MODEL SEES: THE 50 MM CUBE, MIDDLE SLICES (axis order in the technical appendix)",
-            fontsize=8,
-            color=rf.MUTED,
-            fontweight="bold",
-            va="top",
         )
         w = (1 - 2 * MARGIN - 0.02) / 3
         h = w * A4[0] / A4[1]
@@ -280,15 +274,11 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
         w = (1 - 2 * MARGIN - 0.02) / 3
         h = w * A4[0] / A4[1]
         if measure_view is not None:
-            fig.text(
-                MARGIN, top, "AXIAL DIAMETERS (RECIST-STYLE)", fontsize=8, color=rf.MUTED, fontweight="bold", va="top"
-            )
+            _heading(fig, MARGIN, top, "AXIAL DIAMETERS (RECIST-STYLE)")
             rf.draw_plane(fig.add_axes([MARGIN, top - 0.033 - h, w, h]), measure_view, scale_bar_mm=10)
         x2 = MARGIN + (w + 0.03 if measure_view is not None else 0)
         if stab is not None:
-            fig.text(
-                x2, top, "STABILITY UNDER SMALL PERTURBATIONS", fontsize=8, color=rf.MUTED, fontweight="bold", va="top"
-            )
+            _heading(fig, x2, top, "STABILITY UNDER SMALL PERTURBATIONS")
             ax = fig.add_axes([x2 + 0.16, top - 0.025 - h * 0.72, 1 - MARGIN - x2 - 0.17, h * 0.72])
             rf.draw_stability(ax, stab, result.threshold)
             import textwrap
