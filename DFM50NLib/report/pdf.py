@@ -77,16 +77,18 @@ def section(fig, x, y, width, title, rows, fontsize=8.0, label_frac=0.5, mono_va
     fig.add_artist(_seg(x, x + width, y + line * 0.2))
     import textwrap
 
-    chars = max(12, int(width * (1 - label_frac) * A4[0] * 72 / (fontsize * 0.56)))
+    value_size = fontsize - (0.8 if mono_values else 0)
+    char_width = 0.6 if mono_values else 0.56  # average glyph width / font size (monospace: exactly 0.6)
+    chars = max(12, int(width * (1 - label_frac) * A4[0] * 72 / (value_size * char_width)))
     for label, value in rows:
         fig.text(x, y - line * 0.2, label, fontsize=fontsize, color=rf.MUTED, va="top")
-        parts = [value] if mono_values else (textwrap.wrap(str(value), chars) or [""])
+        parts = textwrap.wrap(str(value), chars) or [""]
         for part in parts:  # long values wrap inside their column instead of running into the next
             fig.text(
                 x + width * label_frac,
                 y - line * 0.2,
                 part,
-                fontsize=fontsize - (0.8 if mono_values else 0),
+                fontsize=value_size,
                 color=rf.INK,
                 va="top",
                 family="monospace" if mono_values else None,
@@ -228,10 +230,10 @@ def page_one(result, ct_views, diam, pages):
         # above them (summary, warnings) took that room
         h = min(h, y - 0.045 - 0.035 - 0.2 - 0.055)
         w_img = h * A4[1] / A4[0]
-        x0 = MARGIN + ((1 - 2 * MARGIN) - 3 * w_img - 0.02) / 2
         top = y - 0.045
         for i, view in enumerate(ct_views):
-            ax = fig.add_axes([x0 + i * (w_img + 0.01), top - h, w_img, h])
+            # a shrunk picture stays centred in its full-width slot: its title keeps the slot's width
+            ax = fig.add_axes([MARGIN + i * (w + 0.01) + (w - w_img) / 2, top - h, w_img, h])
             rf.draw_plane(ax, view)
         fig.legend(
             handles=rf.legend_handles(),
@@ -256,6 +258,9 @@ def page_one(result, ct_views, diam, pages):
 def page_two(result, cube_views, measure_view, stab, diam, pages):
     fig = rf.new_figure(*A4)
     y = header(fig, result, "DFM50N report", "Model input, measurements and provenance")
+    # pictures at 0.8 of square: the technical appendix below needs the room above the footer
+    w = (1 - 2 * MARGIN - 0.02) / 3
+    h = 0.8 * w * A4[0] / A4[1]
     if cube_views:
         _heading(
             fig,
@@ -263,16 +268,12 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
             y - 0.012,
             "WHAT THE MODEL SEES: THE 50 MM CUBE, MIDDLE SLICES (axis order in the technical appendix)",
         )
-        w = (1 - 2 * MARGIN - 0.02) / 3
-        h = w * A4[0] / A4[1]
         top = y - 0.045
         for i, view in enumerate(cube_views):
             rf.draw_plane(fig.add_axes([MARGIN + i * (w + 0.01), top - h, w, h]), view, scale_bar_mm=10)
         y = top - h - 0.02
     if measure_view is not None or stab is not None:
         top = y - 0.012
-        w = (1 - 2 * MARGIN - 0.02) / 3
-        h = w * A4[0] / A4[1]
         if measure_view is not None:
             _heading(fig, MARGIN, top, "AXIAL DIAMETERS (RECIST-STYLE)")
             rf.draw_plane(fig.add_axes([MARGIN, top - 0.033 - h, w, h]), measure_view, scale_bar_mm=10)

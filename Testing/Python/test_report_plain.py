@@ -93,3 +93,41 @@ def test_pdf_carries_the_plain_summary_and_the_appendix(case, tmp_path):
     assert "OUT OF POPULATION" in page1 and "deepest point inside the lesion" in page1
     assert "SHA-256" not in page1 and "dt_peak" not in page1
     assert "Technical appendix" in page2 and "dt_peak" in page2 and "SHA-256" in page2
+
+
+def test_pdf_words_stay_on_the_page_and_never_overlap(case, tmp_path):
+    """Read back with poppler's word boxes: a long value (the unverified-weights sentence) wraps inside its column
+    instead of running off the page, and the technical appendix ends above the footer instead of under it."""
+    import subprocess
+
+    r = case["result"]
+    r.fcib_weights = (
+        f"FCIB weights: unverified file sha256 {'7d45e408' * 8} (no publisher checksum is stored beside it: only "
+        "files fetched with `weights download` can be checked); the score may not be the published model's"
+    )
+    pdf = write_report(r, tmp_path, ct=case["ct"], prepared_mask=case["pm"], cube=case["cube"], formats="pdf")
+    out = subprocess.run(
+        ["pdftotext", "-bbox", str(pdf["report_pdf"]), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    pages = re.findall(r'<page width="([\d.]+)" height="([\d.]+)">(.*?)</page>', out, flags=re.S)
+    assert len(pages) == 2
+    word = re.compile(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">([^<]*)</word>')
+    for n, (width, _height, body) in enumerate(pages, start=1):
+        boxes = []
+        for m in word.finditer(body):
+            x0, y0, x1, y1 = map(float, m.groups()[:4])
+            # poppler's boxes span the font's whole ascent and descent: compare the glyph bodies (the middle
+            # 30 % of a line's height), so big type over a small heading does not count, two lines on top of
+            # each other do
+            boxes.append((x0 + 0.5, y0 + 0.35 * (y1 - y0), x1 - 0.5, y1 - 0.35 * (y1 - y0), m.group(5), x1))
+        assert len(boxes) > 100
+        outside = [b[4] for b in boxes if b[5] > float(width) or b[0] < 0]
+        assert outside == [], f"page {n}: words off the page: {outside[:5]}"
+        overlaps = [
+            (a[4], b[4])
+            for i, a in enumerate(boxes)
+            for b in boxes[i + 1 :]
+            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+        ]
+        assert overlaps == [], f"page {n}: overlapping words: {overlaps[:5]}"
+    assert "unverified" in pages[1][2]
