@@ -7,6 +7,8 @@ tables, transforms, markups) of real logics bound to that scene, which is what
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import types
 
@@ -17,11 +19,22 @@ import vtk
 from DFM50NLib.geometry.volume import Volume
 from DFM50NLib.scene import mrml
 
+_CACHE_DIR = None
+
+
+def _cache_dir() -> str:
+    """One remote-cache folder per test process, removed at exit (one per scene left hundreds in /tmp)."""
+    global _CACHE_DIR
+    if _CACHE_DIR is None:
+        _CACHE_DIR = tempfile.mkdtemp(prefix="dfm50n-mrml-cache-")
+        atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+    return _CACHE_DIR
+
 
 def fresh_scene():
     scene = slicer.vtkMRMLScene()
     cache = slicer.vtkCacheManager()
-    cache.SetRemoteCacheDirectory(tempfile.mkdtemp(prefix="dfm50n-mrml-cache-"))
+    cache.SetRemoteCacheDirectory(_cache_dir())
     io = slicer.vtkDataIOManager()
     io.SetCacheManager(cache)
     scene.SetDataIOManager(io)
