@@ -127,9 +127,10 @@ def _check_device(device) -> str:
 class FCIBEncoder:
     """The loaded FCIB trunk: HU cubes -> 4096 features. Build it with get_encoder() (cached).
 
-    The weights' SHA-256 is computed in a background thread while the model loads and runs; reading
-    `weights_sha256` waits for it and raises WeightsError if the file no longer matches the hash recorded
-    for it (same path, size and mtime) -- see DFM50NLib.model.weights for the record.
+    The weights' SHA-256 comes from the record when the file is unchanged since it was hashed (same path,
+    size, mtime, ctime, inode), else it is computed in a background thread while the model loads and runs;
+    reading `weights_sha256` waits for it and raises WeightsError if the file no longer matches the hash
+    recorded for it (same path, size and mtime) -- see DFM50NLib.model.weights for the record.
     """
 
     def __init__(self, weights_path, device="cpu", *, batch_size=DEFAULT_BATCH_SIZE, verify=True):
@@ -145,7 +146,8 @@ class FCIBEncoder:
         """SHA-256 of the weights file (waits for the background hash; raises if it mismatches the record)."""
         if self._hash is None:  # verify=False: hash (or read the record) only when asked
             self._hash = _HashJob(self.weights_path, self.weights_path.stat(), start=False)
-            self._hash._run()
+            if self._hash._sha is None:
+                self._hash._run()
         return self._hash.result()
 
     def features(self, cubes_hu, batch_size=None) -> np.ndarray:
@@ -169,10 +171,13 @@ class _HashJob:
     """SHA-256 of the weights in a daemon thread, checked against (and else stored in) the hash record."""
 
     def __init__(self, path: Path, st, start=True):
+        from DFM50NLib.model.weights import trusted_sha256
+
         self.path, self.st = path, st
-        self._sha = self._error = None
+        self._sha = trusted_sha256(path, st)  # unchanged since hashed: no 738 MB read beside the forward
+        self._error = None
         self._thread = threading.Thread(target=self._run, name="dfm50n-sha256", daemon=True)
-        if start:
+        if start and self._sha is None:
             self._thread.start()
 
     def _run(self):
@@ -214,6 +219,22 @@ def get_encoder(weights_path, device="cpu") -> FCIBEncoder:
                 del _encoders[old]  # the file was replaced: drop the stale model
             enc = _encoders[key] = FCIBEncoder(path, dev)
         return enc
+
+
+def cached_encoder(weights_path, device="cpu"):
+    """The encoder get_encoder would return if it is already built in this process, else None (no loading)."""
+    import sys
+
+    if "torch" not in sys.modules or not _encoders:
+        return None  # nothing loaded: do not import torch just to find out
+    try:
+        path = Path(weights_path).expanduser().resolve()
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, _check_device(device))
+    except (OSError, DFM50NError):
+        return None
+    with _encoders_lock:
+        return _encoders.get(key)
 
 
 def clear_encoder_cache() -> None:

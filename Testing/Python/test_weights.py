@@ -7,6 +7,7 @@ response short, counts requests, and shuts itself down after 120 s at most.
 from __future__ import annotations
 
 import hashlib
+import json
 import http.server
 import mmap
 import os
@@ -313,6 +314,34 @@ def test_hash_record_detects_changed_content(tiny, tmp_path):
     info = weights.verify_weights(path)
     assert info["sha256"] == sha(path) != sha(tiny) and info["record_matched"] is None
     assert weights.verify_weights(path)["record_matched"] is True
+
+
+def test_unchanged_file_is_not_hashed_again_but_any_write_is(tiny, tmp_path, monkeypatch):
+    """The record is trusted while path, size, mtime, ctime and inode are unchanged (no 738 MB read beside the
+    first forward); a rewrite, even with the mtime put back, changes ctime: hashed again and checked."""
+    path = tmp_path / "w.torch"
+    path.write_bytes(tiny.read_bytes())
+    first = fcib.FCIBEncoder(path)
+    assert first.weights_sha256 == sha(tiny) and first._hash._thread.ident is not None  # hashed in a thread
+    rec = weights.read_record(path)
+    st = path.stat()
+    assert (rec["ctime_ns"], rec["inode"]) == (st.st_ctime_ns, st.st_ino)
+    hashed = []
+    real = weights.file_digests
+    monkeypatch.setattr(weights, "file_digests", lambda *a, **k: hashed.append(a[0]) or real(*a, **k))
+    again = fcib.FCIBEncoder(path)
+    assert again._hash._thread.ident is None and again.weights_sha256 == sha(tiny) and hashed == []
+    assert fcib.FCIBEncoder(path, verify=False).weights_sha256 == sha(tiny) and hashed == []
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, new ctime: no longer trusted
+    assert weights.trusted_sha256(path) is None
+    assert fcib.FCIBEncoder(path).weights_sha256 == sha(tiny) and hashed == [path]
+    assert weights.trusted_sha256(path) == sha(tiny)  # the refreshed record is trusted again
+    # a record written before ctime/inode were kept is not trusted, then refreshed by the next full hash
+    old = {k: v for k, v in weights.read_record(path).items() if k not in ("ctime_ns", "inode")}
+    weights._record_path(path).write_text(json.dumps(old))
+    assert weights.trusted_sha256(path) is None
+    assert fcib.FCIBEncoder(path).weights_sha256 == sha(tiny) and len(hashed) == 2
+    assert weights.trusted_sha256(path) == sha(tiny)
 
 
 def test_verify_rejects_bad_structure(tmp_path):
