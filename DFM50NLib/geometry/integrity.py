@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from DFM50NLib.errors import InputError
+from DFM50NLib.geometry import nifti_header
 
 MAX_VOXELS = 2**31  # a 2048 x 2048 x 512 volume; a CT is ~512 x 512 x 600 (1.6e8)
 _CHUNK = 1 << 20
@@ -192,22 +193,10 @@ def _check_nifti(path: Path, decompress=True):
         if len(head) >= 4 and {struct.unpack("<i", head[:4])[0], struct.unpack(">i", head[:4])[0]} & {348, 540}:
             raise InputError(f"{path}: incomplete file: {len(head)} bytes, shorter than its NIfTI header.")
         return  # not a NIfTI file at all: the reader says it cannot read it
-    shape = itemsize = offset = None
-    for endian in "<>":
-        (hsize,) = struct.unpack(endian + "i", head[:4])
-        if hsize == 348:
-            dims = struct.unpack(endian + "8h", head[40:56])
-            bitpix = struct.unpack(endian + "h", head[72:74])[0]
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
-            offset = max(offset, 352) if head[344:347] == b"n+1" else 0
-            break
-        if hsize == 540 and len(head) >= 540:
-            dims = struct.unpack(endian + "8q", head[16:80])
-            bitpix = struct.unpack(endian + "h", head[14:16])[0]
-            offset = int(struct.unpack(endian + "q", head[168:176])[0])
-            break
-    else:
+    hdr = nifti_header.parse(head)
+    if hdr is None:
         return  # not a NIfTI header: the reader says so
+    dims, bitpix, offset = hdr.dims, hdr.bitpix, hdr.vox_offset
     if offset == 0:
         return  # .hdr/.img pair: the data are elsewhere
     ndim = int(dims[0])

@@ -29,6 +29,10 @@ def read_volume(path, series_uid: str | None = None) -> Volume:
     Refuses (InputError): missing/unreadable files, 2-D or 4-D images, vector pixels, NaN/inf voxels.
     A folder with several DICOM series needs `series_uid` (the error lists them).
     """
+    vol = _read_fast(path)
+    if vol is not None:
+        _check_finite(vol.array, path)  # the file's own values: NaN stays NaN on this path
+        return vol
     img = _read_sitk(path, series_uid)
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
@@ -40,6 +44,19 @@ def read_volume(path, series_uid: str | None = None) -> Volume:
     if np.issubdtype(vol.array.dtype, np.floating) and str(path).lower().endswith((".nii", ".nii.gz")):
         _check_finite_nifti(path)  # ITK's NIfTI reader silently turns NaN into 0: look at the file itself
     return vol
+
+
+def _read_fast(path):
+    """Plain NIfTI with ISA-L: voxels straight from the inflated bytes (fast_nifti.py), else None.
+
+    The header sizes are checked first (integrity.py); inflating the whole stream checks CRC-32 and length."""
+    from DFM50NLib.geometry.fast_nifti import read_nifti_volume
+
+    p = Path(path)
+    if not p.name.lower().endswith((".nii", ".nii.gz")) or not p.is_file():
+        return None
+    integrity.check_image_file(p, decompress=False)  # declared sizes, gzip trailer, FIFOs: before any allocation
+    return read_nifti_volume(p, name=file_stem(p))
 
 
 def check_ct_intensities(vol: Volume) -> list:
@@ -94,12 +111,6 @@ def _read_sitk(path, series_uid=None):
         raise InputError(f"File not found: {p}. Check the path (and the working folder for relative paths).")
     if p.is_dir():
         return _read_dicom_series(p, series_uid)
-    integrity.check_image_file(p, decompress=False)  # declared sizes, gzip trailer, FIFOs: before any allocation
-    from DFM50NLib.geometry.fast_nifti import read_nifti_fast
-
-    fast = read_nifti_fast(p)  # ISA-L gunzip for plain NIfTI (inflates the whole stream: CRC-32 and length checked)
-    if fast is not None:
-        return fast
     integrity.check_image_file(p)  # ITK zero-fills what is missing: inflate and check the whole stream first
     try:
         return sitk.ReadImage(str(p))
