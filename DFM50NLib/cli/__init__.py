@@ -58,13 +58,24 @@ _USER_ERRORS = (OSError, ValueError, EOFError, MemoryError, LookupError)
 def main(argv=None) -> int:
     """Run one command. User errors print `error: ...` and return 2; --debug (anywhere) shows tracebacks."""
     import os
-    import warnings
-
-    from DFM50NLib.errors import DFM50NError, DFM50NWarning
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("DFM50N_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    from DFM50NLib.model import encoder_process
+
+    encoder_process.prestart(argv)  # torch imports in a sibling process while this one starts (score, demo)
+    try:
+        return _run(argv, debug)
+    finally:
+        encoder_process.discard_prestarted()
+
+
+def _run(argv, debug) -> int:
+    import warnings
+
+    from DFM50NLib.errors import DFM50NError, DFM50NWarning
+
     parser = build_parser()
     args = parser.parse_args(argv)
     _shown_warnings.clear()  # "each warning once" is per command, also when main() runs many times in a process

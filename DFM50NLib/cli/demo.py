@@ -25,24 +25,27 @@ def run_demo(args) -> int:
     from DFM50NLib.cli.common import check_output_dir
     from DFM50NLib.cli.score import format_result
     from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.model.encoder_process import one_shot_encoder
     from DFM50NLib.scoring.pipeline import score_case
 
     check_output_dir(args.out)
     out = Path(args.out)
-    ct_path, mask_path = write_demo_case(out / "demo_case")
-    print(f"demo phantom written to {ct_path.parent}")
-    result = score_case(
-        ct_path,
-        mask_path,
-        case_id="demo_phantom",
-        weights=args.weights,
-        model=args.model,
-        device=args.device,
-        download=args.download,
-        out_dir=out,
-        write_cubes=True,
-        report=not args.no_report,
-    )
+    with one_shot_encoder(args.weights, args.device) as encoder:  # loads while the phantom is made and read
+        ct_path, mask_path = write_demo_case(out / "demo_case")
+        print(f"demo phantom written to {ct_path.parent}")
+        result = score_case(
+            ct_path,
+            mask_path,
+            case_id="demo_phantom",
+            weights=args.weights,
+            model=args.model,
+            device=args.device,
+            download=args.download,
+            encoder=encoder,
+            out_dir=out,
+            write_cubes=True,
+            report=not args.no_report,
+        )
     print(format_result(result))
     print(f"results written to {out.resolve()}")
     return 0

@@ -75,6 +75,7 @@ def _add_inputs(p):
 def run_score(args) -> int:
     from DFM50NLib.cli.common import check_output_dir
     from DFM50NLib.errors import InputError
+    from DFM50NLib.model.encoder_process import one_shot_encoder
     from DFM50NLib.scoring.clinical import parse_yes_no
     from DFM50NLib.scoring.pipeline import normalise_options, score_case
 
@@ -88,23 +89,25 @@ def run_score(args) -> int:
     geo = geometry_kwargs(args)
     normalise_options(**geo)  # every option checked before any file is read
     check_output_dir(args.out)
-    result = score_case(
-        args.image,
-        args.mask,
-        case_id=args.case_id,
-        weights=args.weights,
-        model=args.model,
-        device=args.device,
-        download=args.download,
-        clinical=clinical,
-        keep_features=4096 if args.all_features else 9,
-        out_dir=args.out,
-        write_cubes=args.save_cubes,
-        report=args.report,
-        stability=args.stability,
-        dicom_sr=args.dicom_sr,
-        **geo,
-    )
+    with one_shot_encoder(args.weights, args.device) as encoder:  # loads while the case is read
+        result = score_case(
+            args.image,
+            args.mask,
+            case_id=args.case_id,
+            weights=args.weights,
+            model=args.model,
+            device=args.device,
+            download=args.download,
+            encoder=encoder,
+            clinical=clinical,
+            keep_features=4096 if args.all_features else 9,
+            out_dir=args.out,
+            write_cubes=args.save_cubes,
+            report=args.report,
+            stability=args.stability,
+            dicom_sr=args.dicom_sr,
+            **geo,
+        )
     print(format_result(result))
     print(f"results written to {Path(args.out).resolve()}")
     return 0
@@ -141,17 +144,18 @@ def run_features(args) -> int:
     from DFM50NLib import atomic
     from DFM50NLib.cli.common import check_output_file
     from DFM50NLib.constants import DFM50N_FEATURE_INDICES
+    from DFM50NLib.model.encoder_process import one_shot_encoder
+    from DFM50NLib.model.weights import provenance
     from DFM50NLib.scoring.pipeline import load_encoder, normalise_options, prepare_case
 
     geo = geometry_kwargs(args)
     normalise_options(**geo)
     check_output_file(args.out)
-    prep = prepare_case(args.image, args.mask, case_id=args.case_id, **geo)
-    encoder = load_encoder(args.weights, args.device, download=args.download)
-    feats = encoder.features(prep.cube.ct)[0]
-    from DFM50NLib.model.weights import provenance
-
-    prov = provenance(encoder.weights_path, encoder.weights_sha256)  # waits for the CRC + hash check
+    with one_shot_encoder(args.weights, args.device) as encoder:  # loads while the case is read
+        prep = prepare_case(args.image, args.mask, case_id=args.case_id, **geo)
+        encoder = encoder or load_encoder(args.weights, args.device, download=args.download)
+        feats = encoder.features(prep.cube.ct)[0]
+        prov = provenance(encoder.weights_path, encoder.weights_sha256)  # waits for the CRC + hash check
     if not prov["verified"]:
         print(f"warning: {prov['text']}", file=sys.stderr)
     idx = range(len(feats)) if args.all else DFM50N_FEATURE_INDICES

@@ -8,7 +8,6 @@ finish_case: 9 features -> forest -> Result with every METHOD.md §4 field
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -405,7 +404,6 @@ def score_case(
     With `dicom_sr` (a folder; the CT must be a DICOM series), also a DICOM SR + SEG of the lesion there.
     """
     t0 = time.perf_counter()
-    warm = _prewarm(weights, device) if encoder is None and not download and _PREWARM else None
     prep = prepare_case(
         image,
         mask,
@@ -423,8 +421,9 @@ def score_case(
         refuse_if_not_dicom(prep.ct)  # before the network runs
     t = time.perf_counter()
     encoder, classifier = load_models(weights, model, device, encoder=encoder, classifier=classifier, download=download)
-    if warm is not None:
-        warm.wait()
+    if hasattr(encoder, "ready"):  # FCIB loading in a sibling process (model/encoder_process.py): wait for it
+        own = encoder.ready()
+        prep.timings.update(fcib_process_import=own["model_import"], fcib_process_load=own["model_load"])
     prep.timings["load_models"] = time.perf_counter() - t
     t = time.perf_counter()
     feats = encoder.features(prep.cube.ct)[0]
@@ -447,18 +446,6 @@ def score_case(
 
         write_dicom_sr(result, prep.ct, prep.prepared_mask, dicom_sr, segment=segment)
     return result
-
-
-# 1: load FCIB + a warm-up forward in a background thread while the case is read (model/prewarm.py). Off by
-# default: on the shared 2-core machine the benchmark measured no gain (ratio 1.04) and +90 MB peak RSS
-_PREWARM = os.environ.get("DFM50N_PREWARM", "0") == "1"
-
-
-def _prewarm(weights, device):
-    """FCIB loading and a warm-up forward in a background thread, overlapping the reading (model/prewarm.py)."""
-    from DFM50NLib.model.prewarm import Prewarm
-
-    return Prewarm(weights, device)
 
 
 def add_stability(result, prep, encoder, classifier):

@@ -1,0 +1,193 @@
+"""FCIB in a sibling process (model/encoder_process.py): the same features bit for bit, the same errors, and
+no process left behind, whether the command ends well, fails or is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DFM50NLib.errors import DFM50NError, WeightsError
+from DFM50NLib.model import encoder_process, fcib
+from DFM50NLib.model.encoder_process import EncoderProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cubes(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(-400.0, 350.0, (n, 50, 50, 50)).astype(np.float32)
+
+
+def tagged_env(**extra):
+    """The environment with a unique tag, to find every process a command started in /proc afterwards."""
+    tag = uuid.uuid4().hex
+    return tag, dict(os.environ, DFM50N_TEST_TAG=tag, **extra)
+
+
+def processes_with(tag) -> list:
+    """pids of live (not zombie) processes whose environment holds DFM50N_TEST_TAG=tag."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"DFM50N_TEST_TAG={tag}".encode() in env and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def wait_until_gone(tag, seconds=10.0) -> list:
+    deadline = time.monotonic() + seconds
+    while (left := processes_with(tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def test_features_and_hash_equal_the_in_process_encoder(random_weights):
+    x = cubes()
+    local = fcib.get_encoder(random_weights)
+    with EncoderProcess(random_weights) as remote:
+        got = remote.features(x)
+        one = remote.features(x[1])
+        assert remote.weights_sha256 == local.weights_sha256
+        own = remote.ready()
+        proc = remote._proc
+    assert got.dtype == np.float32 and got.shape == (3, 4096)
+    assert np.array_equal(got, local.features(x))  # bit for bit: same torch, same threads, same weights
+    assert np.array_equal(one, local.features(x[1]))  # (a batch of 1 is not bit-equal to a row of a batch of 3)
+    assert own["model_import"] > 0 and own["model_load"] > 0 and own["forward"] > 0
+    assert proc.poll() is not None  # closed: the child is gone and reaped
+
+
+def test_weights_errors_come_back_with_their_type_and_message(tmp_path):
+    bad = tmp_path / "model_weights.torch"
+    bad.write_bytes(b"PK\x03\x04" + b"\0" * 1000)
+    with pytest.raises(WeightsError) as local:
+        fcib.get_encoder(bad)
+    with EncoderProcess(bad) as remote:
+        with pytest.raises(WeightsError) as far:
+            remote.features(cubes(1))
+        with pytest.raises(WeightsError):  # asked again: the same error, no hang waiting for a second reply
+            remote.ready()
+    assert str(far.value) == str(local.value)
+
+
+def test_a_child_that_dies_is_an_error_not_a_hang(random_weights):
+    with EncoderProcess(random_weights) as remote:
+        remote.ready()
+        os.kill(remote._proc.pid, signal.SIGKILL)
+        with pytest.raises(DFM50NError, match=r"FCIB process ended unexpectedly \(exit code -9"):
+            remote.features(cubes(1))
+
+
+def test_missing_torch_in_the_child_says_how_to_install_it(random_weights, tmp_path, monkeypatch):
+    fake = tmp_path / "shadow" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named torch (test shadow)')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    with EncoderProcess(random_weights) as remote:
+        with pytest.raises(DFM50NError, match=r'PyTorch cannot be imported .*pip install "torch>=2.2"'):
+            remote.ready()
+
+
+def run_cli(args, env):
+    return subprocess.run(
+        [sys.executable, "-m", "DFM50NLib", *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+
+
+def test_cold_cli_score_equals_in_process_score_and_leaves_no_process(random_weights, tmp_path):
+    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.scoring.pipeline import score_case
+
+    ct, mask = write_demo_case(tmp_path / "case")
+    tag, env = tagged_env()
+    out = run_cli(["score", "--image", ct, "--mask", mask, "--weights", random_weights, "--out", tmp_path / "o"], env)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(next((tmp_path / "o").glob("*.dfm50n.json")).read_text())
+    assert got["timings"]["fcib_process_import"] > 0  # the sibling process did load the model
+    score_case(ct, mask, weights=random_weights, out_dir=tmp_path / "in_process")
+    want = json.loads(next((tmp_path / "in_process").glob("*.dfm50n.json")).read_text())
+    for key in ("score", "features", "fcib_weights_sha256", "center_ras", "mask_voxels", "long_axis_mm"):
+        assert got[key] == want[key], key
+    assert wait_until_gone(tag, seconds=2.0) == []
+
+
+def test_in_process_switch_gives_the_same_score(random_weights, tmp_path):
+    from DFM50NLib.geometry.synthetic import write_demo_case
+
+    ct, mask = write_demo_case(tmp_path / "case")
+    scores = {}
+    for flag in ("1", "0"):
+        _, env = tagged_env(DFM50N_ENCODER_PROCESS=flag)
+        out_dir = tmp_path / f"o{flag}"
+        out = run_cli(["score", "--image", ct, "--mask", mask, "--weights", random_weights, "--out", out_dir], env)
+        assert out.returncode == 0, out.stderr
+        res = json.loads(next(out_dir.glob("*.dfm50n.json")).read_text())
+        scores[flag] = (res["score"], res["features"], "fcib_process_import" in res["timings"])
+    assert scores["1"][:2] == scores["0"][:2]
+    assert (scores["1"][2], scores["0"][2]) == (True, False)
+
+
+def test_failing_command_kills_the_prestarted_child(random_weights, tmp_path):
+    """A bad input ends the command at once (rc 2): the child importing torch is killed, not awaited."""
+    tag, env = tagged_env()
+    t = time.perf_counter()
+    out = run_cli(
+        ["score", "--image", tmp_path / "missing.nii.gz", "--mask", tmp_path / "m.nii.gz", "--weights", random_weights],
+        env,
+    )
+    assert out.returncode == 2 and "File not found" in out.stderr
+    assert wait_until_gone(tag, seconds=2.0) == []
+    assert time.perf_counter() - t < 30
+
+
+def test_help_starts_no_child():
+    encoder_process.prestart(["score", "--help"])
+    assert encoder_process._prestarted is None
+    encoder_process.prestart(["weights", "status"])
+    assert encoder_process._prestarted is None
+
+
+def test_prestart_is_adopted_or_discarded(random_weights, monkeypatch):
+    monkeypatch.setattr(encoder_process, "_torch_loaded", lambda: False)  # as in a fresh `python -m DFM50NLib`
+    encoder_process.prestart(["score", "--image", "a"])
+    child = encoder_process._prestarted
+    assert child is not None and child.poll() is None
+    with EncoderProcess(random_weights) as remote:
+        assert remote._proc is child and encoder_process._prestarted is None  # adopted
+        remote.ready()
+    encoder_process.prestart(["demo"])
+    other = encoder_process._prestarted
+    encoder_process.discard_prestarted()
+    assert other.poll() is not None and encoder_process._prestarted is None
+
+
+def test_killed_parent_leaves_no_child(random_weights, tmp_path):
+    """SIGKILL of the command: the child sees its input end and exits by itself."""
+    tag, env = tagged_env()
+    code = (
+        "import sys, time; from DFM50NLib.model.encoder_process import EncoderProcess; "
+        "e = EncoderProcess(sys.argv[1]); e.ready(); print('ready', flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code, str(random_weights)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
+    assert parent.stdout.readline().strip() == "ready"
+    assert len(processes_with(tag)) == 2
+    parent.kill()
+    parent.wait()
+    assert wait_until_gone(tag, seconds=10.0) == []
