@@ -239,7 +239,10 @@ def serve(inp, out, import_s=None, import_error=None) -> None:
                 t = time.perf_counter()
                 with _no_gc():
                     encoder = get_encoder(msg[1], device=msg[2])
+                import torch
+
                 reply = {"model_import": import_s, "model_load": time.perf_counter() - t}
+                reply["threads"] = torch.get_num_threads()  # features are bit-equal at equal thread counts
             elif msg[0] == "features":
                 t = time.perf_counter()
                 feats = encoder.features(msg[1], batch_size=msg[2])

@@ -31,6 +31,18 @@ def _restore_c_locale():
     locale.setlocale(locale.LC_ALL, saved)
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Each test gets the environment the run started with: Dask's LocalCluster leaves OMP_NUM_THREADS=1,
+    MKL_NUM_THREADS=1, PYTHONHASHSEED, ... in os.environ, which every later child process (the FCIB process,
+    CLI runs) would inherit."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def random_weights() -> Path:
     """A 738 MB checkpoint of the identical architecture, random weights (seed 0).

@@ -3,6 +3,7 @@ no process left behind, whether the command ends well, fails or is killed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -56,7 +57,23 @@ def wait_until_gone(tag, seconds=10.0) -> list:
     return left
 
 
-def test_features_and_hash_equal_the_in_process_encoder(random_weights):
+@contextlib.contextmanager
+def torch_threads(n):
+    """This process's torch thread count set to `n` (the child's): oneDNN's sums are bit-equal only at equal
+    thread counts."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_features_and_hash_equal_the_in_process_encoder(random_weights, monkeypatch):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the child's torch thread count (default: one per core)
+        monkeypatch.setenv(var, "2")
     x = cubes()
     local = fcib.get_encoder(random_weights)
     with EncoderProcess(random_weights) as remote:
@@ -66,8 +83,10 @@ def test_features_and_hash_equal_the_in_process_encoder(random_weights):
         own = remote.ready()
         proc = remote._proc
     assert got.dtype == np.float32 and got.shape == (3, 4096)
-    assert np.array_equal(got, local.features(x))  # bit for bit: same torch, same threads, same weights
-    assert np.array_equal(one, local.features(x[1]))  # (a batch of 1 is not bit-equal to a row of a batch of 3)
+    assert own["threads"] == 2
+    with torch_threads(own["threads"]):
+        assert np.array_equal(got, local.features(x))  # bit for bit: same torch, same threads, same weights
+        assert np.array_equal(one, local.features(x[1]))  # (a batch of 1 is not bit-equal to a row of a batch of 3)
     assert own["model_import"] > 0 and own["model_load"] > 0 and own["forward"] > 0
     assert proc.poll() is not None  # closed: the child is gone and reaped
 
@@ -114,12 +133,13 @@ def test_cold_cli_score_equals_in_process_score_and_leaves_no_process(random_wei
     from DFM50NLib.scoring.pipeline import score_case
 
     ct, mask = write_demo_case(tmp_path / "case")
-    tag, env = tagged_env()
+    tag, env = tagged_env(OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     out = run_cli(["score", "--image", ct, "--mask", mask, "--weights", random_weights, "--out", tmp_path / "o"], env)
     assert out.returncode == 0, out.stderr
     got = json.loads(next((tmp_path / "o").glob("*.dfm50n.json")).read_text())
     assert got["timings"]["fcib_process_import"] > 0  # the sibling process did load the model
-    score_case(ct, mask, weights=random_weights, out_dir=tmp_path / "in_process")
+    with torch_threads(2):  # as the child (OMP_NUM_THREADS, MKL_NUM_THREADS)
+        score_case(ct, mask, weights=random_weights, out_dir=tmp_path / "in_process")
     want = json.loads(next((tmp_path / "in_process").glob("*.dfm50n.json")).read_text())
     for key in ("score", "features", "fcib_weights_sha256", "center_ras", "mask_voxels", "long_axis_mm"):
         assert got[key] == want[key], key
