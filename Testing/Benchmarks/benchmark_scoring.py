@@ -260,11 +260,14 @@ def _cold_run(folder, weights, out, flag, sample_memory):
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env)
     peak_sum = 0.0
-    while sample_memory and proc.poll() is None:  # the memory runs only: sampling costs CPU
-        peak_sum = max(peak_sum, _tree_rss_gb(proc.pid))
+    while True:  # wait4: max RSS of the CLI and of the child it reaped
+        done, status, usage = os.wait4(proc.pid, os.WNOHANG if sample_memory else 0)
+        if done:
+            break
+        peak_sum = max(peak_sum, _tree_rss_gb(proc.pid))  # the memory runs only: sampling costs CPU
         time.sleep(0.01)
-    _, status, usage = os.wait4(proc.pid, 0)  # max RSS of the CLI and of the child it reaped
     wall = time.perf_counter() - t
+    proc.returncode = status
     if status:
         raise RuntimeError(f"score failed (status {status}):\n{proc.stderr.read()[-3000:]}")
     timings = json.loads(next(out.glob("*.dfm50n.json")).read_text())["timings"]

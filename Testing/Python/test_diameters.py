@@ -121,3 +121,35 @@ def test_single_pixel_lesion():
     d = axial_diameters(Volume.from_geometry(arr, (0.5, 0.5, 2.0)))
     assert d.long_mm == pytest.approx(0.5)  # edge midpoints of one 0.5 mm pixel
     assert d.short_mm == pytest.approx(0.5)
+
+
+def test_own_hull_has_qhulls_vertices():
+    """The monotone-chain hull (no scipy.spatial import) keeps exactly the vertices Qhull keeps, on point sets
+    from a half-pixel grid (many collinear boundary points) and on random reals."""
+    from scipy.spatial import ConvexHull
+
+    from DFM50NLib.geometry.diameters import _hull_vertices
+
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        pts = rng.normal(size=(int(rng.integers(5, 300)), 2)) * 20
+        if trial % 2 == 0:
+            pts = np.round(pts * 2) / 2
+        want = {tuple(p) for p in pts[ConvexHull(pts).vertices]}
+        assert {tuple(p) for p in _hull_vertices(pts)} == want
+    line = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [0.5, 0.5], [3.0, 3.0]])
+    assert {tuple(p) for p in _hull_vertices(line)} == {(0.0, 0.0), (3.0, 3.0)}
+
+
+def test_longest_diameter_ignores_point_order():
+    """Equal longest pairs (a pixelated disk has several): the same endpoints whatever the order of the points."""
+    from DFM50NLib.geometry.diameters import _longest_diameter
+
+    yy, xx = np.mgrid[-6:7, -6:7]
+    disk = np.stack([xx[xx**2 + yy**2 <= 36], yy[xx**2 + yy**2 <= 36]], axis=1).astype(float)
+    first = _longest_diameter(disk)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        again = _longest_diameter(disk[rng.permutation(len(disk))])
+        assert again[0] == first[0] and np.array_equal(again[1], first[1]) and np.array_equal(again[2], first[2])
+    assert first[0] == 12.0 and tuple(first[1]) < tuple(first[2])

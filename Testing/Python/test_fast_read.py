@@ -104,15 +104,25 @@ def test_nifti2_is_refused_on_both_paths(tmp_path):
         io.read_volume(tmp_path / "two.nii")
 
 
-def test_reading_a_ct_does_not_import_nibabel(tmp_path):
-    """nibabel (0.3 s to import) is for the reference geometry only, not the physical read."""
+def test_preparing_a_case_imports_neither_nibabel_nor_scipy_spatial(tmp_path):
+    """nibabel (0.3 s to import) is for the reference geometry only, scipy.spatial (0.1 s) not needed at all:
+    a cold score reads, masks, centres, cuts and measures without them."""
     import subprocess
     import sys
 
-    path = write(tmp_path / "a.nii.gz", np.arange(60, dtype=np.int16).reshape(5, 4, 3), np.eye(4))
+    ct = np.full((40, 40, 30), -1000, np.int16)
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[15:25, 14:24, 10:18] = 1
+    ct[mask > 0] = 30
+    affine = np.diag([0.8, 0.8, 1.5, 1.0])
+    write(tmp_path / "ct.nii.gz", ct, affine)
+    write(tmp_path / "mask.nii.gz", mask, affine)
     code = (
-        "import sys; from DFM50NLib.geometry import io; v = io.read_volume(sys.argv[1]); "
-        "print(int(v.array.sum()), 'nibabel' in sys.modules)"
+        "import sys; from DFM50NLib.scoring.pipeline import prepare_case; "
+        "p = prepare_case(sys.argv[1], sys.argv[2]); "
+        "print(p.stats['mask_voxels'], p.diameters is not None, "
+        "'nibabel' in sys.modules, 'scipy.spatial' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [str(sum(range(60))), "False"]
+    args = [str(tmp_path / "ct.nii.gz"), str(tmp_path / "mask.nii.gz")]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(10 * 10 * 8), "True", "False", "False"]

@@ -7,8 +7,8 @@ response short, counts requests, and shuts itself down after 120 s at most.
 from __future__ import annotations
 
 import hashlib
-import json
 import http.server
+import json
 import mmap
 import os
 import threading
