@@ -8,7 +8,7 @@ tilt / in-plane rotation) and about (1, 1, 1) (doubly oblique: the generic path)
 extraction (fresh process, from the NIfTI files) old (whole-volume scipy.ndimage.zoom, address space
 capped at 12 GB) vs new (windowed) on the whole CT and on a 120-slice slab, the cubes compared bit for
 bit, and the new path on a 512x512x600 CT; cold model load (fresh process) and its peak RSS, forward time,
-warm re-score and its stages; the cold `python -m DFM50NLib score` CLI (fresh process, median of 5, FCIB
+warm re-score and its stages; the cold `python -m DFM50NLib score` CLI (fresh process, median of 7, FCIB
 in its sibling process vs in the command's own) with its stage table and peak RSS. The old whole-CT
 reference run needs ~10 GB: run the benchmark alone (e.g. under `flock`), or pass --skip-old-big.
 Targets (2-core machine): cube <= 50 ms, warm re-score <= 0.5 s, model load <= 3 s; reference mode
@@ -275,20 +275,27 @@ def _cold_run(folder, weights, out, flag, sample_memory):
 
 
 def child_cold(arg):
-    """Run in a fresh process: `python -m DFM50NLib score` cold (another fresh process), 5 times with FCIB in
-    its sibling process (model/encoder_process.py, the default) and 5 times in the command's own process
+    """Run in a fresh process: `python -m DFM50NLib score` cold (another fresh process), 7 times with FCIB in
+    its sibling process (model/encoder_process.py, the default) and 7 times in the command's own process
     (DFM50N_ENCODER_PROCESS=0), interleaved; per setting the median run's wall time and stage table (the
     result JSON's timings). Then 2 more runs per setting sampling the summed RSS of the command and its
     child every 10 ms (not timed: sampling costs CPU)."""
+    import compileall
+
     folder, weights = arg.split("|", 1)
     folder = Path(folder)
+    # bytecode as an installed package has it (pip compiles at install; PYTHONDONTWRITEBYTECODE=1, set on some
+    # machines, would otherwise make every cold run compile the package's sources again: ~0.1 s)
+    compileall.compile_dir(str(ROOT / "DFM50NLib"), quiet=1)
     runs = {"1": [], "0": []}
-    for i in range(5):
+    speed = [_cpu_probe_s()]
+    for i in range(7):
         for flag in ("1", "0"):
             runs[flag].append(_cold_run(folder, weights, folder / f"out{i}{flag}", flag, False))
+    speed.append(_cpu_probe_s())
     result = {}
     for flag, label in (("1", "process"), ("0", "in_process")):
-        wall, timings, _, _ = sorted(runs[flag], key=lambda r: r[0])[2]
+        wall, timings, _, _ = sorted(runs[flag], key=lambda r: r[0])[3]
         memory = [_cold_run(folder, weights, folder / f"mem{i}{flag}", flag, True) for i in range(2)]
         result[label] = {
             "wall_s": wall,
@@ -297,7 +304,20 @@ def child_cold(arg):
             "max_process_rss_gb": max(r[2] for r in memory),
             "peak_sum_rss_gb": max(r[3] for r in memory),
         }
+    result["cpu_probe_s"] = speed
     print(json.dumps(result))
+
+
+def _cpu_probe_s() -> float:
+    """Seconds for a fixed pure-Python loop (best of 3): this shared VM's speed drifts by +-30 % within
+    minutes, so the cold timings are printed next to it."""
+    best = float("inf")
+    for _ in range(3):
+        t, s = time.perf_counter(), 0
+        for i in range(2_000_000):
+            s += i
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def run_child(fn, arg) -> dict:
@@ -387,10 +407,14 @@ def run(args, tmp):
     sib, own = cold["process"], cold["in_process"]
     print(
         f"cold `python -m DFM50NLib score` (physical, {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} .nii.gz, fresh process each, "
-        f"5 runs per setting, interleaved): FCIB in its sibling process (default) median {sib['wall_s']:.2f} s "
+        f"7 runs per setting, interleaved): FCIB in its sibling process (default) median {sib['wall_s']:.2f} s "
         f"({', '.join(f'{w:.2f}' for w in sib['walls'])}); in the command's process (DFM50N_ENCODER_PROCESS=0) "
         f"median {own['wall_s']:.2f} s ({', '.join(f'{w:.2f}' for w in own['walls'])}); ratio "
         f"{sib['wall_s'] / own['wall_s']:.2f} (target <= 2 s)"
+    )
+    print(
+        f"  CPU speed probe (2e6-iteration Python loop, best of 3) before / after the cold runs: "
+        f"{cold['cpu_probe_s'][0]:.3f} / {cold['cpu_probe_s'][1]:.3f} s (this VM drifts; lower is faster)"
     )
     print(
         f"  memory: sibling process: largest process {sib['max_process_rss_gb']:.2f} GB, both together (sampled "
