@@ -162,7 +162,8 @@ def prestart(argv) -> None:
     wanted = bool(words) and words[0] in ONE_SHOT_COMMANDS and not {"-h", "--help"} & set(argv)
     # torch already in this process (Python calling main() again): its cached encoder may serve instead
     if _prestarted is None and wanted and use_process() and not _torch_loaded():
-        _prestarted = _spawn()
+        with contextlib.suppress(OSError):  # cannot start a process here: the command loads FCIB itself
+            _prestarted = _spawn()
 
 
 def _torch_loaded() -> bool:
@@ -191,7 +192,8 @@ def _child_env() -> dict:
 
 
 def use_process() -> bool:
-    return os.environ.get(ENV, "1") != "0"
+    """Off with DFM50N_ENCODER_PROCESS=0, or where there is no Python executable to start (embedded)."""
+    return os.environ.get(ENV, "1") != "0" and bool(sys.executable)
 
 
 @contextlib.contextmanager
@@ -215,7 +217,11 @@ def one_shot_encoder(weights=None, device="cpu"):
         discard_prestarted()
         yield enc  # None: the caller loads it in this process
         return
-    proc = EncoderProcess(path, device)
+    try:
+        proc = EncoderProcess(path, device)
+    except OSError:  # no process could be started: load FCIB in this one
+        yield None
+        return
     try:
         yield proc
     finally:

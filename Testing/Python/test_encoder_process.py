@@ -211,3 +211,21 @@ def test_killed_parent_leaves_no_child(random_weights, tmp_path):
     parent.kill()
     parent.wait()
     assert wait_until_gone(tag, seconds=10.0) == []
+
+
+def test_no_process_possible_means_loading_in_this_one(random_weights, monkeypatch):
+    """No Python executable to start (embedded interpreters), or the start fails: the command loads FCIB in its
+    own process (one_shot_encoder yields None when nothing is cached) instead of failing."""
+    monkeypatch.setattr(encoder_process, "_torch_loaded", lambda: False)
+    monkeypatch.setattr(fcib, "cached_encoder", lambda *a: None)
+
+    def refuse():
+        raise OSError("no fork for you")
+
+    monkeypatch.setattr(encoder_process, "_spawn", refuse)
+    encoder_process.prestart(["score"])
+    assert encoder_process._prestarted is None
+    with encoder_process.one_shot_encoder(random_weights) as enc:
+        assert enc is None
+    monkeypatch.setattr(sys, "executable", "")
+    assert not encoder_process.use_process()
