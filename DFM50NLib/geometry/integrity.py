@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import nifti_header
+from DFM50NLib.geometry import nifti_header, nrrd_header
 
 MAX_VOXELS = 2**31  # a 2048 x 2048 x 512 volume; a CT is ~512 x 512 x 600 (1.6e8)
 _CHUNK = 1 << 20
@@ -212,33 +212,11 @@ def _check_nifti(path: Path, decompress=True):
 
 
 # ----------------------------------------------------------------------------------------------------- NRRD
-def _nrrd_fields(path: Path):
-    fields, n = {}, 0
-    with open(path, "rb") as f:
-        magic = f.readline()
-        n += len(magic)
-        if not magic.startswith(b"NRRD"):
-            return None, 0
-        for raw in f:
-            n += len(raw)
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if not line:
-                break
-            if line.startswith("#"):
-                continue
-            key, sep, value = line.partition(":=")
-            if sep:
-                continue  # key/value pairs are not fields
-            key, sep, value = line.partition(": ")
-            if sep:
-                fields[key.strip().lower()] = value.strip()
-    return fields, n
-
-
 def _check_nrrd(path: Path, decompress=True):
-    fields, header_len = _nrrd_fields(path)
-    if fields is None or "sizes" not in fields:
+    header = nrrd_header.read(path)
+    if header is None or "sizes" not in header.fields:
         return
+    fields, header_len = header.fields, header.length
     try:
         shape = [int(s) for s in fields["sizes"].split()]
     except ValueError:

@@ -240,10 +240,10 @@ def _is_seg_nrrd(path) -> bool:
 
 def read_segment_table(path) -> list:
     """Segments of a ``.seg.nrrd`` from its header: dicts with index, id, name, label_value, layer."""
-    fields = _nrrd_header(path)
-    n_layers = _nrrd_layers(fields)
+    header = _nrrd_header(path)
+    n_layers = _nrrd_layers(header.fields)
     segs = {}
-    for key, value in fields.items():
+    for key, value in header.keyvalues.items():
         m = re.fullmatch(r"Segment(\d+)_(\w+)", key)
         if m:
             segs.setdefault(int(m.group(1)), {})[m.group(2)] = value
@@ -264,31 +264,19 @@ def read_segment_table(path) -> list:
     return table
 
 
-def _nrrd_header(path) -> dict:
-    """NRRD header fields (``key: value`` and ``key:=value``) up to the first blank line."""
-    fields = {}
+def _nrrd_header(path):
+    """The NRRD header (geometry/nrrd_header.py); InputError when the file is not NRRD or cannot be read."""
+    from DFM50NLib.geometry import nrrd_header
+
     try:
-        with open(path, "rb") as f:
-            magic = f.readline()
-            if not magic.startswith(b"NRRD"):
-                raise InputError(
-                    f"{path}: is not a NRRD file (no NRRD magic line); export the segmentation "
-                    "from Slicer as .seg.nrrd."
-                )
-            for raw in f:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if not line:
-                    break
-                if line.startswith("#"):
-                    continue
-                key, sep, value = line.partition(":=")
-                if not sep:
-                    key, sep, value = line.partition(": ")
-                if sep:
-                    fields[key.strip()] = value.strip()
+        header = nrrd_header.read(path)
     except OSError as exc:
         raise InputError(f"Cannot read {path}: {exc.strerror}.") from None
-    return fields
+    if header is None:
+        raise InputError(
+            f"{path}: is not a NRRD file (no NRRD magic line); export the segmentation from Slicer as .seg.nrrd."
+        )
+    return header
 
 
 def _nrrd_layers(fields) -> int:

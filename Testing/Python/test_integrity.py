@@ -195,3 +195,22 @@ def test_header_only_mode_catches_a_cut_gzip_by_its_trailer(ct, tmp_path, suffix
     _cut(path, 0.6)
     with pytest.raises(InputError, match="incomplete gzip stream"):  # mismatch: inflated after all
         integrity.check_image_file(path, decompress=False)
+
+
+def test_nrrd_header_fields_keyvalues_and_length(tmp_path):
+    """One parser for the integrity check and the .seg.nrrd reader: fields by lower-cased name, key/value
+    pairs as written, and the header's byte length (where attached data begin)."""
+    from DFM50NLib.geometry import nrrd_header
+
+    head = (
+        b"NRRD0005\n# a comment: with a colon\nType: uint8\nDimension: 3\nsizes: 2 3 4\nencoding: raw\n"
+        b"Segment0_Name:=Tumor: left lower lobe\nSegment0_LabelValue:=3\n\n"
+    )
+    path = tmp_path / "s.seg.nrrd"
+    path.write_bytes(head + bytes(24))
+    h = nrrd_header.read(path)
+    assert h.fields == {"type": "uint8", "dimension": "3", "sizes": "2 3 4", "encoding": "raw"}
+    assert h.keyvalues == {"Segment0_Name": "Tumor: left lower lobe", "Segment0_LabelValue": "3"}
+    assert h.length == len(head)
+    (tmp_path / "x.nrrd").write_bytes(b"P5 not nrrd\n")
+    assert nrrd_header.read(tmp_path / "x.nrrd") is None
