@@ -296,25 +296,28 @@ def _check_metaimage(path: Path, decompress=True):
 
 # ---------------------------------------------------------------------------------------------------- DICOM
 def check_dicom_series(files, folder) -> None:
-    """Slice positions along the slice normal: distinct and evenly spaced, else InputError with the numbers."""
-    if len(files) < 2:
-        return
+    """Declared size within MAX_VOXELS (Rows x Columns x files, before GDCM allocates it); slice positions along
+    the slice normal distinct and evenly spaced. Else InputError with the numbers."""
     try:
         import pydicom
     except ImportError:  # pragma: no cover - pydicom comes with highdicom, installed in CI
         return
     positions, normal = [], None
+    tags = ["ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns"]
     for f in files:
         try:
-            ds = pydicom.dcmread(
-                str(f), stop_before_pixels=True, specific_tags=["ImagePositionPatient", "ImageOrientationPatient"]
-            )
-            ipp = [float(v) for v in ds.ImagePositionPatient]
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=tags)
             if normal is None:
+                _check_count(folder, (int(ds.Columns), int(ds.Rows), len(files)), 1)  # the first slice's size
+                if len(files) < 2:
+                    return
                 iop = np.array([float(v) for v in ds.ImageOrientationPatient])
                 normal = np.cross(iop[:3], iop[3:])
+            ipp = [float(v) for v in ds.ImagePositionPatient]
+        except InputError:
+            raise
         except Exception:
-            return  # no positions (e.g. a multi-frame file): GDCM decides
+            return  # no positions or size (e.g. a multi-frame file): GDCM decides
         positions.append(float(np.dot(ipp, normal)))
     z = np.sort(np.array(positions))
     gaps = np.diff(z)

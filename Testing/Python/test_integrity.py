@@ -138,6 +138,20 @@ def test_dicom_series_with_a_missing_or_duplicated_slice_is_refused(ct, tmp_path
         io.read_volume(folder)
 
 
+def test_dicom_series_declaring_too_many_voxels_is_refused_before_reading(ct, tmp_path):
+    """Rows x Columns x slices over 2^31 (a corrupt header): refused from the headers, before GDCM allocates."""
+    import pydicom
+
+    folder = tmp_path / "dcm"
+    write_dicom_series(ct, folder, "1.2.826.0.1.3680043.2.1125.9")
+    for f in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.Rows = ds.Columns = 60000
+        ds.save_as(f)
+    with pytest.raises(InputError, match=r"declares 60000 x 60000 x 10 = 36,000,000,000 voxels"):
+        io.read_volume(folder)
+
+
 def test_nifti2_and_big_endian_headers_are_parsed(ct, tmp_path):
     import nibabel as nib
 
