@@ -84,5 +84,6 @@ def test_installed_wheel_scores_the_demo_outside_the_source_tree(wheel, tmp_path
     result = json.loads(result_file.read_text())
     assert result["classifier_is_demo"] is True
     assert 0.0 <= result["score"] <= 1.0
+    assert result["timings"]["fcib_process_import"] > 0  # the FCIB process found the installed package too
     # the classifier the installed package found is the bundled one, inside site-packages
     assert "DEMO" in run.stdout
