@@ -103,6 +103,39 @@ def read_mask(path, label=None, segment=None, reference=None) -> Volume:
     return _as_integer_labels(vol, path)
 
 
+def lesion_segments(path, reference=None):
+    """Every segment of a Slicer ``.seg.nrrd``, a DICOM-SEG or an RT Structure Set (its ROIs with contours,
+    drawn on `reference`, the CT Volume) as ``(name, 0/1 Volume)`` in file order; None for a plain label map.
+    For importing an existing segmentation whole (the browser app); each is read as `read_mask` reads it."""
+
+    def binary(vol):
+        return vol.with_array((np.asarray(vol.array) > 0).astype(np.uint8))
+
+    if _is_seg_nrrd(path):
+        names = [s["name"] for s in read_segment_table(path)]
+        if len(set(names)) != len(names):
+            raise InputError(
+                f"{path}: segment names repeat ({', '.join(names)}); give each a name of its own in Slicer."
+            )
+        return [(name, read_mask(path, segment=name)) for name in names]
+    if is_dicom_seg(path):
+        import highdicom as hd
+
+        table = dicom_seg_segments(hd.seg.segread(str(path)))
+        return [(s["label"] or f"Segment {s['number']}", binary(read_mask(path, label=s["number"]))) for s in table]
+    from DFM50NLib.geometry.rtstruct import is_rtstruct, rtstruct_rois
+
+    if is_rtstruct(path):
+        import pydicom
+
+        rois = [r for r in rtstruct_rois(pydicom.dcmread(str(path))) if r["contours"]]
+        return [
+            (r["name"] or f"ROI {r['number']}", binary(read_mask(path, label=r["number"], reference=reference)))
+            for r in rois
+        ]
+    return None
+
+
 def _read_sitk(path, series_uid=None):
     import SimpleITK as sitk
 

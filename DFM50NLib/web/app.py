@@ -133,7 +133,7 @@ class DFM50NWebApp(TrameApp):
             self._guard(lambda: self._open_upload(parts))
 
     def upload_lesion_chunk(self, files):
-        """An existing lesion segmentation for the open CT: a label map (.nii.gz / .nrrd / one-layer .seg.nrrd)."""
+        """An existing lesion segmentation for the open CT: a label map, a .seg.nrrd, a DICOM-SEG or an RTSTRUCT."""
         if files:
             self._upload_parts.extend(files)
             return
@@ -150,26 +150,39 @@ class DFM50NWebApp(TrameApp):
         self.add_lesion(self.uploads.save(f.name, f.content), Path(f.name).name.split(".")[0])
 
     def add_lesion(self, path, name):
-        """Label map -> segments of the segmentation being edited (one per label value), via Slicer's import."""
-        from DFM50NLib.geometry.io import read_volume
+        """An existing segmentation -> segments of the one being edited: each segment of a .seg.nrrd, DICOM-SEG
+        or RTSTRUCT under its own name (read as the CLI reads it), a label map one segment per value."""
+        from DFM50NLib.geometry.io import lesion_segments, read_volume
+        from DFM50NLib.scene import mrml
+
+        named = lesion_segments(path, reference=mrml.volume_from_node(self.volume_node))
+        if named is None:
+            if not self._import_labelmap(read_volume(path), name):
+                raise DFM50NError(f"{name}: the label map is empty (no voxel above 0).")
+        elif not sum(self._import_labelmap(vol, seg_name) for seg_name, vol in named):
+            raise DFM50NError(f"{name}: none of its segments holds a voxel.")
+        self._on_segments_changed()
+
+    def _import_labelmap(self, volume, name) -> int:
+        """Slicer's label map import into the segmentation being edited; a single segment takes `name`.
+        Returns the number of segments added (0 for an empty label map)."""
         from DFM50NLib.scene import mrml
 
         scene = self.slicer_app.scene
-        label = mrml.add_volume_node(read_volume(path), name, scene, labelmap=True)
+        label = mrml.add_volume_node(volume, name, scene, labelmap=True)
         try:
             tmp = self.slicer_app.segmentation_editor.create_segmentation_node_from_labelmap(label)
             src, dst = tmp.GetSegmentation(), self.segmentation_node.GetSegmentation()
-            if src.GetNumberOfSegments() == 0:
-                raise DFM50NError(f"{name}: the label map is empty (no voxel above 0).")
-            for i in range(src.GetNumberOfSegments()):
+            count = src.GetNumberOfSegments()
+            for i in range(count):
                 seg_id = src.GetNthSegmentID(i)
-                if src.GetNumberOfSegments() == 1:
+                if count == 1:
                     src.GetSegment(seg_id).SetName(name)
                 dst.CopySegmentFromSegmentation(src, seg_id)
             scene.RemoveNode(tmp)
         finally:
             scene.RemoveNode(label)
-        self._on_segments_changed()
+        return count
 
     def _open_upload(self, parts):
         from trame.app.file_upload import ClientFile

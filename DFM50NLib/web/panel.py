@@ -180,11 +180,11 @@ class DFM50NAppUI:
             VFileInput(
                 v_if=("dfm_case_name",),
                 id="dfm-upload-lesion",
-                label="Add an existing lesion (label map .nii.gz / .nrrd)",
+                label="Add an existing lesion (label map, .seg.nrrd, DICOM-SEG or RTSTRUCT .dcm)",
                 density="compact",
                 hide_details=True,
                 disabled=("dfm_busy",),
-                accept=".nii,.gz,.nrrd",
+                accept=".nii,.gz,.nrrd,.dcm",
                 change=(
                     "const f = $event.target.files;"
                     "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"

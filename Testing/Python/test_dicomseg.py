@@ -125,6 +125,17 @@ def case(tmp_path_factory):
     return d, ct, mask, other, path, seg
 
 
+def test_lesion_segments_gives_each_segment_by_label_as_0_1(case):
+    """io.lesion_segments (the browser app's "add an existing lesion"): every segment, named by SegmentLabel,
+    at the world positions its frames give."""
+    _, ct, mask, other, path, _ = case
+    got = io.lesion_segments(path)
+    assert [name for name, _ in got] == ["lesion", "vessel"]
+    for (_, vol), want in zip(got, (mask.array, other)):
+        assert set(np.unique(vol.array)) == {0, 1}
+        np.testing.assert_allclose(world_of(vol), world_of(Volume(want, ct.ijk_to_ras)), atol=1e-4)
+
+
 def test_seg_is_sparse_and_unordered(case):
     _, ct, mask, other, _, seg = case
     n_nonempty = sum(int(np.asarray(m)[:, :, k].any()) for m in (mask.array, other) for k in range(ct.shape[2]))

@@ -196,6 +196,25 @@ def write_seg_nrrd(path, layers, ijk_to_ras, segments):
     return path
 
 
+def test_lesion_segments_of_a_seg_nrrd_by_name_and_none_for_a_label_map(phantom, tmp_path):
+    ct, mask = phantom
+    other = np.zeros_like(mask.array)
+    other[:5, :5, :3] = 1
+    overlap = np.zeros_like(mask.array)
+    overlap[10:30, 10:30, 4:10] = 1
+    layers = [(mask.array * 2 + other * 5).astype(np.uint8), (overlap * 3).astype(np.uint8)]
+    segs = [("lesion", 2, 0), ("vessel", 5, 0), ("lobe", 3, 1)]
+    got = io.lesion_segments(write_seg_nrrd(tmp_path / "s.seg.nrrd", layers, ct.ijk_to_ras, segs))
+    assert [name for name, _ in got] == ["lesion", "vessel", "lobe"]
+    for (_, vol), want in zip(got, (mask.array, other, overlap)):
+        np.testing.assert_array_equal(vol.array, want)  # 0/1, each on its own, overlaps kept
+    same = [("lesion", 2, 0), ("lesion", 5, 0)]
+    with pytest.raises(InputError, match=r"segment names repeat \(lesion, lesion\)"):
+        io.lesion_segments(write_seg_nrrd(tmp_path / "d.seg.nrrd", layers[:1], ct.ijk_to_ras, same))
+    io.write_volume(mask, tmp_path / "m.nii.gz")
+    assert io.lesion_segments(tmp_path / "m.nii.gz") is None  # a label map: the caller splits its values
+
+
 def test_seg_nrrd_by_segment_name_and_label(phantom, tmp_path):
     ct, mask = phantom
     other = np.zeros_like(mask.array)

@@ -137,6 +137,17 @@ def test_round_trip_is_voxel_exact(case):
     np.testing.assert_array_equal(got, want)
 
 
+def test_every_roi_with_contours_comes_back_named_and_voxel_exact(case):
+    """io.lesion_segments (the browser app's "add an existing lesion"): each ROI, by its name, as 0/1 on the CT."""
+    d, ct, mask, other, _, _, rs = case
+    ct_back = io.read_volume(d / "ct")
+    got = io.lesion_segments(rs, reference=ct_back)
+    assert [name for name, _ in got] == ["GTV-1", "Lung-Left"]
+    np.testing.assert_array_equal(full_grid(got[0][1], ct_back), np.asarray(mask.array))
+    np.testing.assert_array_equal(full_grid(got[1][1], ct_back), other)
+    assert {np.asarray(v.array).dtype for _, v in got} == {np.dtype(np.uint8)}
+
+
 def test_roi_number_selects_and_keeps_the_number(case):
     from DFM50NLib.geometry.mask import prepare_mask
 

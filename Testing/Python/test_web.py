@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import subprocess
 
+import numpy as np
 import pytest
+from test_io import write_seg_nrrd
 from web_harness import (
     add_segment_and_paint,
     browser_page,
@@ -148,6 +150,21 @@ def test_without_weights_the_page_says_how_and_cases_open_by_upload_and_from_dat
         page.wait_for_selector("#dfm-segment-voxels:not([data-voxels='0'])")
         expected = int((read_volume(mask_path).array > 0).sum())
         assert painted_voxels(page) == expected
+        # a Slicer .seg.nrrd: every segment comes in under its own name; choosing one shows its voxels
+        mask = read_volume(mask_path)
+        node = np.zeros(mask.shape, np.uint8)
+        node[5:9, 6:11, 2:5] = 1  # 4 x 5 x 3 voxels, away from the lesion
+        layer = ((np.asarray(mask.array) > 0) * 1 + node * 2).astype(np.uint8)
+        segs = [("GTV", 1, 0), ("Node 4R", 2, 0)]
+        seg_path = write_seg_nrrd(tmp_path / "lesions.seg.nrrd", [layer], mask.ijk_to_ras, segs)
+        page.set_input_files("#dfm-upload-lesion", str(seg_path))
+        titles = "() => (window.trame.state.get('dfm_segments') || []).map(s => s.title)"
+        page.wait_for_function(f"({titles})().includes('Node 4R')")
+        assert page.evaluate(titles)[-2:] == ["GTV", "Node 4R"]
+        page.locator(".v-field:has(#dfm-segment)").click()
+        page.locator(".v-overlay .v-list-item").filter(has_text="Node 4R").first.click()
+        page.wait_for_selector("#dfm-segment-voxels[data-voxels='60']")
+        assert painted_voxels(page) == 4 * 5 * 3
         # --data: only the files under it are offered, by relative name
         page.locator(".v-field:has(#dfm-data-file)").click()
         items = page.locator(".v-overlay .v-list-item")
