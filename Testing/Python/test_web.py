@@ -174,6 +174,39 @@ def test_without_weights_the_page_says_how_and_cases_open_by_upload_and_from_dat
         page.wait_for_selector("#dfm-case:has-text('case1/demo_phantom.nii.gz')")
 
 
+def test_zipped_dicom_series_upload_scores_as_the_command_line_scores_the_folder(tmp_path, random_weights):
+    """A DICOM series zipped as a PACS export gives it, uploaded through the page, plus a label-map lesion:
+    the same score, bit for bit, as `score_case` on the unzipped folder and the same file."""
+    require_browser()
+    import zipfile
+
+    from test_io import write_dicom_series
+
+    from DFM50NLib.geometry.io import read_volume
+    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.scoring.pipeline import score_case
+
+    ct_path, mask_path = write_demo_case(tmp_path / "case")
+    folder = tmp_path / "dicom"
+    write_dicom_series(read_volume(ct_path), folder, "1.2.826.0.1.3680043.2.1125.77")
+    archive = tmp_path / "ct_series.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"export/DICOM/{f.name}")  # nested, as exports are: unzipped flat by the server
+    threads = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # the server's torch, as this process's
+    with web_server(tmp_path, "--weights", str(random_weights), env=threads) as url, browser_page(url) as page:
+        page.set_input_files("#dfm-upload", str(archive))
+        page.wait_for_selector("#dfm-case:has-text('ct_series.zip')")
+        wait_for_views(page)
+        page.set_input_files("#dfm-upload-lesion", str(mask_path))
+        page.wait_for_selector("#dfm-segment-voxels:not([data-voxels='0'])")
+        page_score = float(score_and_wait(page))
+        page_voxels = int(page.get_attribute("#dfm-lesion", "data-voxels"))
+    want = score_case(folder, mask_path, weights=random_weights)
+    assert page_voxels == want.mask_voxels
+    assert page_score == want.score
+
+
 def test_data_folder_serves_only_its_own_files(tmp_path):
     from DFM50NLib.web.files import DataFolder
 
