@@ -47,6 +47,7 @@ class DFM50NWebApp(TrameApp):
         self.weights_option = weights
         self.model = model
         self.presenter = None  # the Slicer panel's PanelPresenter, made on the first Score
+        self._dicom_files = {}  # SOPInstanceUID -> file of the open CT, when it came from a DICOM series
         self._table_observed = None
         self._refresh_pending = False
         self._upload_parts = []
@@ -206,6 +207,7 @@ class DFM50NWebApp(TrameApp):
         self._table_observed = None
         name = node_name or Path(str(title)).name.split(".")[0] or "CT"
         volume_node = mrml.add_volume_node(ct, name, self.slicer_app.scene)
+        self._dicom_files = _remember_dicom_instances(volume_node, ct_path)
         if mask_path is not None:
             mask = read_volume(mask_path)
             label = mrml.add_volume_node(mask, "lesion", self.slicer_app.scene, labelmap=True)
@@ -353,6 +355,7 @@ class DFM50NWebApp(TrameApp):
         key = (scored.volume_node.GetID(), scored.segmentation_node.GetID(), scored.segment_id)
         card = result_card(scored.result, key)
         card["segment"] = scored.segment_name
+        card["dicom_sr"] = bool(view.dicom_sr_enabled)  # the CT came from a DICOM series (its files are kept)
         self.state.dfm_result = card
         self.state.dfm_message = "Done"
         if self.state.dfm_show_cube:
@@ -455,6 +458,25 @@ class DFM50NWebApp(TrameApp):
             paths = self.presenter.writeReport(tmp, segmentId=segment_id, formats=(fmt,))
             return Path(paths[f"report_{fmt}"]).read_bytes()
 
+    def dicom_sr_bytes(self):
+        """A zip of the DICOM SR (TID 1500) + SEG of the result on the card, referencing the uploaded series'
+        images (written by the panel's presenter, as Slicer's Save DICOM SR does)."""
+        import io
+        import zipfile
+
+        card = self.state.dfm_result
+        if not card or self.presenter is None:
+            raise DFM50NError("Score a lesion first.")
+        with tempfile.TemporaryDirectory(dir=self.uploads.path) as tmp:
+            paths = self.presenter.writeDicomSR(
+                tmp, segmentId=card["key"].split("|")[2], fileForInstance=self._dicom_files.get
+            )
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                for key in ("sr", "seg"):
+                    zf.write(paths[key], Path(paths[key]).name)
+            return buf.getvalue()
+
     def segmentation_bytes(self):
         seg = self.segmentation_node
         if seg is None:
@@ -472,6 +494,24 @@ class DFM50NWebApp(TrameApp):
             if not ok or not path.is_file():
                 raise DFM50NError("Could not write the segmentation file.")
             return path.read_bytes()
+
+
+def _remember_dicom_instances(volume_node, ct_path) -> dict:
+    """For a CT read from a DICOM series folder: mark the node as Slicer's DICOM loader does (the
+    ``DICOM.instanceUIDs`` attribute, which enables Save DICOM SR) and return SOPInstanceUID -> file."""
+    folder = Path(ct_path)
+    if not folder.is_dir():
+        return {}
+    import pydicom
+
+    from DFM50NLib.geometry.dicom_source import ct_series_files
+
+    files = [str(f) for f in ct_series_files(folder)]
+    uids = [
+        str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID) for f in files
+    ]
+    volume_node.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+    return dict(zip(uids, files))
 
 
 def _in_scene(params, scene) -> bool:

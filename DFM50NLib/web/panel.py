@@ -131,6 +131,7 @@ class DFM50NAppUI:
         lesion_upload = self.server.trigger_name(app.upload_lesion_chunk)
         report = self.server.trigger_name(self._download_report)
         seg_dl = self.server.trigger_name(self._download_segmentation)
+        self._sr_dl = self.server.trigger_name(self._download_dicom_sr)
         with html.Div(classes="pa-3 d-flex flex-column", style="gap: 10px;"):
             VAlert(
                 v_if=("dfm_weights_missing",),
@@ -340,6 +341,17 @@ class DFM50NAppUI:
                                 f"trigger('{report}', ['{fmt}']), '{mime}')"
                             ),
                         )
+                    VBtn(
+                        "DICOM SR",
+                        v_if=("dfm_result.dicom_sr",),
+                        id="dfm-dicom-sr",
+                        size="small",
+                        prepend_icon="mdi-download",
+                        click=(
+                            f"utils.download(dfm_result.case + '_dicom_sr.zip', trigger('{self._sr_dl}'), "
+                            "'application/zip')"
+                        ),
+                    )
 
     def _table(self):
         with html.Div(v_if=("dfm_rows.length",), id="dfm-table"):
@@ -364,6 +376,13 @@ class DFM50NAppUI:
             return self.server.protocol.addAttachment(self.app.report_bytes(fmt))
         except Exception as exc:
             self.app.state.dfm_error = f"Report: {exc}"
+            return None
+
+    def _download_dicom_sr(self):
+        try:
+            return self.server.protocol.addAttachment(self.app.dicom_sr_bytes())
+        except Exception as exc:
+            self.app.state.dfm_error = f"DICOM SR: {exc}"
             return None
 
     def _download_segmentation(self):

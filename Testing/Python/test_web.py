@@ -77,6 +77,7 @@ def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(
     assert shown == f"{float(page_score):.4f}"
     assert page.inner_text("#dfm-risk") in ("high OLM risk", "low OLM risk")
     assert page.is_visible("#dfm-demo")  # the bundled classifier is the DEMO one
+    assert page.locator("#dfm-dicom-sr").count() == 0  # a NIfTI CT: no DICOM SR to reference it
 
     with page.expect_download() as dl:
         page.click("#dfm-download-seg")
@@ -180,7 +181,7 @@ def test_zipped_dicom_series_upload_scores_as_the_command_line_scores_the_folder
     require_browser()
     import zipfile
 
-    from test_io import write_dicom_series
+    from test_dicomseg import ct_datasets
 
     from DFM50NLib.geometry.io import read_volume
     from DFM50NLib.geometry.synthetic import write_demo_case
@@ -188,7 +189,9 @@ def test_zipped_dicom_series_upload_scores_as_the_command_line_scores_the_folder
 
     ct_path, mask_path = write_demo_case(tmp_path / "case")
     folder = tmp_path / "dicom"
-    write_dicom_series(read_volume(ct_path), folder, "1.2.826.0.1.3680043.2.1125.77")
+    folder.mkdir()
+    for k, ds in enumerate(ct_datasets(read_volume(ct_path))):  # full CT headers, frame of reference included
+        ds.save_as(str(folder / f"ct{k:03d}.dcm"), enforce_file_format=True)
     archive = tmp_path / "ct_series.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(folder.iterdir()):
@@ -202,9 +205,34 @@ def test_zipped_dicom_series_upload_scores_as_the_command_line_scores_the_folder
         page.wait_for_selector("#dfm-segment-voxels:not([data-voxels='0'])")
         page_score = float(score_and_wait(page))
         page_voxels = int(page.get_attribute("#dfm-lesion", "data-voxels"))
+        with page.expect_download() as dl:  # offered because the CT came from DICOM
+            page.click("#dfm-dicom-sr")
+        sr_zip = tmp_path / "sr.zip"
+        dl.value.save_as(sr_zip)
     want = score_case(folder, mask_path, weights=random_weights)
     assert page_voxels == want.mask_voxels
     assert page_score == want.score
+    # the SR + SEG read back: the same score, referencing the uploaded series' own images
+    import highdicom as hd
+    import pydicom
+
+    with zipfile.ZipFile(sr_zip) as zf:
+        names = sorted(zf.namelist())
+        zf.extractall(tmp_path / "sr")
+    assert [n.rsplit(".", 2)[-2:] for n in names] == [["seg", "dcm"], ["sr", "dcm"]]
+    sr = hd.sr.srread(str(tmp_path / "sr" / next(n for n in names if n.endswith(".sr.dcm"))))
+    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    got = {m.name.meaning: m.value for m in group.get_measurements()}
+    assert got["DFM50N probability of occult lymph node metastasis"] == pytest.approx(want.score, abs=1e-9)
+    series = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in folder.iterdir()}
+    seg_uid = str(pydicom.dcmread(tmp_path / "sr" / next(n for n in names if n.endswith(".seg.dcm"))).SOPInstanceUID)
+    evidence = {
+        str(ref.ReferencedSOPInstanceUID)
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for ser in study.ReferencedSeriesSequence
+        for ref in ser.ReferencedSOPSequence
+    }
+    assert evidence == series | {seg_uid}  # every uploaded CT image and the lesion SEG
 
 
 def test_data_folder_serves_only_its_own_files(tmp_path):
