@@ -292,7 +292,7 @@ class DFM50NAppUI:
                 size="small",
                 variant="text",
                 disabled=("!dfm_segments.length",),
-                click=f"utils.download('lesion.seg.nrrd', trigger('{seg_dl}'), 'application/octet-stream')",
+                click=_download("'lesion.seg.nrrd'", f"trigger('{seg_dl}')", "application/octet-stream"),
             )
             html.Div(DISCLAIMER, classes="text-caption text-grey")
 
@@ -336,9 +336,8 @@ class DFM50NAppUI:
                             id=f"dfm-report-{fmt}",
                             size="small",
                             prepend_icon="mdi-download",
-                            click=(
-                                f"utils.download(dfm_result.case + '_report.{fmt}', "
-                                f"trigger('{report}', ['{fmt}']), '{mime}')"
+                            click=_download(
+                                f"dfm_result.case + '_report.{fmt}'", f"trigger('{report}', ['{fmt}'])", mime
                             ),
                         )
                     VBtn(
@@ -347,9 +346,8 @@ class DFM50NAppUI:
                         id="dfm-dicom-sr",
                         size="small",
                         prepend_icon="mdi-download",
-                        click=(
-                            f"utils.download(dfm_result.case + '_dicom_sr.zip', trigger('{self._sr_dl}'), "
-                            "'application/zip')"
+                        click=_download(
+                            "dfm_result.case + '_dicom_sr.zip'", f"trigger('{self._sr_dl}')", "application/zip"
                         ),
                     )
 
@@ -391,3 +389,9 @@ class DFM50NAppUI:
         except Exception as exc:
             self.app.state.dfm_error = f"Segmentation: {exc}"
             return None
+
+
+def _download(name_js, content_js, mime) -> str:
+    """Client code saving what the server sends as a file; nothing when the server sends nothing (it failed
+    and put its message on the page), instead of trame's download of a file holding "null"."""
+    return f"{content_js}.then((c) => {{ if (c) utils.download({name_js}, c, '{mime}'); }})"
