@@ -52,16 +52,9 @@ def write_dicom_sr_for_segment(result, volumeNode, segmentationNode, segmentId, 
             f"(first: {missing[0]}); re-import the series."
         )
     from DFM50NLib.report.dicom_sr import write_dicom_sr
-    from DFM50NLib.scoring.pipeline import prepare_case
+    from DFM50NLib.scoring.pipeline import prepare_as_scored
 
     ct = mrml.volume_from_node(volumeNode)
     ct.meta["dicom_files"] = files
-    prep = prepare_case(
-        ct,
-        mrml.segment_mask(volumeNode, segmentationNode, segmentId),
-        center=result.center_method,
-        point_ras=result.center_ras if result.center_method == "point" else None,
-        orientation=result.orientation,
-        geometry=result.geometry,
-    )
+    prep = prepare_as_scored(ct, mrml.segment_mask(volumeNode, segmentationNode, segmentId), result)
     return write_dicom_sr(result, prep.ct, prep.prepared_mask, outDir)

@@ -436,15 +436,10 @@ class DFM50NLogic(_LogicBase):
         roi = mrml.cube_roi(result.cube_to_ras, f"DFM50N cube - {label}", self.scene, parent, roi=roi)
         cube_node = None
         if cubeVolume and segmentationNode is not None:
-            from DFM50NLib.scoring.pipeline import prepare_case
+            from DFM50NLib.scoring.pipeline import prepare_as_scored
 
-            prep = prepare_case(
-                mrml.volume_from_node(volumeNode),
-                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
-                center=result.center_method,
-                point_ras=result.center_ras if result.center_method == "point" else None,
-                orientation=result.orientation,
-                geometry=result.geometry,
+            prep = prepare_as_scored(
+                mrml.volume_from_node(volumeNode), mrml.segment_mask(volumeNode, segmentationNode, segmentId), result
             )
             cube_node = self.ownedNode("cubeVolume", *owner, "vtkMRMLScalarVolumeNode", f"DFM50N cube CT - {label}")
             mrml.update_volume_node(cube_node, prep.cube.ct_volume(), parent_transform=parent)
@@ -467,17 +462,12 @@ class DFM50NLogic(_LogicBase):
 
         try:
             from DFM50NLib.report.writer import write_report
-            from DFM50NLib.scoring.pipeline import prepare_case
+            from DFM50NLib.scoring.pipeline import prepare_as_scored
 
             if result.geometry != "physical":  # the report draws what it has: numbers only
                 return write_report(result, outDir, formats=formats)
-            prep = prepare_case(
-                mrml.volume_from_node(volumeNode),
-                mrml.segment_mask(volumeNode, segmentationNode, segmentId),
-                center=result.center_method,
-                point_ras=result.center_ras if result.center_method == "point" else None,
-                orientation=result.orientation,
-                geometry=result.geometry,
+            prep = prepare_as_scored(
+                mrml.volume_from_node(volumeNode), mrml.segment_mask(volumeNode, segmentationNode, segmentId), result
             )
             return write_report(
                 result,

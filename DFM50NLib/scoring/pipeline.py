@@ -120,6 +120,19 @@ def prepare_case(
     return _prepare_physical(image, mask, case_id, options)
 
 
+def prepare_as_scored(ct: Volume, mask: Volume, result) -> PreparedCase:
+    """The case prepared again with the options `result` was scored with (centre method and point,
+    orientation, geometry): for the cube, the report and the DICOM SR drawn after the score."""
+    return prepare_case(
+        ct,
+        mask,
+        center=result.center_method,
+        point_ras=result.center_ras if result.center_method == "point" else None,
+        orientation=result.orientation,
+        geometry=result.geometry,
+    )
+
+
 def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
     from DFM50NLib.geometry import io
     from DFM50NLib.geometry.center import find_center
