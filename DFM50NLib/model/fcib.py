@@ -209,9 +209,8 @@ def get_encoder(weights_path, device="cpu") -> FCIBEncoder:
     if not path.exists():
         load_trunk_state(path)  # raises the "not found, here is how to provide it" error
     path = path.resolve()
-    st = path.stat()
     dev = _check_device(device)
-    key = (str(path), st.st_size, st.st_mtime_ns, dev)
+    key = _cache_key(path, dev)
     with _encoders_lock:
         enc = _encoders.get(key)
         if enc is None:
@@ -228,13 +227,17 @@ def cached_encoder(weights_path, device="cpu"):
     if "torch" not in sys.modules or not _encoders:
         return None  # nothing loaded: do not import torch just to find out
     try:
-        path = Path(weights_path).expanduser().resolve()
-        st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns, _check_device(device))
+        key = _cache_key(Path(weights_path).expanduser().resolve(), _check_device(device))
     except (OSError, DFM50NError):
         return None
     with _encoders_lock:
         return _encoders.get(key)
+
+
+def _cache_key(path: Path, device: str) -> tuple:
+    """(resolved path, size, mtime, device): a file replaced on disk is another key."""
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns, device)
 
 
 def clear_encoder_cache() -> None:

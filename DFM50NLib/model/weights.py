@@ -169,6 +169,11 @@ def _same_file(rec, st) -> bool:
 _CTIME_IS_CHANGE_TIME = os.name != "nt"
 
 
+def _same_identity(rec, st) -> bool:
+    """The record was written for this very file: same size and mtime, and same ctime and inode."""
+    return _same_file(rec, st) and (rec.get("ctime_ns"), rec.get("inode")) == (st.st_ctime_ns, st.st_ino)
+
+
 def trusted_sha256(path, st=None):
     """The recorded SHA-256 when nothing about the file changed since it was hashed (path, size, mtime,
     ctime, inode), else None: the caller then hashes it (check_against_record)."""
@@ -179,7 +184,7 @@ def trusted_sha256(path, st=None):
     except OSError:
         return None
     rec = read_record(path)
-    if _same_file(rec, st) and rec.get("ctime_ns") == st.st_ctime_ns and rec.get("inode") == st.st_ino:
+    if _same_identity(rec, st):
         return rec.get("sha256") or None
     return None
 
@@ -222,7 +227,7 @@ def check_against_record(path, st=None) -> str:
                 f"modification time, different content: disk corruption or tampering). Recorded "
                 f"{rec['sha256']}, now {sha}. Delete it and download again ({DOWNLOAD_COMMAND} --force)."
             )
-        if (md5 and rec.get("md5") != md5) or (rec.get("ctime_ns"), rec.get("inode")) != (st.st_ctime_ns, st.st_ino):
+        if (md5 and rec.get("md5") != md5) or not _same_identity(rec, st):
             write_record(path, sha, st, md5 or rec.get("md5"))  # identity refreshed: trusted next time
     else:
         write_record(path, sha, st, md5)
