@@ -101,13 +101,7 @@ class EncoderProcess:
     def close(self) -> None:
         """End the child now. It holds nothing to save (its hash record is written before the hash is sent)
         and a clean exit unloads torch for 0.5 s, so it is killed, then reaped."""
-        proc = self._proc
-        for stream in (proc.stdin, proc.stdout):
-            with contextlib.suppress(OSError):
-                stream.close()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        _end(self._proc)
 
     def __enter__(self):
         return self
@@ -174,10 +168,17 @@ def discard_prestarted() -> None:
     global _prestarted
     proc, _prestarted = _prestarted, None
     if proc is not None:
-        proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout):
+        _end(proc)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Close the pipes, kill the child if it still runs, reap it."""
+    for stream in (proc.stdin, proc.stdout):
+        with contextlib.suppress(OSError):
             stream.close()
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 def _child_env() -> dict:
