@@ -181,7 +181,7 @@ class DFM50NAppUI:
             VFileInput(
                 v_if=("dfm_case_name",),
                 id="dfm-upload-lesion",
-                label="Add an existing lesion (label map, .seg.nrrd, DICOM-SEG or RTSTRUCT .dcm)",
+                label="Add an existing lesion",
                 density="compact",
                 hide_details=True,
                 disabled=("dfm_busy",),
@@ -194,6 +194,11 @@ class DFM50NAppUI:
                     f"  window.load_files_by_chunks(f, {{ trigger_name: '{lesion_upload}' }});"
                     "}"
                 ),
+            )
+            html.Div(
+                "a label map, a Slicer .seg.nrrd, a DICOM-SEG or an RTSTRUCT (.dcm)",
+                v_if=("dfm_case_name",),
+                classes="text-caption",
             )
 
             html.Div("2. Lesion", classes="text-subtitle-1")
@@ -329,7 +334,7 @@ class DFM50NAppUI:
                 )
                 with html.Ul(v_if=("dfm_result.warnings.length",), id="dfm-warnings", classes="text-orange"):
                     html.Li("{{ w }}", v_for="w in dfm_result.warnings")
-                with html.Div(classes="d-flex mt-2", style="gap: 8px;"):
+                with html.Div(classes="d-flex flex-wrap mt-2", style="gap: 8px;"):  # 3 buttons: wrap, never clip
                     for fmt, mime in (("html", "text/html"), ("pdf", "application/pdf")):
                         VBtn(
                             f"Report {fmt.upper()}",
