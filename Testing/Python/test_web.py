@@ -165,6 +165,7 @@ def test_without_weights_the_page_says_how_and_cases_open_by_upload_and_from_dat
         page.locator(".v-field:has(#dfm-segment)").click()
         page.locator(".v-overlay .v-list-item").filter(has_text="Node 4R").first.click()
         page.wait_for_selector("#dfm-segment-voxels[data-voxels='60']")
+        page.wait_for_selector(".v-overlay .v-list-item", state="detached")  # its list gone before the next one
         assert painted_voxels(page) == 4 * 5 * 3
         # --data: only the files under it are offered, by relative name
         page.locator(".v-field:has(#dfm-data-file)").click()
