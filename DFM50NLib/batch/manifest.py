@@ -110,7 +110,7 @@ def read_manifest_rows(path) -> tuple[list[Case], list[dict]]:
     ``image`` and ``mask``. A row with a bad cell (bad yes/no, number, centre) becomes a problem for that row
     only, with the row number; the other rows are scored. A missing column or an unreadable file refuses all.
     """
-    from DFM50NLib.geometry.integrity import check_regular
+    from DFM50NLib.io.integrity import check_regular
 
     path = Path(path)
     check_regular(path)  # a FIFO would block the read
@@ -225,7 +225,7 @@ def check_unique(cases) -> None:
 
 
 def _base_name(p: Path) -> str:
-    from DFM50NLib.geometry.io import file_stem
+    from DFM50NLib.io import file_stem
 
     return file_stem(p, MASK_EXTENSIONS)
 

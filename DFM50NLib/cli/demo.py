@@ -24,7 +24,7 @@ def register(sub):
 def run_demo(args) -> int:
     from DFM50NLib.cli.common import check_output_dir
     from DFM50NLib.cli.score import format_result
-    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.io.demo_case import write_demo_case
     from DFM50NLib.model.encoder_process import one_shot_encoder
     from DFM50NLib.scoring.pipeline import score_case
 

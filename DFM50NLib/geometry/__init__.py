@@ -1,4 +1,5 @@
-"""Geometry: reading volumes, the lesion mask, its centre and the 50 mm cube (physical and reference modes).
+"""Geometry: the `Volume` type, the lesion mask, its centre and the 50 mm cube (physical and reference modes).
 
-Pure numpy / scipy / SimpleITK / nibabel; imports only the top-level cross-cutting modules. Never torch, never Slicer.
+Pure numpy / scipy; imports only the top-level cross-cutting modules. Files are read and written in `io/`, which
+builds on this package; never the other way round. Never torch, never Slicer.
 """

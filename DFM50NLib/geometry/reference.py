@@ -39,23 +39,6 @@ class ReferenceCube:
     stats: dict = field(default_factory=dict)  # mask_voxels, mask_volume_mm3, components_dropped, cube_*
 
 
-def reference_cube_from_files(image_path, mask_path, center_method="dt_peak", label=None) -> ReferenceCube:
-    """Read both NIfTI files with nibabel and cut the upstream cube (METHOD.md §3)."""
-    from DFM50NLib.geometry.nifti_source import read_nifti_source
-
-    ct = read_nifti_source(image_path, mask_path)
-    mask = read_nifti_source(mask_path, image_path)
-    if len(ct.shape) != 3 or len(mask.shape) != 3:
-        raise InputError(f"Reference geometry needs 3-D NIfTI files; got shapes {ct.shape} and {mask.shape}.")
-    if ct.shape != mask.shape:
-        raise InputError(
-            f"Reference geometry needs the mask on the CT's voxel grid (the upstream scripts "
-            f"assume it); CT shape {ct.shape}, mask shape {mask.shape}. Resample the mask onto "
-            "the CT first, or use the default physical geometry."
-        )
-    return reference_cube(ct, mask, ct.zooms, mask.zooms, center_method, label, affine=ct.affine)
-
-
 def reference_cube(
     ct, mask, ct_zooms, mask_zooms=None, center_method="dt_peak", label=None, affine=None
 ) -> ReferenceCube:
@@ -116,7 +99,7 @@ def _check_method(center_method):
 
 def as_source(a):
     """An array (values as get_fdata would give them) or a VoxelSource, as a VoxelSource."""
-    from DFM50NLib.geometry.nifti_source import VoxelSource
+    from DFM50NLib.geometry.voxel_source import VoxelSource
 
     return a if isinstance(a, VoxelSource) else VoxelSource(np.asarray(a))
 

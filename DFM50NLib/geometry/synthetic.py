@@ -8,8 +8,6 @@ texture. Values are defined in world space, so the same phantom written in two v
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from DFM50NLib.geometry.volume import Volume
@@ -117,21 +115,6 @@ def demo_case():
         grid_center_ras=(-48.0, 20.0, -110.0),
         seed=2024,
     )
-
-
-def write_demo_case(out_dir):
-    """Write the demo phantom (CT + lesion mask, .nii.gz, about 2 MB): returns (ct_path, mask_path).
-
-    0.7 x 0.7 x 2.5 mm voxels, LPS voxel order (like a DICOM-derived NIfTI), a ~2 cm ellipsoidal lesion
-    in the lung, 12 mm off the grid centre. Same bytes of voxel data on every run (fixed seed).
-    """
-    from DFM50NLib.geometry.io import write_volume
-
-    out = Path(out_dir)
-    ct, mask = demo_case()
-    ct_path = write_volume(Volume(ct.array, ct.ijk_to_ras, "demo_phantom"), out / "demo_phantom.nii.gz")
-    mask_path = write_volume(Volume(mask.array, mask.ijk_to_ras, "demo_phantom_mask"), out / "demo_phantom_mask.nii.gz")
-    return ct_path, mask_path
 
 
 def _rotation_z(degrees):

@@ -42,7 +42,7 @@ def import_model(
     pkl_path = Path(pkl_path)
     if not trust:
         raise ModelError(f"{TRUST_WARNING} Re-run with --trust (trust=True) to import {pkl_path}.")
-    from DFM50NLib.geometry.integrity import check_regular
+    from DFM50NLib.io.integrity import check_regular
 
     check_regular(pkl_path)  # a FIFO would block the read
     if not pkl_path.is_file():

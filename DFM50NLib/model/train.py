@@ -24,7 +24,7 @@ _MISSING = {"", "nan", "na", "n/a", "null", "none"}
 
 def read_feature_table(path, label="olm", id_column=None):
     """(X (N, 9) float64 in METHOD.md §2.8 order, y (N,) int 0/1, ids list) from a CSV; ModelError on any problem."""
-    from DFM50NLib.geometry.integrity import check_regular
+    from DFM50NLib.io.integrity import check_regular
 
     path = Path(path)
     check_regular(path)  # a FIFO would block the read

@@ -71,7 +71,7 @@ def resolve_weights(path=None, *, download=False, progress=None, settings_path=N
     A place that is given but holds no file is an error (no silent fall-through to another file).
     With download=True a missing cache is filled (the only network access); else WeightsError with the 3 ways.
     """
-    from DFM50NLib.geometry.integrity import check_regular
+    from DFM50NLib.io.integrity import check_regular
 
     for source, p in weight_locations(path, settings_path)[:3]:
         if p is not None:

@@ -57,7 +57,7 @@ def codes():
 
 def refuse_if_not_dicom(ct, what="A DICOM SR"):
     """The CT's slice headers, or a clear refusal when the CT was not read from a DICOM series folder."""
-    from DFM50NLib.geometry.dicom_source import ct_headers
+    from DFM50NLib.io.dicom_source import ct_headers
 
     headers = ct_headers(ct) if ct is not None else []
     if not headers:
@@ -89,7 +89,7 @@ def write_dicom_sr(result, ct, prepared_mask, out_dir, *, mask_path=None, segmen
     stem = safe_stem(result.case_id)
     paths = {}
     mask_path = mask_path or result.mask_path
-    from DFM50NLib.geometry.io import is_dicom_seg
+    from DFM50NLib.io import is_dicom_seg
 
     if mask_path and is_dicom_seg(mask_path):
         import pydicom
@@ -115,10 +115,10 @@ def _save(ds, path):
 
 def _segment_number(seg, result, segment=None) -> int:
     """The scored segment of a DICOM-SEG mask, chosen as `read_mask` chose it (name, or number)."""
-    from DFM50NLib.geometry.io import _choose_dicom_segment, dicom_seg_segments
+    from DFM50NLib.io.dicom_seg import choose_dicom_segment, dicom_seg_segments
 
     label = None if result.label is None else int(result.label)
-    return _choose_dicom_segment(result.mask_path, dicom_seg_segments(seg), label, segment)
+    return choose_dicom_segment(result.mask_path, dicom_seg_segments(seg), label, segment)
 
 
 def lesion_seg(result, headers, prepared_mask):

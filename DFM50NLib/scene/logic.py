@@ -501,7 +501,7 @@ def score_reference(ct, mask, case_id, options):
 
     import numpy as np
 
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
     from DFM50NLib.geometry.mask import prepare_mask
     from DFM50NLib.scoring import pipeline
 

@@ -134,7 +134,7 @@ def prepare_as_scored(ct: Volume, mask: Volume, result) -> PreparedCase:
 
 
 def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
     from DFM50NLib.geometry.center import find_center
     from DFM50NLib.geometry.cube import cube_stats, extract_cube
     from DFM50NLib.geometry.mask import prepare_mask
@@ -177,14 +177,14 @@ def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
 
 
 def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
-    from DFM50NLib.geometry.reference import reference_cube_from_files
+    from DFM50NLib.io.nifti_source import reference_cube_from_files
 
     if isinstance(image, Volume) or isinstance(mask, Volume):
         raise InputError(
             "Reference geometry reproduces the upstream scripts on files: give file paths "
             "(NIfTI as the upstream scripts read it), not in-memory volumes."
         )
-    from DFM50NLib.geometry.integrity import check_image_file
+    from DFM50NLib.io.integrity import check_image_file
 
     for path in (image, mask):  # nibabel reads these: the same completeness checks as every other read
         check_image_file(path)
@@ -511,7 +511,7 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, sta
         "csv": write_csv(result, out_dir / f"{stem}.dfm50n.csv"),
     }
     if write_cubes:
-        from DFM50NLib.geometry.io import write_volume
+        from DFM50NLib.io import write_volume
 
         paths["ct_cube"] = write_volume(prep.cube.ct_volume(), out_dir / f"{stem}_ct_50cube.nii.gz")
         paths["mask_cube"] = write_volume(prep.cube.mask_volume(), out_dir / f"{stem}_mask_50cube.nii.gz")
@@ -535,6 +535,6 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, sta
 def _case_id_from(image) -> str:
     if isinstance(image, Volume):
         return image.name or "case"
-    from DFM50NLib.geometry.io import file_stem
+    from DFM50NLib.io import file_stem
 
     return file_stem(image) or "case"

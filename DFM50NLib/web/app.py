@@ -106,7 +106,7 @@ class DFM50NWebApp(TrameApp):
     # ---------------------------------------------------------------- opening a case
 
     def open_demo(self):
-        from DFM50NLib.geometry.synthetic import write_demo_case
+        from DFM50NLib.io.demo_case import write_demo_case
 
         folder = Path(tempfile.mkdtemp(prefix="demo", dir=self.uploads.path))
         ct_path, mask_path = write_demo_case(folder)
@@ -153,7 +153,7 @@ class DFM50NWebApp(TrameApp):
     def add_lesion(self, path, name):
         """An existing segmentation -> segments of the one being edited: each segment of a .seg.nrrd, DICOM-SEG
         or RTSTRUCT under its own name (read as the CLI reads it), a label map one segment per value."""
-        from DFM50NLib.geometry.io import lesion_segments, read_volume
+        from DFM50NLib.io import lesion_segments, read_volume
         from DFM50NLib.scene import mrml
 
         named = lesion_segments(path, reference=mrml.volume_from_node(self.volume_node))
@@ -196,7 +196,7 @@ class DFM50NWebApp(TrameApp):
 
     def _open(self, ct_path, mask_path, title, node_name=None):
         """Read with DFM50N's own reader (same checks as the CLI), then put the CT into the scene."""
-        from DFM50NLib.geometry.io import read_volume
+        from DFM50NLib.io import read_volume
         from DFM50NLib.scene import mrml
 
         if self.state.dfm_busy:
@@ -504,7 +504,7 @@ def _remember_dicom_instances(volume_node, ct_path) -> dict:
         return {}
     import pydicom
 
-    from DFM50NLib.geometry.dicom_source import ct_series_files
+    from DFM50NLib.io.dicom_source import ct_series_files
 
     files = [str(f) for f in ct_series_files(folder)]
     uids = [

@@ -166,7 +166,7 @@ def child_reference(arg):
     t, cpu = time.perf_counter(), os.times()
     try:
         if mode == "new":
-            from DFM50NLib.geometry.reference import reference_cube_from_files
+            from DFM50NLib.io.nifti_source import reference_cube_from_files
 
             ref = reference_cube_from_files(folder / "ct.nii.gz", folder / "mask.nii.gz", center_method="dt_peak")
         else:
@@ -200,7 +200,7 @@ def reference_compare(ct, mask, tmp, what, old=True) -> None:
     """Write the CT and mask as .nii.gz, extract the reference cube old and new in fresh processes, print."""
     import numpy as np
 
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
 
     folder = tmp / "reference"
     shutil.rmtree(folder, ignore_errors=True)
@@ -397,7 +397,7 @@ def run(args, tmp):
         )
         del ct6, mask6
 
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
 
     cold_dir = tmp / "cold"
     cold_dir.mkdir()

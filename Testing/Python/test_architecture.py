@@ -19,13 +19,14 @@ SLICER_SIDE = ("slicer", "vtk", "qt", "ctk", "mrml", "vtkSegmentationCorePython"
 # and DFM50NLib itself for __version__). A subpackage may always import itself.
 ALLOWED = {
     "geometry": set(),
-    "model": {"geometry"},
-    "report": {"geometry", "model"},
-    "scoring": {"geometry", "model", "report"},
-    "batch": {"geometry", "model", "scoring", "report"},
-    "scene": {"geometry", "model", "scoring", "report"},
-    "web": {"geometry", "model", "scoring", "report", "scene"},
-    "cli": {"geometry", "model", "scoring", "report", "batch", "web"},
+    "io": {"geometry"},
+    "model": {"geometry", "io"},
+    "report": {"geometry", "io", "model"},
+    "scoring": {"geometry", "io", "model", "report"},
+    "batch": {"geometry", "io", "model", "scoring", "report"},
+    "scene": {"geometry", "io", "model", "scoring", "report"},
+    "web": {"geometry", "io", "model", "scoring", "report", "scene"},
+    "cli": {"geometry", "io", "model", "scoring", "report", "batch", "web"},
 }
 CROSS_CUTTING = {"DFM50NLib", "DFM50NLib.constants", "DFM50NLib.errors", "DFM50NLib.atomic"}
 
@@ -159,18 +160,9 @@ def test_layers_point_one_way(package):
 
 def test_top_level_holds_only_subpackages_and_cross_cutting_modules():
     top = sorted(p.name for p in LIB.iterdir() if p.suffix == ".py")
-    assert top == ["__init__.py", "__main__.py", "atomic.py", "constants.py", "errors.py", "logic.py", "pipeline.py"]
+    assert top == ["__init__.py", "__main__.py", "atomic.py", "constants.py", "errors.py"]
     for folder in (p for p in LIB.iterdir() if p.is_dir() and p.name != "__pycache__"):
         init = folder / "__init__.py"
         assert init.is_file(), f"{folder.name}/ is not a package"
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc.splitlines()) >= 2, f"{folder.name}/__init__.py: say in two lines what lives there"
-
-
-def test_compatibility_entry_points():
-    from DFM50NLib.pipeline import score_case
-    from DFM50NLib.scoring.pipeline import score_case as real
-
-    assert score_case is real
-    src = (LIB / "logic.py").read_text()
-    assert "from DFM50NLib.scene.logic import DFM50NLogic" in src

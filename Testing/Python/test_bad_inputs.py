@@ -45,7 +45,7 @@ def world(tmp_path_factory, random_weights):
     from test_io import write_dicom_series
     from test_weights_integrity import _garbage_copy
 
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
     from DFM50NLib.model import fcib
 
     d = tmp_path_factory.mktemp("bad")
@@ -375,7 +375,7 @@ LOGIC_KINDS = [
 def logic_scene(world):
     from slicer_harness import add_segmentation, add_volume, fresh_scene
 
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
 
     fresh_scene()
     ct = io.read_volume(world["d"] / "ct.nrrd")

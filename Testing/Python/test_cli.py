@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from DFM50NLib import io
 from DFM50NLib.cli import build_parser, main
-from DFM50NLib.geometry import io
 from DFM50NLib.geometry.synthetic import sphere_case
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_mask_center import CENTER, GRIDS, LESIONS, case, rotation
 
-from DFM50NLib.geometry import io
+from DFM50NLib import io
 from DFM50NLib.geometry.center import find_center
 from DFM50NLib.geometry.cube import cube_stats, cube_to_ras_matrix, extract_cube
 from DFM50NLib.geometry.mask import prepare_mask

@@ -13,9 +13,9 @@ import pytest
 from test_dicomseg import make_seg
 from test_rtstruct import contours_of, ct_datasets, lesion_with_hole_and_satellite, write_rtstruct
 
+from DFM50NLib import io
 from DFM50NLib.cli import main
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import io
 from DFM50NLib.scoring.pipeline import population_warnings
 
 

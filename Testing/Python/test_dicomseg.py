@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from test_mask_center import rotation
 
+from DFM50NLib import io
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import io
 from DFM50NLib.geometry.synthetic import sphere_case
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
 

@@ -129,7 +129,7 @@ def run_cli(args, env):
 
 
 def test_cold_cli_score_equals_in_process_score_and_leaves_no_process(random_weights, tmp_path):
-    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.io.demo_case import write_demo_case
     from DFM50NLib.scoring.pipeline import score_case
 
     ct, mask = write_demo_case(tmp_path / "case")
@@ -147,7 +147,7 @@ def test_cold_cli_score_equals_in_process_score_and_leaves_no_process(random_wei
 
 
 def test_in_process_switch_gives_the_same_score(random_weights, tmp_path):
-    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.io.demo_case import write_demo_case
 
     ct, mask = write_demo_case(tmp_path / "case")
     scores = {}

@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from DFM50NLib.geometry import fast_gzip
-from DFM50NLib.geometry.fast_nifti import read_nifti_volume
+from DFM50NLib.io import fast_gzip
+from DFM50NLib.io.fast_nifti import read_nifti_volume
 
 
 def write(path, array, affine, slope_inter=None):
@@ -24,9 +24,9 @@ def write(path, array, affine, slope_inter=None):
 def assert_same_as_itk(path):
     import SimpleITK as sitk
 
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
 
-    fast, itk = read_nifti_volume(path), io._to_volume(sitk.ReadImage(str(path)), path)
+    fast, itk = read_nifti_volume(path), io.to_volume(sitk.ReadImage(str(path)), path)
     assert fast is not None
     assert fast.array.dtype == itk.array.dtype and fast.array.dtype.isnative
     assert np.array_equal(fast.array, itk.array) and fast.array.shape == itk.array.shape
@@ -63,7 +63,7 @@ def test_scaled_or_4d_files_go_to_itk(tmp_path):
 
 
 def test_without_isal_itk_reads(tmp_path, monkeypatch):
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
 
     path = write(tmp_path / "a.nii.gz", np.arange(60, dtype=np.int16).reshape(5, 4, 3), np.eye(4))
     monkeypatch.setattr(fast_gzip, "gunzip_backend", lambda: "zlib")
@@ -92,8 +92,9 @@ def test_nifti2_is_refused_on_both_paths(tmp_path):
     """ITK (in SimpleITK) has no NIfTI-2 reader: the fast path, which takes its geometry from ITK, refuses too."""
     import nibabel as nib
 
+    from DFM50NLib import io
     from DFM50NLib.errors import InputError
-    from DFM50NLib.geometry import io, nifti_header
+    from DFM50NLib.io import nifti_header
 
     array = np.arange(5 * 4 * 3, dtype=np.float32).reshape(5, 4, 3)
     nib.save(nib.Nifti2Image(array, np.diag([-0.8, 0.9, 2.0, 1.0])), str(tmp_path / "two.nii"))

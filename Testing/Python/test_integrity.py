@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from test_io import write_dicom_series
 
+from DFM50NLib import io
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import integrity, io
 from DFM50NLib.geometry.synthetic import sphere_case
+from DFM50NLib.io import integrity
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +215,7 @@ def test_header_only_mode_catches_a_cut_gzip_by_its_trailer(ct, tmp_path, suffix
 def test_nrrd_header_fields_keyvalues_and_length(tmp_path):
     """One parser for the integrity check and the .seg.nrrd reader: fields by lower-cased name, key/value
     pairs as written, and the header's byte length (where attached data begin)."""
-    from DFM50NLib.geometry import nrrd_header
+    from DFM50NLib.io import nrrd_header
 
     head = (
         b"NRRD0005\n# a comment: with a colon\nType: uint8\nDimension: 3\nsizes: 2 3 4\nencoding: raw\n"

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from test_mask_center import rotation
 
+from DFM50NLib import io
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import io
-from DFM50NLib.geometry.synthetic import sphere_case, write_demo_case
+from DFM50NLib.geometry.synthetic import sphere_case
 from DFM50NLib.geometry.volume import Volume
+from DFM50NLib.io.demo_case import write_demo_case
 
 # direction columns = RAS of i, j, k: oblique and left-handed (a flip), anisotropic spacing
 DIRECTION = rotation((1, 2, 3), 25) @ np.diag([-1.0, 1.0, 1.0])

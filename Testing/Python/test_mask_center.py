@@ -88,7 +88,7 @@ def test_mask_volume_and_voxels(grid):
 def test_mask_on_a_coarser_rotated_grid_is_resampled_in_world_space():
     import SimpleITK as sitk
 
-    from DFM50NLib.geometry.io import to_sitk
+    from DFM50NLib.io import to_sitk
 
     ct, _ = case("aniso", "sphere")
     # the same sphere drawn on a 1.5 mm grid rotated 30 degrees about an oblique axis, flipped on one axis

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from DFM50NLib import io
 from DFM50NLib.constants import DFM50N_FEATURE_INDICES, DISCLAIMER
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import io
 from DFM50NLib.geometry.center import find_center
 from DFM50NLib.geometry.cube import extract_cube
 from DFM50NLib.geometry.mask import prepare_mask

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry.reference import reference_cube_from_files
+from DFM50NLib.io.nifti_source import reference_cube_from_files
 
 
 def upstream_cube(image_path, mask_path, center_method):

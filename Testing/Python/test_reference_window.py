@@ -8,8 +8,8 @@ import pytest
 from test_reference import upstream_cube
 
 from DFM50NLib.geometry import zoom_window as zw
-from DFM50NLib.geometry.nifti_source import read_nifti_source
-from DFM50NLib.geometry.reference import reference_cube, reference_cube_from_files, reference_cube_whole_volume
+from DFM50NLib.geometry.reference import reference_cube, reference_cube_whole_volume
+from DFM50NLib.io.nifti_source import read_nifti_source, reference_cube_from_files
 
 
 def write_case(folder, shape, zooms, lesions, signs=(-1, -1, 1), slope_inter=None, seed=0, ct_dtype=np.int16):

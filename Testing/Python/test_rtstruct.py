@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from test_dicomseg import UID_ROOT, ct_datasets
 
+from DFM50NLib import io
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import io
-from DFM50NLib.geometry.rtstruct import fill_even_odd, is_rtstruct
 from DFM50NLib.geometry.synthetic import sphere_case
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
+from DFM50NLib.io.rtstruct import fill_even_odd, is_rtstruct
 
 CENTER_RAS = (-20.0, 15.0, -30.0)
 SPACING = (0.7, 0.9, 2.5)  # anisotropic, axis-aligned (DICOM axial)

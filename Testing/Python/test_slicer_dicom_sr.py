@@ -9,8 +9,8 @@ import pytest
 from slicer_harness import add_segmentation, add_volume, fresh_scene
 from test_rtstruct import ct_datasets, lesion_with_hole_and_satellite
 
+from DFM50NLib import io
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import io
 from DFM50NLib.scene.logic import DFM50NLogic
 
 

@@ -368,7 +368,7 @@ def test_torch_comes_from_the_pytorch_extension_never_from_plain_pip(monkeypatch
 
 def test_reference_geometry_scores_as_the_upstream_files_exported_from_slicer(scene, ct, random_weights, tmp_path):
     """Reference mode = the upstream scripts run on the CT and the segment exported to NIfTI on the CT grid."""
-    from DFM50NLib.geometry import io
+    from DFM50NLib import io
     from DFM50NLib.scoring.pipeline import score_case
 
     coarse = coarse_sphere()

@@ -38,8 +38,8 @@ def logic_score_of(seg_file, random_weights, tmp_path, segment_name):
     """The Slicer panel's Logic on a fresh slicer-core scene: the demo CT + the segmentation the page saved."""
     import slicer_harness as sh
 
-    from DFM50NLib.geometry.io import read_volume
-    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.io import read_volume
+    from DFM50NLib.io.demo_case import write_demo_case
     from DFM50NLib.scene.logic import DFM50NLogic
 
     scene = sh.fresh_scene()
@@ -129,8 +129,8 @@ def test_cancel_stops_a_running_score_and_writes_nothing(page_on_server):
 
 def test_without_weights_the_page_says_how_and_cases_open_by_upload_and_from_data(tmp_path):
     require_browser()
-    from DFM50NLib.geometry.io import read_volume
-    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.io import read_volume
+    from DFM50NLib.io.demo_case import write_demo_case
 
     ct_path, mask_path = write_demo_case(tmp_path / "data" / "case1")
     missing = tmp_path / "nowhere" / "model_weights.torch"
@@ -184,8 +184,8 @@ def test_zipped_dicom_series_upload_scores_as_the_command_line_scores_the_folder
 
     from test_dicomseg import ct_datasets
 
-    from DFM50NLib.geometry.io import read_volume
-    from DFM50NLib.geometry.synthetic import write_demo_case
+    from DFM50NLib.io import read_volume
+    from DFM50NLib.io.demo_case import write_demo_case
     from DFM50NLib.scoring.pipeline import score_case
 
     ct_path, mask_path = write_demo_case(tmp_path / "case")

@@ -33,7 +33,7 @@ MAX_SNAP_MM = 0.5  # contours within this distance of a slice plane (and a quart
 
 def is_rtstruct(path) -> bool:
     """A single DICOM file whose SOP Class is RT Structure Set (header read only up to SOPClassUID)."""
-    from DFM50NLib.geometry.dicom_source import dicom_sop_class
+    from DFM50NLib.io.dicom_source import dicom_sop_class
 
     return dicom_sop_class(path, needs="pip install pydicom") == RTSTRUCT_SOP_CLASS
 
@@ -132,7 +132,7 @@ def _choose_roi(path, rois, label, segment) -> dict:
 
 
 def _check_frame_of_reference(path, ds, roi, ct) -> list:
-    from DFM50NLib.geometry.dicom_source import ct_frame_of_reference
+    from DFM50NLib.io.dicom_source import ct_frame_of_reference
 
     ss_for = roi["frame_of_reference"]
     if not ss_for:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from DFM50NLib.geometry import nifti_header
+import DFM50NLib.io.nifti_header as nifti_header
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
 
 _SITK_TYPES = {
@@ -33,7 +33,7 @@ _SITK_TYPES = {
 def read_nifti_volume(path, name=""):
     """A `Volume` equal to io's ITK path for this file (voxels [i, j, k], IJK->RAS), or None when this
     path does not apply. The array is read-only and shares the decompressed bytes."""
-    from DFM50NLib.geometry.fast_gzip import gunzip_backend
+    from DFM50NLib.io.fast_gzip import gunzip_backend
 
     p = Path(path)
     if not p.name.lower().endswith((".nii", ".nii.gz")) or not p.is_file() or gunzip_backend() != "isal":
@@ -41,7 +41,7 @@ def read_nifti_volume(path, name=""):
     try:
         import SimpleITK as sitk
 
-        from DFM50NLib.geometry.fast_gzip import read_maybe_gzip
+        from DFM50NLib.io.fast_gzip import read_maybe_gzip
 
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))

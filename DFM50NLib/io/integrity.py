@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+import DFM50NLib.io.nifti_header as nifti_header
+import DFM50NLib.io.nrrd_header as nrrd_header
 from DFM50NLib.errors import InputError
-from DFM50NLib.geometry import nifti_header, nrrd_header
 
 MAX_VOXELS = 2**31  # a 2048 x 2048 x 512 volume; a CT is ~512 x 512 x 600 (1.6e8)
 _CHUNK = 1 << 20
