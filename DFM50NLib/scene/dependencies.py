@@ -13,6 +13,7 @@ nibabel, the full report adds matplotlib.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,15 +136,23 @@ def packaging_module(slicer):
 
 
 def _pip_install(slicer, specs):
-    """slicer.packaging.pip_ensure where Slicer has it (5.12+), else slicer.util.pip_install (5.8/5.10)."""
+    """slicer.packaging.pip_ensure where Slicer has it (5.12+), else slicer.util.pip_install (5.8/5.10).
+    Both run pip in a process and raise CalledProcessError when it fails (no network, proxy, no wheel for
+    this platform): said in words, with what to try, instead of a traceback."""
     mod = packaging_module(slicer)
-    if mod is not None:
-        from packaging.requirements import Requirement as PipRequirement
+    try:
+        if mod is not None:
+            from packaging.requirements import Requirement as PipRequirement
 
-        try:  # the user already agreed in `ensure`: no second dialog
+            # the user already agreed in `ensure`: no second dialog
             mod.pip_ensure([PipRequirement(s) for s in specs], prompt_install=False, requester="DFM50N")
-        except RuntimeError as exc:
-            raise DependencyError(f"Installing {', '.join(specs)} failed: {exc}") from exc
-        return
-    # 5.8/5.10 split a string on spaces (no shell): unquoted specs without spaces are safe.
-    slicer.util.pip_install(" ".join(specs))
+        else:  # 5.8/5.10 split a string on spaces (no shell): unquoted specs without spaces are safe.
+            slicer.util.pip_install(" ".join(specs))
+    except subprocess.CalledProcessError as exc:
+        raise DependencyError(
+            f"Installing {', '.join(specs)} failed: pip exited with code {exc.returncode}. Check the internet "
+            "connection (and proxy settings), read pip's messages in the Python console, then press Score again "
+            f"or run in Slicer's Python console: slicer.util.pip_install('{' '.join(specs)}')"
+        ) from exc
+    except RuntimeError as exc:
+        raise DependencyError(f"Installing {', '.join(specs)} failed: {exc}") from exc

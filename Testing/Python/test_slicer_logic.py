@@ -325,6 +325,34 @@ def test_dependencies_are_installed_only_after_consent():
     assert ensured == [(["dfm50n-no-such-module-xyz>=1"], False, "DFM50N")]
 
 
+def test_a_failing_pip_is_a_clear_message_not_a_traceback():
+    """Both installers run pip in a process and raise CalledProcessError when it fails; here pip really
+    fails (a package that does not exist, no index), for Slicer >= 5.12 and for 5.8/5.10."""
+    import subprocess
+    import sys
+    import types
+
+    from DFM50NLib.scene import dependencies as dep
+
+    def real_pip(*specs):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-index", "--quiet", *specs], check=True, capture_output=True
+        )
+
+    need = (dep.Requirement("dfm50n_no_such_module_xyz", "dfm50n-no-such-module-xyz>=1"),)
+    newer = types.SimpleNamespace(
+        packaging=types.SimpleNamespace(pip_ensure=lambda reqs, **kw: real_pip(*(str(r) for r in reqs)))
+    )
+    older = types.SimpleNamespace(util=types.SimpleNamespace(pip_install=lambda text: real_pip(*text.split())))
+    for fake in (newer, older):
+        with pytest.raises(dep.DependencyError) as err:
+            dep.ensure(lambda m: True, need, slicer_module=fake)
+        text = str(err.value)
+        assert "dfm50n-no-such-module-xyz>=1 failed: pip exited with code 1" in text
+        assert "internet" in text and "slicer.util.pip_install('dfm50n-no-such-module-xyz>=1')" in text
+        assert isinstance(err.value.__cause__, subprocess.CalledProcessError)
+
+
 def test_slicer_packaging_is_imported_explicitly_not_looked_up_as_an_attribute(monkeypatch):
     """On 5.12 `slicer.packaging` is a submodule nobody imported yet: getattr(slicer, "packaging") is None."""
     import sys
