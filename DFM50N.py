@@ -33,8 +33,10 @@ from DFM50NLib.scene.params import (
     SHORT_AXIS_DECIMALS,
     SHORT_AXIS_RANGE_CM,
     YES_NO_CHOICES,
+    choice_labels,
 )
 from DFM50NLib.scene.presenter import POLL_INTERVAL_MS, PanelPresenter
+from DFM50NLib.scene.table import keep_full_precision
 
 README_URL = "https://github.com/DFM50N/SlicerDFM50N#readme"
 
@@ -58,6 +60,7 @@ class DFM50N(ScriptedLoadableModule):
             "Intelligence 6, 354-367 (2024), https://doi.org/10.1038/s42256-024-00807-9 (weights: Zenodo 10528450)."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
+        keep_full_precision(slicer.mrmlScene)  # scores tables exact after any scene load, panel opened or not
 
 
 def registerSampleData():
@@ -121,18 +124,19 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DFM50N.ui"))
+        self.uiWidget = uiWidget = slicer.util.loadUI(self.resourcePath("UI/DFM50N.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DFM50NLogic(parameterWrapper=DFM50NParameterNode)
-        self.presenter = PanelPresenter(self.logic, None, qt.QSettings(), confirm=confirmInstall)
+        self.presenter = PanelPresenter(
+            self.logic, None, qt.QSettings(), confirm=confirmInstall, afterImport=self.restoreSegmentSelection
+        )
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self.onTimer)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneImported)
         self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentSelection)
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentSelection)
         self.ui.scoreButton.connect("clicked(bool)", self.onScoreButton)
@@ -155,6 +159,7 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.timer.stop()
         self.presenter.cancel()
+        self.presenter.removeObservers()
         self.removeObservers()
         self.logic.removeObservers()
 
@@ -166,17 +171,11 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
-        self.presenter.cancel()
-        self.setParameterNode(None)
-        self.logic.removeObservers()
+        self.setParameterNode(None)  # the presenter drops the scene's result and cancels its job itself
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
             self.initializeParameterNode()
-
-    def onSceneImported(self, caller, event):
-        self.logic.refreshStale()
-        self.restoreSegmentSelection()
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
@@ -193,11 +192,20 @@ class DFM50NWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node:
             self.restoreSegmentSelection()
             self._guiObserver = node.connectGui(self.ui)
+            self.showChoiceLabels()
             self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.render)
         self.render()
 
+    def showChoiceLabels(self):
+        """connectGui fills each bound combo box with the raw values ("dt_peak", "auto"); show words instead.
+        The connector reads and writes the item index, so renaming the items keeps the binding."""
+        for combo in slicer.util.findChildren(self.uiWidget, className="QComboBox"):
+            for index, label in enumerate(choice_labels(combo.property("SlicerParameterName") or "")):
+                combo.setItemText(index, label)
+
     def restoreSegmentSelection(self):
-        """Put the saved segment back without letting the selector's re-population overwrite it."""
+        """Put the saved segment back (panel shown, scene loaded) without letting the selector's signals
+        write it again; the presenter ignores the selector while a scene is being imported."""
         segmentationNode, segmentId = self.presenter.savedSelection()
         wasBlocked = self.ui.segmentSelector.blockSignals(True)
         self.ui.segmentSelector.setCurrentNode(segmentationNode)

@@ -69,7 +69,7 @@ class DFM50NLogic(_LogicBase):
         self.parameterWrapper = parameterWrapper  # the widget's @parameterNodeWrapper class, if any
         self._cancel = False
         self._observations = []  # (vtkSegmentation, tag)
-        self._labelmapMTimes = {}  # (segmentation id, segment id) -> MTime of the labelmap last hashed
+        self._labelmapStates = {}  # (segmentation id, segment id) -> labelmap state when last hashed
         self.lastResults = {}  # (volume id, segmentation id, segment id) -> Result
 
     # ------------------------------------------------------------------ scoring
@@ -105,7 +105,7 @@ class DFM50NLogic(_LogicBase):
         if addToTable:
             tableNode = tableNode or self.getTableNode()
             name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
-            st.set_row(
+            row = st.set_row(
                 tableNode,
                 st.row_values(
                     result,
@@ -118,7 +118,7 @@ class DFM50NLogic(_LogicBase):
                 ),
             )
             self.observeSegmentation(segmentationNode, tableNode)
-            self._labelmapMTimes[key[1:]] = _labelmapMTime(segmentationNode, segmentId)
+            self._checkRow(tableNode, row)  # edited while it was being scored: stale at once
         if reportNode:
             self.reportTextNode(result, volumeNode, segmentationNode, segmentId)
         return tableNode
@@ -299,7 +299,8 @@ class DFM50NLogic(_LogicBase):
         return st.get_table(self.scene, create=create)
 
     def observeSegmentation(self, segmentationNode, tableNode=None):
-        """Mark this segmentation's rows stale when one of its segments is edited after scoring."""
+        """Keep the stale flags of this segmentation's rows (in every DFM50N table of the scene) equal to
+        "the segment differs from what was scored" while the user edits it."""
         segmentation = segmentationNode.GetSegmentation()
         if any(s is segmentation for s, _ in self._observations):
             return
@@ -307,8 +308,7 @@ class DFM50NLogic(_LogicBase):
 
         @vtk.calldata_type(vtk.VTK_STRING)
         def onModified(caller, event, segmentId=None):
-            table = tableNode if tableNode is not None and tableNode.GetScene() else self.getTableNode(False)
-            if table is not None:
+            for table in st.scores_tables(self.scene):
                 self._markIfChanged(table, segmentationNode, segNodeId, segmentId)
 
         for ev in (
@@ -319,23 +319,28 @@ class DFM50NLogic(_LogicBase):
             self._observations.append((segmentation, segmentation.AddObserver(ev, onModified)))
 
     def _markIfChanged(self, table, segmentationNode, segNodeId, segmentId):
-        """Stale = the segment's voxels or geometry differ from what was scored. A colour or name change
-        leaves the labelmap's MTime alone (no work); otherwise the mask hash decides, once per row."""
+        """Recheck the rows of this segment whose labelmap changed since they were last hashed. A colour or
+        name change leaves the labelmap alone (no work). Both ways: saving a scene collapses labelmap layers
+        and one event in between shows a segment with its neighbour's voxels; the next event clears it."""
         t = table.GetTable()
         for r in range(t.GetNumberOfRows()):
             row = st.get_row(table, r)
-            if row["segmentation_node_id"] != segNodeId or row["stale"]:
+            if row["segmentation_node_id"] != segNodeId or (segmentId and row["segment_id"] != segmentId):
                 continue
-            if segmentId and row["segment_id"] != segmentId:
-                continue
-            key = (segNodeId, row["segment_id"])
-            mtime = _labelmapMTime(segmentationNode, row["segment_id"])
-            if mtime is not None and self._labelmapMTimes.get(key) == mtime:
-                continue
-            if self._currentHash(row) != row["mask_sha256"]:
-                st.set_stale(table, r, True)
-            else:
-                self._labelmapMTimes[key] = mtime
+            state = _labelmapState(segmentationNode, row["segment_id"])
+            if state is None or self._labelmapStates.get((segNodeId, row["segment_id"])) != state:
+                self._checkRow(table, r, row)
+
+    def _checkRow(self, table, r, row=None):
+        """Stale = the segment's voxels or geometry differ from the hash the row was scored with (or its
+        nodes are gone). Returns the flag."""
+        row = row or st.get_row(table, r)
+        stale = self._currentHash(row) != row["mask_sha256"]
+        st.set_stale(table, r, stale)
+        seg = self.scene.GetNodeByID(row["segmentation_node_id"]) if row["segmentation_node_id"] else None
+        if seg is not None and seg.IsA("vtkMRMLSegmentationNode"):
+            self._labelmapStates[(seg.GetID(), row["segment_id"])] = _labelmapState(seg, row["segment_id"])
+        return stale
 
     def removeObservers(self):
         for segmentation, tag in self._observations:
@@ -343,8 +348,8 @@ class DFM50NLogic(_LogicBase):
         self._observations = []
 
     def _currentHash(self, row):
-        vol = self.scene.GetNodeByID(row["volume_node_id"])
-        seg = self.scene.GetNodeByID(row["segmentation_node_id"])
+        vol = self.scene.GetNodeByID(row["volume_node_id"]) if row["volume_node_id"] else None
+        seg = self.scene.GetNodeByID(row["segmentation_node_id"]) if row["segmentation_node_id"] else None
         if vol is None or seg is None or seg.GetSegmentation().GetSegment(row["segment_id"]) is None:
             return None
         try:
@@ -353,15 +358,20 @@ class DFM50NLogic(_LogicBase):
             return None
 
     def refreshStale(self, tableNode=None):
-        """Recheck every row against its segment now (e.g. after loading a scene); returns stale rows."""
-        tableNode = tableNode or self.getTableNode(create=False)
-        if tableNode is None:
+        """Recheck every row against its segment now (e.g. after loading a scene) and keep watching the
+        segmentations; returns the stale rows of `tableNode` (default: recheck every DFM50N table, return
+        the default table's)."""
+        tables = [tableNode] if tableNode is not None else st.scores_tables(self.scene)
+        for table in tables:
+            for r in range(table.GetTable().GetNumberOfRows()):
+                seg = self.scene.GetNodeByID(st.get_row(table, r)["segmentation_node_id"] or "")
+                if seg is not None and seg.IsA("vtkMRMLSegmentationNode"):
+                    self.observeSegmentation(seg, table)
+                self._checkRow(table, r)
+        shown = tableNode or self.getTableNode(create=False)
+        if shown is None:
             return []
-        for r in range(tableNode.GetTable().GetNumberOfRows()):  # keep watching after a reload
-            seg = self.scene.GetNodeByID(st.get_row(tableNode, r)["segmentation_node_id"])
-            if seg is not None and seg.IsA("vtkMRMLSegmentationNode"):
-                self.observeSegmentation(seg, tableNode)
-        return st.refresh_stale(tableNode, self._currentHash)
+        return [r for r in range(shown.GetTable().GetNumberOfRows()) if st.get_row(shown, r)["stale"]]
 
     # ------------------------------------------------------------------ outputs in the scene
 
@@ -520,10 +530,11 @@ def score_reference(ct, mask, case_id, options):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _labelmapMTime(segmentationNode, segmentId):
+def _labelmapState(segmentationNode, segmentId):
+    """What changes when the segment's voxels may have: its labelmap (shared by a layer) and label value."""
     segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
     rep = segment.GetRepresentation(mrml.BINARY_LABELMAP) if segment is not None else None
-    return None if rep is None else rep.GetMTime()
+    return None if rep is None else (rep.GetMTime(), segment.GetLabelValue())
 
 
 def report_html(result) -> str:

@@ -23,6 +23,21 @@ YES_NO_CHOICES = ["unknown", "yes", "no"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 SHORT_AXIS_RANGE_CM = (0.0, 20.0)  # 0 = "measured" (the spin box's special value)
 SHORT_AXIS_DECIMALS = 2
+_YES_NO_LABELS = {"unknown": "Not given", "yes": "Yes", "no": "No"}
+# What a combo box shows for each stored value; the parameter node (and the scene file) keeps the value.
+CHOICE_LABELS = {
+    "centerMethod": {"dt_peak": "Deepest lesion point (default)", "centroid": "Centre of mass"},
+    "orientation": {
+        "LPS": "LPS: left, posterior, superior (default)",
+        "LAS": "LAS: left, anterior, superior (dcm2niix)",
+        "RAS": "RAS: right, anterior, superior",
+        "SPL": "SPL: superior, posterior, left (FCIB training)",
+    },
+    "geometry": {"physical": "Physical: 1 mm, patient-aligned (default)", "reference": "Reference: upstream parity"},
+    "device": {"auto": "Automatic: GPU when available", "cpu": "CPU", "cuda": "GPU (CUDA)"},
+    "smoking": _YES_NO_LABELS,
+    "spiculation": _YES_NO_LABELS,
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,13 @@ FIELDS = (
     Field("shortAxisCm", "float", 0.0, range=SHORT_AXIS_RANGE_CM),
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
+
+
+def choice_labels(name) -> list:
+    """The words for field `name`'s choices, in the order of its choices: Slicer's combo-box connector fills
+    the items with the raw values in that order and reads the index back, so the widget may rename them."""
+    field = FIELD_BY_NAME.get(name)
+    return [CHOICE_LABELS[name][c] for c in field.choices] if field is not None and field.choices else []
 
 
 def validate(field: Field, value):

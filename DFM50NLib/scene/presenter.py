@@ -13,6 +13,7 @@ MRML; `poll()` writes finished results into the scene.
 from __future__ import annotations
 
 import html
+import weakref
 
 from DFM50NLib.constants import DEMO_LABEL
 from DFM50NLib.errors import DFM50NError
@@ -61,15 +62,22 @@ class MemorySettings:
 class PanelPresenter:
     """Qt-free controller of the DFM50N panel.
 
-    presenter = PanelPresenter(logic, params=None, settings=None, confirm=None, checkDependencies=True)
+    presenter = PanelPresenter(logic, params=None, settings=None, confirm=None, checkDependencies=True,
+                               afterImport=None)
         logic: DFM50NLogic (its scene is used); params: the parameter node wrapper (default
         `logic.getParameterNode()`); settings: QSettings-like `value`/`setValue` for machine settings;
         confirm(message) -> bool: asked before installing a missing package (None = never install: a
-        missing package is an error that says how to install it).
+        missing package is an error that says how to install it); afterImport(): called once a scene
+        load or import is over (a front end puts `savedSelection()` back into its segment selector).
     """
 
-    def __init__(self, logic, params=None, settings=None, confirm=None, checkDependencies=True):
+    def __init__(self, logic, params=None, settings=None, confirm=None, checkDependencies=True, afterImport=None):
         self.logic = logic
+        self.afterImport = afterImport
+        self._importing = False  # a scene load/import is running: the selector's writes are not the user's
+        self._closedJob = None  # a job that was running when its scene closed: never delivered
+        self._jobOutputTable = None  # the output table chosen when the running job started
+        self._sceneObservations = self._observeScene(logic.scene)
         self.confirm = confirm
         self.checkDependencies = checkDependencies
         self.params = params if params is not None else logic.getParameterNode()
@@ -97,8 +105,10 @@ class PanelPresenter:
         setattr(self.params, name, value)
 
     def selectSegment(self, segmentationNode, segmentId):
-        """The segment selector changed; ignored while a job runs (the job has its own copy anyway)."""
-        if self.params is None or self.state() != IDLE:
+        """The segment selector changed; ignored while a job runs (the job has its own copy anyway) and
+        while a scene is loaded or imported (the selector then picks a segment of its own, before the
+        saved one is restored)."""
+        if self.params is None or self.state() != IDLE or self._importing or self.logic.scene.IsImporting():
             return
         if segmentationNode is None or segmentationNode.GetSegmentation().GetSegment(segmentId or "") is None:
             segmentId = ""  # qMRMLSegmentSelectorWidget can report the previous node's segment ID
@@ -183,6 +193,7 @@ class PanelPresenter:
         seg = p.segmentationNode
         ids = _segment_ids(seg) if p.allSegments else [p.segmentId]
         self._error = self._errors = ""
+        self._jobOutputTable = p.outputTable  # leaving the module mid-run must not redirect the rows
         inputs = jobs.JobInputs.capture(p.inputVolume, seg, ids, self.options())
         self.job = jobs.ScoringJob(inputs).start()
         self._status = "Scoring…"
@@ -213,6 +224,8 @@ class PanelPresenter:
         return self.poll()
 
     def _deliver(self, job):
+        if job is self._closedJob:  # its scene was closed: nothing of it goes into the new one
+            return
         status = job.status()
         if status.state == jobs.CANCELLED:
             self._status = "Cancelled: nothing was written."
@@ -221,8 +234,8 @@ class PanelPresenter:
             self._error = status.error
             self._status = "Scoring failed."
             return
-        table = self.params.outputTable if self.params is not None else None
-        table = table if table is not None else self.logic.getTableNode()
+        table = self._jobOutputTable
+        table = table if table is not None and table.GetScene() is self.logic.scene else self.logic.getTableNode()
         for s in job.results:
             self.logic.writeResult(s.result, s.volume_node, s.segmentation_node, s.segment_id, s.mask_sha256, table)
         if self.params is not None and self.params.outputTable is None:
@@ -242,6 +255,48 @@ class PanelPresenter:
         """The last failure message, once (a front end shows it in a dialog, then it is cleared)."""
         msg, self._error = self._error, ""
         return msg
+
+    # ------------------------------------------------------------------ scene events
+
+    def _observeScene(self, scene):
+        low = -100.0  # after the Qt scene models: they re-populate the selectors at the end of the batch
+        return [
+            (scene, scene.AddObserver(scene.StartImportEvent, _weakly(self, "_onStartImport"))),
+            (scene, scene.AddObserver(scene.EndBatchProcessEvent, _weakly(self, "_onEndBatchProcess"), low)),
+            (scene, scene.AddObserver(scene.StartCloseEvent, _weakly(self, "_onSceneClose"))),
+            (scene, scene.AddObserver(scene.EndCloseEvent, _weakly(self, "_onSceneClose"))),
+        ]
+
+    def removeObservers(self):
+        """Stop watching the scene (a front end's cleanup)."""
+        for scene, tag in self._sceneObservations:
+            scene.RemoveObserver(tag)
+        self._sceneObservations = []
+
+    def _onStartImport(self, caller, event):
+        self._importing = True
+
+    def _onEndBatchProcess(self, caller, event):
+        """The import is over (the selectors have re-populated by now): recheck the rows against the
+        loaded segments, then let the front end restore the saved segment."""
+        if not self._importing:
+            return
+        self._importing = False
+        self.logic.refreshStale()
+        if self.afterImport is not None:
+            self.afterImport()
+
+    def _onSceneClose(self, caller, event):
+        """A closed scene's result is gone: nothing is shown, Show cube / reports have nothing to act on,
+        and a running job is cancelled and never delivered into the next scene."""
+        if self.job is not None:  # finished or not: delivered at most into the scene it was started in
+            self._closedJob = self.job
+            self.cancel()
+        self._jobOutputTable = None
+        self.scored = []
+        self._status = self._error = self._errors = self._table_id = ""
+        self.logic.removeObservers()
+        self.logic.lastResults.clear()
 
     # ------------------------------------------------------------------ after scoring
 
@@ -365,7 +420,7 @@ class PanelPresenter:
         v.dicom_sr_enabled = idle and bool(self.scored) and _from_dicom(self.scored[0].volume_node)
         p = self.params
         has_segment = bool(p is not None and p.segmentationNode is not None and p.segmentId)
-        v.edit_segment_enabled = has_segment
+        v.edit_segment_enabled = idle and has_segment  # an edit during a run would not be in its score
         v.measure_enabled = idle and has_segment and p.inputVolume is not None
         found, v.weights_status, v.classifier_status = self.modelStatus()
         v.weights_path = self.weightsPath() or ""
@@ -386,6 +441,24 @@ class PanelPresenter:
                 if w != DEMO_LABEL:
                     notes.append(f"{s.segment_name}: {w}" if len(self.scored) > 1 else w)
         v.warnings = "\n".join(notes)
+
+
+class _weakly:
+    """A scene observer that neither keeps `obj` alive nor runs freed code. When the scene is collected as part
+    of a reference cycle, the collector first clears the objects of the cycle (this one included: its slots
+    are emptied; a function's globals would be, and running it then crashes), then the dying scene closes
+    itself and fires its close events at us: with the slots gone we just return."""
+
+    __slots__ = ("_method", "_ref")
+
+    def __init__(self, obj, method):
+        self._ref, self._method = weakref.ref(obj), method
+
+    def __call__(self, caller, event):
+        ref = getattr(self, "_ref", None)
+        target = ref() if ref is not None else None
+        if target is not None:
+            getattr(target, self._method)(caller, event)
 
 
 def _segment_ids(segmentationNode) -> list:

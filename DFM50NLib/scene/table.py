@@ -3,10 +3,12 @@
 Column names are the `Result` field names (what a researcher types in `arrayFromTableColumn`);
 titles, units and descriptions are stored as column properties, so a table reloaded from a .mrb
 still explains itself. Re-scoring a (volume, segment) replaces its row. Each row keeps the SHA-256
-of the mask it scored: `refresh_stale` recomputes it, so an edit made after a reload is still caught.
+of the mask it scored: the Logic recomputes it, so an edit made after a reload is still caught.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import vtk
@@ -51,6 +53,7 @@ COLUMNS = (
     ("stale", I, "Stale", "", "1 if the segment was edited after scoring: score again"),
     ("warnings", S, "Warnings", "", "Warnings shown with the score"),
     ("segment_id", S, "Segment ID", "", "Segment ID inside the segmentation"),
+    ("row_id", S, "Row ID", "", "Key of this row's node references on the table (dfm50nVolume_<row ID>, ...)"),
     (
         "exact",
         S,
@@ -60,8 +63,10 @@ COLUMNS = (
     ),
 )
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
-# Each row's CT volume and segmentation are MRML node references on the table node, the n-th reference of
-# each role belonging to row n: a scene import remaps them, where ID strings in cells would go stale.
+# Each row's CT volume and segmentation are MRML node references on the table node (a scene import remaps
+# them, where ID strings in cells would go stale), one role per row: "dfm50nVolume_<row_id>". Deleting one
+# row's CT removes that row's reference only (with the n-th reference of one shared role, the later rows'
+# references moved up one place and a re-score of CT2 overwrote CT1's row).
 VOLUME_ROLE, SEGMENTATION_ROLE = "dfm50nVolume", "dfm50nSegmentation"
 REFERENCE_KEYS = {"volume_node_id": VOLUME_ROLE, "segmentation_node_id": SEGMENTATION_ROLE}
 _ARRAY = {D: vtk.vtkDoubleArray, I: vtk.vtkIntArray, S: vtk.vtkStringArray}
@@ -89,6 +94,42 @@ def _table_nodes(scene):
     return out
 
 
+def is_scores_table(node) -> bool:
+    """Any table DFM50N wrote rows into: the default one and every output table the user picked."""
+    t = node.GetTable() if node is not None else None
+    return t is not None and all(t.GetColumnByName(c) is not None for c in ("exact", "mask_sha256", "score"))
+
+
+def scores_tables(scene) -> list:
+    return [n for n in _table_nodes(scene) if is_scores_table(n)]
+
+
+def restore_all(scene) -> list:
+    """Full precision back in every DFM50N table of `scene` (after a load or import); returns them."""
+    tables = scores_tables(scene)
+    for node in tables:
+        restore_precision(ensure_columns(node))
+    return tables
+
+
+def keep_full_precision(scene):
+    """Restore every DFM50N table's numbers each time a scene is loaded or imported into `scene`, whether or
+    not the panel was ever opened (the module calls this at startup). Idempotent; returns the observer tag."""
+    known = _PRECISION_OBSERVERS.get(id(scene))
+    if known is not None and known[0]() is scene:
+        return known[1]
+    tag = scene.AddObserver(scene.EndImportEvent, lambda caller, event: restore_all(caller))
+    _PRECISION_OBSERVERS[id(scene)] = (weakref.ref(scene), tag)
+    return tag
+
+
+_PRECISION_OBSERVERS = {}  # id(scene) -> (weak reference to the scene, observer tag)
+
+
+def _row_role(role, row_id) -> str:
+    return f"{role}_{row_id}"
+
+
 def _migrate_id_columns(node):
     """Tables saved before rows used node references kept the MRML IDs in text columns: turn them into
     references (right for a scene loaded on its own; an import may already have remapped other nodes)."""
@@ -99,6 +140,26 @@ def _migrate_id_columns(node):
             for r in range(table.GetNumberOfRows()):
                 node.SetNthNodeReferenceID(role, r, col.GetValue(r))
             table.RemoveColumnByName(key)
+
+
+def _migrate_shared_roles(node):
+    """Tables saved with the n-th reference of one shared role per row: give each row its ID and its own roles."""
+    t = node.GetTable()
+    ids = t.GetColumnByName("row_id")
+    for r in range(t.GetNumberOfRows()):
+        if not ids.GetValue(r):
+            ids.SetValue(r, _next_row_id(node))
+            for role in REFERENCE_KEYS.values():
+                if r < node.GetNumberOfNodeReferences(role):
+                    node.SetNodeReferenceID(_row_role(role, ids.GetValue(r)), node.GetNthNodeReferenceID(role, r))
+    for role in REFERENCE_KEYS.values():
+        node.RemoveNodeReferenceIDs(role)
+
+
+def _next_row_id(node) -> str:
+    ids = node.GetTable().GetColumnByName("row_id")
+    used = [int(v) for v in (ids.GetValue(r) for r in range(ids.GetNumberOfValues())) if v.isdigit()]
+    return str(max(used, default=0) + 1)
 
 
 def ensure_columns(node):
@@ -118,6 +179,7 @@ def ensure_columns(node):
         node.SetColumnDescription(name, description)
         if unit:
             node.SetColumnUnitLabel(name, unit)
+    _migrate_shared_roles(node)
     node.SetUseColumnTitleAsColumnHeader(True)
     node.Modified()
     return node
@@ -163,8 +225,12 @@ def row_values(
 
 
 def row_node_id(node, role, row) -> str:
-    """MRML ID of the node row `row` references in `role` ("" when none)."""
-    return node.GetNthNodeReferenceID(role, row) or ""
+    """MRML ID of the node row `row` references in `role` ("" when none, e.g. that node was deleted)."""
+    ids = node.GetTable().GetColumnByName("row_id")
+    if ids is None:  # a table from before per-row roles, not migrated yet (`ensure_columns` does it)
+        return node.GetNthNodeReferenceID(role, row) or ""
+    row_id = ids.GetValue(row)
+    return (node.GetNodeReferenceID(_row_role(role, row_id)) or "") if row_id else ""
 
 
 def find_row(node, volume_node_id, segmentation_node_id, segment_id) -> int:
@@ -222,15 +288,18 @@ def set_row(node, values: dict) -> int:
     row = find_row(node, values["volume_node_id"], values["segmentation_node_id"], values["segment_id"])
     t = node.GetTable()
     if row < 0:
+        row_id = _next_row_id(node)
         row = t.GetNumberOfRows()
         for name, kind, *_ in COLUMNS:
             arr = t.GetColumnByName(name)
             arr.InsertNextValue("" if kind == S else (0 if kind == I else float("nan")))
-    values = dict(values, exact=_exact_text(values))
+    else:
+        row_id = t.GetColumnByName("row_id").GetValue(row)
+    values = dict(values, exact=_exact_text(values), row_id=row_id)
     for name, kind, *_ in COLUMNS:
         _set(t.GetColumnByName(name), row, kind, values.get(name))
     for key, role in REFERENCE_KEYS.items():
-        node.SetNthNodeReferenceID(role, row, values[key])
+        node.SetNodeReferenceID(_row_role(role, row_id), values[key])
     t.Modified()
     node.Modified()
     return row
@@ -258,20 +327,6 @@ def set_stale(node, row, stale=True):
         col.SetValue(row, int(bool(stale)))
         node.GetTable().Modified()
         node.Modified()
-
-
-def refresh_stale(node, current_hash) -> list:
-    """Recompute each row's mask hash with `current_hash(row_dict) -> str|None` (None = node gone);
-    mark rows whose hash changed (or whose segment disappeared) stale. Returns the stale rows."""
-    stale = []
-    for r in range(node.GetTable().GetNumberOfRows()):
-        row = get_row(node, r)
-        now = current_hash(row)
-        if now != row["mask_sha256"]:
-            set_stale(node, r, True)
-        if now != row["mask_sha256"] or row["stale"]:
-            stale.append(r)
-    return stale
 
 
 def column_array(node, name) -> np.ndarray:

@@ -184,3 +184,43 @@ def test_module_conventions():
     assert {"Segmentations", "SegmentEditor", "Markups", "Tables"} <= set(deps)
     assert "registerCustomSampleDataSource" in src and 'connect("startupCompleted()", registerSampleData)' in src
     assert "self.assertEqual(missing, []" in src and "Skipped" not in src  # the self-test fails, never skips
+
+
+def test_combo_boxes_show_words_not_the_stored_values():
+    """Slicer's QComboBoxToStringableConnector fills a bound combo box with str(choice) at connectGui and
+    reads/writes the item index only: the widget renames the items right after connecting, from the
+    Qt-free table of labels (one per choice, in the choices' order)."""
+    from DFM50NLib.scene import params
+
+    widgets = ui_widgets()
+    bound = {
+        prop.find("string").text: w
+        for w in widgets.values()
+        if w.get("class") == "QComboBox"
+        for prop in w.findall("property")
+        if prop.get("name") == "SlicerParameterName"
+    }
+    assert set(bound) == {f.name for f in params.FIELDS if f.choices}
+    for name in bound:
+        labels, values = params.choice_labels(name), params.FIELD_BY_NAME[name].choices
+        assert len(labels) == len(values) == len(set(labels)), name
+        assert all(label != value and label.strip() for label, value in zip(labels, values)), name
+    assert params.choice_labels("centerMethod")[params.CENTER_CHOICES.index("dt_peak")].startswith("Deepest")
+    assert params.choice_labels("device")[params.DEVICE_CHOICES.index("auto")].startswith("Automatic")
+    assert params.choice_labels("segmentId") == [] and params.choice_labels("nope") == []
+    src = MODULE.read_text()
+    set_node = ast.get_source_segment(src, _method(module_classes(), "setParameterNode"))
+    assert set_node.index("connectGui(self.ui)") < set_node.index("self.showChoiceLabels()")
+    show = ast.get_source_segment(src, _method(module_classes(), "showChoiceLabels"))
+    assert "setItemText(index, label)" in show and "choice_labels(" in show and "SlicerParameterName" in show
+
+
+def test_the_module_binds_the_scene_fixes_that_live_in_the_presenter_and_the_table():
+    """Scene-load behaviour is Qt-free (tested in test_panel_scene.py); the module only has to hook it up."""
+    src = MODULE.read_text()
+    module_init = next(f for f in module_classes()["DFM50N"].body if isinstance(f, ast.FunctionDef))
+    init = ast.get_source_segment(src, module_init)
+    assert "keep_full_precision(slicer.mrmlScene)" in init  # exact tables after any load, panel opened or not
+    setup = ast.get_source_segment(src, _method(module_classes(), "setup"))
+    assert "afterImport=self.restoreSegmentSelection" in setup and "EndImportEvent" not in src
+    assert "self.presenter.removeObservers()" in ast.get_source_segment(src, _method(module_classes(), "cleanup"))
