@@ -64,7 +64,8 @@ class DFM50N(ScriptedLoadableModule):
 
 
 def registerSampleData():
-    """Sample Data entry "DFM50N demo chest phantom": generated on click, never downloaded."""
+    """Sample Data entry "DFM50N demo chest phantom": the generated phantom, shipped as two files in
+    Resources/SampleData, loaded by Sample Data itself (so downloadSample works from code too)."""
     try:
         import SampleData
     except ImportError:  # Sample Data module disabled
@@ -72,18 +73,7 @@ def registerSampleData():
     from DFM50NLib.scene.sampledata import source_arguments
 
     icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "DFM50N.png")
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(**source_arguments(icon, loadDemoPhantom))
-
-
-def loadDemoPhantom(*source):
-    with slicer.util.tryWithErrorDisplay(_("The DFM50N demo phantom could not be created."), waitCursor=True):
-        from DFM50NLib.scene import dependencies
-        from DFM50NLib.scene.sampledata import load_demo
-
-        dependencies.ensure(confirmInstall, dependencies.PIP_REQUIREMENTS)
-        ctNode, segNode, _segmentId = load_demo()
-        slicer.util.setSliceViewerLayers(background=ctNode, fit=True)
-        return [ctNode, segNode]
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**source_arguments(icon))
 
 
 def confirmInstall(message):

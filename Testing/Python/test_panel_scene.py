@@ -27,6 +27,25 @@ def panel(scene, weights, **kw):
     return presenter
 
 
+def selected(weights):
+    """A fresh scene (CT A; lesions Tumor and Node) and a presenter with CT A / Tumor selected."""
+    scene = fresh_scene()
+    ct_node, seg, ids = build()
+    presenter = panel(scene, weights)
+    presenter.params.inputVolume = ct_node
+    presenter.selectSegment(seg, ids["Tumor"])
+    return scene, ct_node, seg, ids, presenter
+
+
+def saved_and_reloaded(scene, logic, path):
+    """Save `scene` to an .mrb, stop the old Logic watching it, load the file into a fresh scene."""
+    assert scene.WriteToMRB(str(path))
+    logic.removeObservers()
+    scene2 = fresh_scene()
+    assert scene2.ReadFromMRB(str(path))
+    return scene2
+
+
 def score(logic, ct_node, seg, segment_id, weights, **kw):
     return logic.scoreSegment(ct_node, seg, segment_id, weights=weights, checkDependencies=False, **kw)
 
@@ -100,14 +119,9 @@ def test_saving_a_scene_leaves_rows_unstale_in_memory_and_in_the_file(random_wei
         counts.append(int(slicer.util.arrayFromSegmentBinaryLabelmap(seg, ids["Node"], ct_node).sum()))
 
     seg.GetSegmentation().AddObserver(slicer.vtkSegmentation.SegmentModified, count)
-    path = str(tmp_path / "saved.mrb")
-    assert scene.WriteToMRB(path)
+    scene2 = saved_and_reloaded(scene, logic, tmp_path / "saved.mrb")
     assert seg.GetSegmentation().GetNumberOfLayers() == 1 and max(counts) > counts[-1]  # the transient was there
     assert stale_flags(table) == [0, 0]
-    logic.removeObservers()
-
-    scene2 = fresh_scene()
-    assert scene2.ReadFromMRB(path)
     table2 = st.get_table(scene2, create=False)
     assert stale_flags(table2) == [0, 0]  # nothing stale was saved
     logic2 = DFM50NLogic(scene2)
@@ -139,11 +153,7 @@ def test_deleting_one_rows_ct_leaves_the_other_rows_references_alone(random_weig
     assert len(rows) == 2 and rows[1]["score"] == r2b.score and rows[0]["score"] == r1.score
     assert logic.refreshStale(table) == [0]  # its CT is gone: its score cannot be checked any more
     # the references survive a save and a load
-    path = str(tmp_path / "deleted.mrb")
-    assert scene.WriteToMRB(path)
-    logic.removeObservers()
-    scene2 = fresh_scene()
-    assert scene2.ReadFromMRB(path)
+    scene2 = saved_and_reloaded(scene, logic, tmp_path / "deleted.mrb")
     table2 = st.get_table(scene2, create=False)
     assert [st.get_row(table2, r)["volume_node_id"] for r in range(2)] == ["", ct2_id]
     assert scene2.GetNodeByID(ct2_id).GetName() == "CT 2"
@@ -174,11 +184,7 @@ def test_a_table_saved_with_one_shared_role_gets_a_role_per_row():
 
 
 def test_a_segment_edited_while_it_is_scored_is_stale_when_the_result_arrives(random_weights):
-    scene = fresh_scene()
-    ct_node, seg, ids = build()
-    presenter = panel(scene, random_weights)
-    presenter.params.inputVolume = ct_node
-    presenter.selectSegment(seg, ids["Tumor"])
+    scene, ct_node, seg, ids, presenter = selected(random_weights)
     assert presenter.view().edit_segment_enabled
     presenter.apply()
     assert presenter.view().state == RUNNING and not presenter.view().edit_segment_enabled
@@ -194,11 +200,7 @@ def test_a_segment_edited_while_it_is_scored_is_stale_when_the_result_arrives(ra
 
 
 def test_a_closed_scenes_result_is_gone_and_show_cube_adds_nothing(random_weights):
-    scene = fresh_scene()
-    ct_node, seg, ids = build()
-    presenter = panel(scene, random_weights)
-    presenter.params.inputVolume = ct_node
-    presenter.selectSegment(seg, ids["Tumor"])
+    scene, ct_node, seg, ids, presenter = selected(random_weights)
     presenter.apply()
     v = presenter.wait(300)
     assert v.show_cube_enabled and v.result_lines
@@ -213,15 +215,10 @@ def test_a_closed_scenes_result_is_gone_and_show_cube_adds_nothing(random_weight
 
 
 def test_a_job_running_when_its_scene_closes_delivers_nothing_into_the_next_scene(random_weights):
-    scene = fresh_scene()
-    ct_node, seg, ids = build()
-    presenter = panel(scene, random_weights)
-    presenter.params.inputVolume = ct_node
-    presenter.selectSegment(seg, ids["Tumor"])
+    scene, ct_node, seg, ids, presenter = selected(random_weights)
     presenter.apply()
     scene.Clear(0)
-    presenter.job.wait(300)
-    v = presenter.poll()
+    v = presenter.wait(300)
     assert v.state == IDLE and v.result_lines == [] and presenter.scored == []
     assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 0
     assert scene.GetNumberOfNodesByClass("vtkMRMLTextNode") == 0
