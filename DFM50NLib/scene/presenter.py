@@ -261,10 +261,10 @@ class PanelPresenter:
     def _observeScene(self, scene):
         low = -100.0  # after the Qt scene models: they re-populate the selectors at the end of the batch
         return [
-            (scene, scene.AddObserver(scene.StartImportEvent, _weakly(self, "_onStartImport"))),
-            (scene, scene.AddObserver(scene.EndBatchProcessEvent, _weakly(self, "_onEndBatchProcess"), low)),
-            (scene, scene.AddObserver(scene.StartCloseEvent, _weakly(self, "_onSceneClose"))),
-            (scene, scene.AddObserver(scene.EndCloseEvent, _weakly(self, "_onSceneClose"))),
+            (scene, scene.AddObserver(scene.StartImportEvent, _WeakObserver(self, "_onStartImport"))),
+            (scene, scene.AddObserver(scene.EndBatchProcessEvent, _WeakObserver(self, "_onEndBatchProcess"), low)),
+            (scene, scene.AddObserver(scene.StartCloseEvent, _WeakObserver(self, "_onSceneClose"))),
+            (scene, scene.AddObserver(scene.EndCloseEvent, _WeakObserver(self, "_onSceneClose"))),
         ]
 
     def removeObservers(self):
@@ -443,7 +443,7 @@ class PanelPresenter:
         v.warnings = "\n".join(notes)
 
 
-class _weakly:
+class _WeakObserver:
     """A scene observer that neither keeps `obj` alive nor runs freed code. When the scene is collected as part
     of a reference cycle, the collector first clears the objects of the cycle (this one included: its slots
     are emptied; a function's globals would be, and running it then crashes), then the dying scene closes

@@ -118,12 +118,16 @@ def keep_full_precision(scene):
     known = _PRECISION_OBSERVERS.get(id(scene))
     if known is not None and known[0]() is scene:
         return known[1]
-    tag = scene.AddObserver(scene.EndImportEvent, lambda caller, event: restore_all(caller))
+    tag = scene.AddObserver(scene.EndImportEvent, _restore_after_import)
     _PRECISION_OBSERVERS[id(scene)] = (weakref.ref(scene), tag)
     return tag
 
 
 _PRECISION_OBSERVERS = {}  # id(scene) -> (weak reference to the scene, observer tag)
+
+
+def _restore_after_import(scene, event):  # module level: a lambda could be freed with a collected scene
+    restore_all(scene)
 
 
 def _row_role(role, row_id) -> str:
@@ -153,7 +157,8 @@ def _migrate_shared_roles(node):
                 if r < node.GetNumberOfNodeReferences(role):
                     node.SetNodeReferenceID(_row_role(role, ids.GetValue(r)), node.GetNthNodeReferenceID(role, r))
     for role in REFERENCE_KEYS.values():
-        node.RemoveNodeReferenceIDs(role)
+        if node.GetNumberOfNodeReferences(role):
+            node.RemoveNodeReferenceIDs(role)
 
 
 def _next_row_id(node) -> str:
