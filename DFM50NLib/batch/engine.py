@@ -312,10 +312,15 @@ def run_chunk(tasks, cfg: JobConfig) -> list:
 def pool_init(threads: int, parent_pid: Optional[int] = None):
     """Process-pool initializer: share the cores between workers instead of oversubscribing them, and exit
     when the driver dies (kill -9 leaves no orphan holding ~1 GB)."""
+    import warnings
+
     import torch
 
     from DFM50NLib.batch.orphan import exit_with_parent
 
     exit_with_parent(parent_pid)
+    # a worker has no console of its own: what matters reaches Result.warnings; a library's notes would only
+    # interleave with the driver's progress bar
+    warnings.simplefilter("ignore")
 
     torch.set_num_threads(max(1, int(threads)))

@@ -155,13 +155,27 @@ def format_result(r) -> str:
     return "\n".join(lines)
 
 
+def features_warnings(prep, prov) -> list:
+    """What `score` would warn about the same cube (coverage, out of population, unverified weights, and every
+    note from reading the case): features of such a cube train or test a classifier just as badly."""
+    from DFM50NLib.scoring.pipeline import population_warnings
+
+    long_axis = None if prep.diameters is None else float(prep.diameters.long_mm)
+    notes = list(prep.warnings) + population_warnings(long_axis, float(prep.stats["coverage"]))
+    return notes + ([] if prov["verified"] else [prov["text"]])
+
+
 def run_features(args) -> int:
+    import warnings
+
     from DFM50NLib import atomic
     from DFM50NLib.cli.common import check_output_file
     from DFM50NLib.constants import DFM50N_FEATURE_INDICES
+    from DFM50NLib.errors import DFM50NWarning
     from DFM50NLib.model.encoder_process import one_shot_encoder
     from DFM50NLib.model.weights import provenance
     from DFM50NLib.scoring.pipeline import load_encoder, normalise_options, prepare_case
+    from DFM50NLib.scoring.result import rows_to_csv
 
     geo = geometry_kwargs(args)
     normalise_options(**geo)
@@ -171,11 +185,10 @@ def run_features(args) -> int:
         encoder = encoder or load_encoder(args.weights, args.device, download=args.download)
         feats = encoder.features(prep.cube.ct)[0]
         prov = provenance(encoder.weights_path, encoder.weights_sha256)  # waits for the CRC + hash check
-    if not prov["verified"]:
-        print(f"warning: {prov['text']}", file=sys.stderr)
+    for note in features_warnings(prep, prov):
+        warnings.warn(note, DFM50NWarning, stacklevel=2)
     idx = range(len(feats)) if args.all else DFM50N_FEATURE_INDICES
-    header = "case_id," + ",".join(f"pred_{i}" for i in idx)
-    row = f"{prep.case_id}," + ",".join(repr(float(feats[i])) for i in idx)
-    atomic.write_text(args.out, header + "\n" + row + "\n")
+    row = {"case_id": prep.case_id, **{f"pred_{i}": float(feats[i]) for i in idx}}
+    atomic.write_text(args.out, rows_to_csv([row]))
     print(f"{len(idx)} features of {prep.case_id} written to {args.out}", file=sys.stderr)
     return 0
