@@ -227,11 +227,7 @@ def sections(result, diameters=None, full_paths=True) -> list:
             [
                 ("Classifier", result.classifier_name + (" (DEMO)" if result.classifier_is_demo else "")),
                 ("Classifier SHA-256", result.classifier_sha256 or "—"),
-                (
-                    "FCIB weights",
-                    getattr(result, "fcib_weights", "")
-                    or f"FCIB v{FCIB_VERSION} weights SHA-256 {result.fcib_weights_sha256 or '—'}",
-                ),
+                ("FCIB weights", weights_provenance(result)),
                 ("Software version", f"DFM50N {result.software_version}"),
                 ("Configuration hash", result.config_hash or "—"),
                 ("Device", result.device),
@@ -267,6 +263,15 @@ def timing_rows(timings) -> list:
         if stage in timings
     ]
     return parts + beside
+
+
+def weights_provenance(result) -> str:
+    """The provenance row: the verified text, or (when the unverified sentence is already among the warnings) just
+    the SHA-256 with a pointer, so the report does not say the same long sentence twice."""
+    text = getattr(result, "fcib_weights", "")
+    if text and text in (result.warnings or []):
+        return f"unverified (see Warnings): SHA-256 {result.fcib_weights_sha256 or '—'}"
+    return text or f"FCIB v{FCIB_VERSION} weights SHA-256 {result.fcib_weights_sha256 or '—'}"
 
 
 def warnings_list(result) -> list:
