@@ -430,12 +430,18 @@ def _warning_pages(rows) -> list:
     import textwrap
 
     chars = int((1 - 2 * MARGIN) * A4[0] * 72 / (WARNING_FONT * 0.52)) - 4
+    shared = [n for n in rows[0]["notes"] if all(n in row["notes"] for row in rows)] if len(rows) > 1 else []
+    blocks = [("Every case", shared)] if shared else []
+    blocks += [
+        (f"{row['case_id']}  ({row['score']}, {row['risk']})", [n for n in row["notes"] if n not in shared])
+        for row in rows
+    ]
     lines = []
-    for row in rows:
-        if not row["notes"]:
+    for title, notes in blocks:
+        if not notes:
             continue
-        lines.append((f"{row['case_id']}  ({row['score']}, {row['risk']})", True, False))
-        for note in row["notes"]:
+        lines.append((title, True, False))
+        for note in notes:
             oop = note.startswith("Out of population")
             for i, part in enumerate(textwrap.wrap(note, chars)):
                 lines.append((("▲ " if i == 0 else "   ") + part, False, oop))
@@ -496,7 +502,7 @@ COHORT_COLUMNS = (
     ("Combined p", 0.53, "right"),
     ("Coverage", 0.63, "right"),
     ("Model", 0.65, "left"),
-    ("Warnings", 0.72, "left"),
+    ("Warnings (in full: last pages)", 0.72, "left"),
 )
 
 
@@ -505,8 +511,8 @@ def warning_count(row) -> str:
     notes = row["notes"]
     if not notes:
         return "—"
-    count = f"{len(notes)} (see warnings pages)"
-    return ("OUT OF POPULATION; " + count) if any(n.startswith("Out of population") for n in notes) else count
+    count = f"{len(notes)} ▸"
+    return ("OUT OF POPULATION · " + count) if any(n.startswith("Out of population") for n in notes) else count
 
 
 def _table(fig, y, rows, fontsize=7.5):

@@ -157,19 +157,35 @@ def _fill(folder: Path, free_kb: int):
     (folder / "filler").write_bytes(b"\0" * max(0, room))
 
 
+def make_disk_full(disk: Path, mounted: bool, free_kb: int, monkeypatch, spare=("batch_config",)):
+    """A real full tmpfs (`free_kb` left), or where it cannot be mounted (not root), the same as the writers see it:
+    ITK writes a truncated file without a word, Python's writes fail with ENOSPC (files named in `spare` fit)."""
+    import os
+
+    if mounted:
+        _fill(disk, free_kb)
+        return
+    _truncating_itk_writer(monkeypatch)
+    real = os.fsync
+
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if name.startswith(str(disk)) and not any(s in name for s in spare):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
 def test_disk_full_with_save_cubes_exits_2_and_keeps_the_earlier_result(
     cases, tmp_path, random_weights, capsys, monkeypatch
 ):
-    with tiny_disk(tmp_path / "disk", 0) as disk:
-        if disk is None:  # not root here: ITK's behaviour on a full disk, simulated
-            disk = tmp_path / "disk"
-            _truncating_itk_writer(monkeypatch)
-            assert score(cases["p001"], disk, random_weights, "--save-cubes") == 2
-            return
+    with tiny_disk(tmp_path / "disk", 0) as mounted:
+        disk = tmp_path / "disk"
         out = disk / "out"
         assert score(cases["p001"], out, random_weights) == 0  # JSON + CSV only
         earlier = snapshot(out)
-        _fill(disk, 12)  # room for the JSON and CSV, not for two cubes
+        make_disk_full(disk, mounted is not None, 12, monkeypatch, spare=(".dfm50n.",))  # JSON, CSV fit; cubes not
         capsys.readouterr()
         assert score(cases["p001"], out, random_weights, "--save-cubes", "--smoking", "yes") == 2
         captured = capsys.readouterr()
@@ -370,12 +386,12 @@ def test_batch_cleans_partials_left_by_a_kill_in_reports_and_sr(cases, tmp_path,
     assert not any(p.exists() for p in left) and no_partials(out)
     assert (srdir / "keep.dcm").read_bytes() == b"not ours"
     assert (out / "reports" / "p1_report.pdf").read_bytes().startswith(b"%PDF-")
+    assert "No DICOM SR written" in (out / "reports" / "p1_report.html").read_text(encoding="utf-8")
 
 
-def test_batch_on_a_full_disk_says_what_it_could_not_write(cases, tmp_path, random_weights, capsys):
-    with tiny_disk(tmp_path / "disk", 0) as disk:
-        if disk is None:
-            pytest.fail("this probe needs root to mount a 1 MiB tmpfs (the CI container runs as root)")
+def test_batch_on_a_full_disk_says_what_it_could_not_write(cases, tmp_path, random_weights, capsys, monkeypatch):
+    with tiny_disk(tmp_path / "disk", 0) as mounted:
+        disk = tmp_path / "disk"
         out = disk / "out"
         manifest = tmp_path / "cases.csv"
         note = "n" * 5000  # results.csv needs more than the one 4 KiB page left; batch_config.json does not
@@ -384,7 +400,7 @@ def test_batch_on_a_full_disk_says_what_it_could_not_write(cases, tmp_path, rand
         assert main(base + ["--manifest", str(manifest)]) == 0
         earlier = snapshot(out)
         manifest.write_text(manifest.read_text() + f"p2,{cases['p002'][0]},{cases['p002'][1]},{note}\n")
-        _fill(disk, 5)
+        make_disk_full(disk, mounted is not None, 5, monkeypatch, spare=("batch_config", "cases/"))
         capsys.readouterr()
         assert main(base + ["--manifest", str(manifest)]) == 2
         err = capsys.readouterr().err
