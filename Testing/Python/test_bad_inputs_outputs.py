@@ -592,3 +592,30 @@ def test_timing_rows_never_list_a_part_larger_than_the_total():
         "total",
         "fcib_process_import (in parallel, not part of the total)",
     ]
+
+
+# ------------------------------------------------------------------------- every warning reaches every output
+def test_a_warning_reaches_every_output_of_score(anonymised_dicom, tmp_path, random_weights, capsys):
+    """The satellite nodule dropped from the lesion: console, JSON, CSV, HTML and PDF report, and the SR."""
+    import highdicom as hd
+
+    ct, rs = anonymised_dicom
+    out, srdir = tmp_path / "out", tmp_path / "sr"
+    args = ["score", "--image", ct, "--mask", rs, "--segment", "GTV-1", "--weights", random_weights, "--report"]
+    assert main([str(a) for a in args] + ["--out", str(out), "--dicom-sr", str(srdir), "--case-id", "w"]) == 0
+    note = "1 smaller disconnected mask component(s) were ignored; only the largest (6-connected) component was scored."
+    assert capsys.readouterr().err.count(f"warning: {note}") == 1
+    assert note in json.loads((out / "w.dfm50n.json").read_text())["warnings"]
+    assert note in next(csv.DictReader(open(out / "w.dfm50n.csv")))["warnings"].split(" | ")
+    assert note in (out / "w_report.html").read_text(encoding="utf-8")
+    text = subprocess.run(["pdftotext", str(out / "w_report.pdf"), "-"], capture_output=True, text=True).stdout
+    assert note in " ".join(text.split())
+    sr = hd.sr.srread(str(srdir / "w.dfm50n.sr.dcm"))
+    texts = [str(i.TextValue) for i in _content_items(sr.ContentSequence) if getattr(i, "ValueType", "") == "TEXT"]
+    assert note in texts
+
+
+def _content_items(seq):
+    for item in seq:
+        yield item
+        yield from _content_items(getattr(item, "ContentSequence", None) or [])
