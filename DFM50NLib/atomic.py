@@ -1,11 +1,21 @@
-"""Write files so that a reader sees the old file or the whole new one, never half of one."""
+"""Write files so that a reader sees the old file or the whole new one, never half of one.
+
+`transaction()` extends that to the several files of one run (JSON, CSV, cubes, report, SR): every atomic write
+inside it goes to a temporary that is read back (`verify_written`) and the temporaries replace their targets
+only when all of them were written; on any error the earlier files stay as they were.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import os
 import tempfile
 from pathlib import Path
+
+_PENDING: contextvars.ContextVar = contextvars.ContextVar("dfm50n_atomic_transaction", default=None)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
@@ -22,13 +32,101 @@ def atomic_path(path, suffix=None):
     fd, tmp = tempfile.mkstemp(prefix=f".{head}.", suffix=f".part{suffix[-40:]}", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the user's usual mode
+    pending = _PENDING.get()
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        verify_written(tmp, path)
+        if pending is None:
+            os.replace(tmp, path)
+        else:  # the transaction renames it when every file of the run is written
+            earlier = pending.pop(path, None)
+            if earlier is not None:
+                _unlink(earlier)
+            pending[path] = tmp
+    except BaseException as exc:
+        _unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise OSError(exc.errno, _disk_full_text(exc, path), str(path)) from None
         raise
+
+
+@contextlib.contextmanager
+def transaction():
+    """All `atomic_path` writes inside (this thread, nested calls included) become one all-or-nothing write.
+
+    Each file goes to a verified temporary beside its target; at the end they replace their targets one rename
+    each. On error, or when a write cannot be read back (ITK's writer does not raise on a full disk), every
+    temporary is removed and the earlier files are untouched. Nested transactions join the outer one.
+    """
+    if _PENDING.get() is not None:
+        yield
+        return
+    pending: dict = {}
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp in pending.values():
+            _unlink(tmp)
+        raise
+    finally:
+        _PENDING.reset(token)
+    try:
+        for path, tmp in pending.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in pending.values():
+            _unlink(tmp)  # only those a failed rename left behind
+
+
+def verify_written(tmp, path) -> None:
+    """Read a written file back as what its name says (image, JSON, PDF, DICOM); OSError if it does not read.
+
+    A writer that swallows ENOSPC (ITK) leaves an empty or truncated file: caught here before any rename.
+    """
+    name = str(path).lower()
+    try:
+        if name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
+            import SimpleITK as sitk
+
+            sitk.ReadImage(str(tmp))
+        elif name.endswith(".json"):
+            import json
+
+            with open(tmp, encoding="utf-8") as f:
+                json.load(f)
+        elif name.endswith(".pdf"):
+            with open(tmp, "rb") as f:
+                head = f.read(5)
+                f.seek(max(0, os.path.getsize(tmp) - 1024))
+                if head != b"%PDF-" or b"%%EOF" not in f.read():
+                    raise ValueError("not a complete PDF")
+        elif name.endswith(".dcm"):
+            import pydicom
+
+            pydicom.dcmread(str(tmp))
+        elif name.endswith((".csv", ".html")) and os.path.getsize(tmp) == 0:
+            raise ValueError("empty file")
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[-1]  # ITK's last line says what failed
+        raise OSError(
+            errno.EIO,
+            f"the file just written does not read back ({type(exc).__name__}: {detail}); "
+            "is the disk full? Nothing was replaced: the earlier files are as they were",
+            str(path),
+        ) from None
+
+
+def _disk_full_text(exc, path) -> str:
+    return (
+        f"{exc.strerror or 'No space left on device'} while writing {Path(path).name}; nothing was replaced "
+        f"(the earlier files in {Path(path).parent} are as they were): free some space and run again"
+    )
+
+
+def _unlink(path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 MAX_STEM_BYTES = 120  # file systems allow 255 bytes per name; room for suffixes and temporaries

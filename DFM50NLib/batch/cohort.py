@@ -83,6 +83,7 @@ def score_cohort(
     stability: bool = False,
     features_format: str = "csv",
     dicom_sr=None,
+    on_result: Optional[Callable] = None,
 ) -> BatchSummary:
     """Score a cohort into `out_dir`; returns counts and paths. Safe to re-run (resumes).
 
@@ -92,7 +93,8 @@ def score_cohort(
     (done counts skipped cases too). workers > 1: a local process pool; scheduler: a Dask scheduler
     address or a `distributed.Client`. stability: also run the stability panel per case (8 more cubes
     each; recorded in result.stability and the reports; part of the config hash). features_format:
-    "csv" or "parquet" (needs pyarrow) for the save_features tables.
+    "csv" or "parquet" (needs pyarrow) for the save_features tables. on_result(Result) is called for each case
+    scored by this run, once its file is written (the CLI shows its warnings).
     """
     if isinstance(scheduler, str):  # connect first: a bad address is refused before anything is written
         kwargs = dict(locals())  # exactly the arguments (taken before any other name is bound here)
@@ -153,29 +155,38 @@ def score_cohort(
             )
             + "\n",
         )
-        _clean_partials(out)
+        _clean_partials(out, cfg.dicom_sr_dir)
         todo, n_skipped = [], 0
         for t in tasks:
             if _is_done(out, t, cfg.keep_features):
                 n_skipped += 1
             else:
                 todo.append(t)
-        sink = _Sink(out, len(tasks), n_skipped, progress)
+        sink = _Sink(out, len(tasks), n_skipped, progress, on_result)
         stats: dict = {}
         try:
             if todo:
                 _run(todo, cfg, sink, stats, workers, scheduler)
         finally:  # also on Ctrl-C: the tables then show what is done and what is still to do
-            paths = write_tables(
-                out,
-                cases,
-                tasks,
-                problems,
-                save_features,
-                report=report,
-                features_format=features_format,
-                errors=sink.errors,
-            )
+            try:
+                paths = write_tables(
+                    out,
+                    cases,
+                    tasks,
+                    problems,
+                    save_features,
+                    report=report,
+                    features_format=features_format,
+                    errors=sink.errors,
+                )
+            except OSError as exc:
+                if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                    raise
+                raise DiskFull(
+                    f"the disk holding {out} is full: results.csv and errors.csv could NOT be written ({exc}); "
+                    f"{sink.n_done} case(s) scored by this run are in {out / 'cases'}. Free some space and run "
+                    "the same command again: it resumes and writes the tables."
+                ) from None
     failed = [t.case_id for t in tasks if t.case_id in sink.failed or not _is_done(out, t, cfg.keep_features)]
     return BatchSummary(
         len(tasks),
@@ -318,8 +329,8 @@ def _is_done(out: Path, task: Task, keep_features: int) -> bool:
 class _Sink:
     """Receives outcomes (in the driver), writes them atomically, reports progress."""
 
-    def __init__(self, out: Path, total: int, skipped: int, progress):
-        self.out, self.total, self.done, self.progress = out, total, skipped, progress
+    def __init__(self, out: Path, total: int, skipped: int, progress, on_result=None):
+        self.out, self.total, self.done, self.progress, self.on_result = out, total, skipped, progress, on_result
         self.n_done, self.failed, self.errors = 0, set(), {}
         if progress and skipped:
             progress(skipped, total, None)
@@ -341,6 +352,9 @@ class _Sink:
             except OSError as exc:
                 self._stop_if_disk_full(exc)
                 self._write_error(cid, _write_failure(outcome, exc))
+            else:
+                if self.on_result:
+                    self.on_result(res)
         else:
             self._write_error(cid, outcome)
         self.done += 1
@@ -397,10 +411,12 @@ def _fallback_error_path(out: Path, case_id) -> Path:
     return out / "errors" / f"case-{hashlib.sha256(str(case_id).encode('utf-8')).hexdigest()[:24]}.json"
 
 
-def _clean_partials(out: Path):
-    """Temporaries of atomic writes interrupted by a kill (only while we hold the lock)."""
-    for sub in ("cases", "errors"):
-        for p in glob.glob(str(out / sub / ".*.part*")):
+def _clean_partials(out: Path, dicom_sr_dir=None):
+    """Temporaries of atomic writes interrupted by a kill (only while we hold the lock): case files, reports,
+    the tables and cohort summary beside them, and the SR folder's (``.<name>.<random>.part<suffix>``)."""
+    folders = [out / sub for sub in ("cases", "errors", "reports")] + [out]
+    for folder in folders + ([Path(dicom_sr_dir)] if dicom_sr_dir else []):
+        for p in glob.glob(str(folder / ".*.part*")):
             with contextlib.suppress(OSError):
                 os.unlink(p)
 
@@ -487,5 +503,5 @@ def write_tables(
     if report and results:
         from DFM50NLib.report.writer import write_cohort_summary
 
-        paths.update(write_cohort_summary(results, out))
+        paths.update(write_cohort_summary(results, out, n_failed=len(err_rows)))
     return paths

@@ -265,20 +265,23 @@ def finish(task: Task, prep, features, encoder, classifier, cfg: JobConfig, elap
             return error_outcome(task, exc, "stability")
     result.timings["total"] = elapsed + (time.perf_counter() - t)
     result.config_hash = task.config_hash
-    if cfg.report_dir:
-        from DFM50NLib.report.writer import write_report
+    from DFM50NLib import atomic
 
-        write_report(
-            result,
-            Path(cfg.report_dir),
-            ct=prep.ct,
-            prepared_mask=prep.prepared_mask,
-            cube=prep.cube,
-            diameters=prep.diameters,
-            stability=stab,
-        )
-    if cfg.dicom_sr_dir:
-        _write_dicom_sr(result, prep, cfg.dicom_sr_dir, task.options.get("segment"))
+    with atomic.transaction():  # the case's SR and report replace the earlier ones together, or neither does
+        if cfg.dicom_sr_dir:  # first: a case whose SR cannot be written says so in its report too
+            _write_dicom_sr(result, prep, cfg.dicom_sr_dir, task.options.get("segment"))
+        if cfg.report_dir:
+            from DFM50NLib.report.writer import write_report
+
+            write_report(
+                result,
+                Path(cfg.report_dir),
+                ct=prep.ct,
+                prepared_mask=prep.prepared_mask,
+                cube=prep.cube,
+                diameters=prep.diameters,
+                stability=stab,
+            )
     return {
         "case_id": task.case_id,
         "row": task.row,
@@ -312,10 +315,15 @@ def run_chunk(tasks, cfg: JobConfig) -> list:
 def pool_init(threads: int, parent_pid: Optional[int] = None):
     """Process-pool initializer: share the cores between workers instead of oversubscribing them, and exit
     when the driver dies (kill -9 leaves no orphan holding ~1 GB)."""
+    import warnings
+
     import torch
 
     from DFM50NLib.batch.orphan import exit_with_parent
 
     exit_with_parent(parent_pid)
+    # a worker has no console of its own: what matters reaches Result.warnings; a library's notes would only
+    # interleave with the driver's progress bar
+    warnings.simplefilter("ignore")
 
     torch.set_num_threads(max(1, int(threads)))

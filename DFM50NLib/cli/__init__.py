@@ -43,7 +43,16 @@ def already_shown(message) -> bool:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """warnings.showwarning for the CLI: `warning: text` once per text, without Python's source line."""
+    """warnings.showwarning for the CLI: `warning: text` once per text, without Python's source line.
+
+    Only DFM50N's own warnings (what the user must know about the score) are shown: a library's notes about
+    its own API (highdicom: 'LUNG1-001 is unlikely to represent the intended person name') are not the
+    user's business and would break a progress bar. --debug shows them all, as Python does.
+    """
+    from DFM50NLib.errors import DFM50NWarning
+
+    if not issubclass(category, DFM50NWarning):
+        return
     text = str(message)
     if text in _shown_warnings:
         return

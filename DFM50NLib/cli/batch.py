@@ -117,6 +117,7 @@ def run_batch(args) -> int:
             stability=args.stability,
             features_format=args.features_format,
             dicom_sr=args.dicom_sr,
+            on_result=CaseWarnings(bar),
             **geo,
         )
     finally:
@@ -126,6 +127,29 @@ def run_batch(args) -> int:
     if summary.n_failed:
         print(f"{summary.n_failed} case(s) failed or unpaired: see {summary.paths['errors_csv']}", file=sys.stderr)
     return 1 if summary.n_failed else 0
+
+
+class CaseWarnings:
+    """Each scored case's warnings on the console as it finishes (`warning: <case>: text`), above the progress
+    bar; those of the whole job (the DEMO label, unverified weights) once, as `score` shows them."""
+
+    def __init__(self, bar=None):
+        self.bar, self.shown = bar, set()
+
+    def __call__(self, result):
+        from DFM50NLib.cli import already_shown
+
+        job_wide = {result.demo_banner, result.fcib_weights}
+        for note in result.warnings:
+            key = note if note in job_wide else (result.case_id, note)
+            if key in self.shown or already_shown(note):
+                continue
+            self.shown.add(key)
+            line = f"warning: {note}" if note in job_wide else f"warning: {result.case_id}: {note}"
+            if self.bar is not None and self.bar.bar is not None:
+                self.bar.bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
 
 
 class _Bar:

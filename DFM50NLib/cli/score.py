@@ -27,6 +27,12 @@ def register(sub):
     o = p.add_argument_group("outputs")
     o.add_argument("--out", default="dfm50n-output", help="output folder (default ./dfm50n-output)")
     o.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result in --out with the same case id that was scored from another CT or mask "
+        "(without it, that is refused)",
+    )
+    o.add_argument(
         "--save-cubes",
         action="store_true",
         help="also write the 50 mm CT and mask cubes (NIfTI, overlay on the CT in Slicer/ITK-SNAP)",
@@ -69,13 +75,19 @@ def _add_inputs(p):
         required=True,
         help="lesion mask: NIfTI, NRRD, MHA, Slicer .seg.nrrd, DICOM-SEG or RTSTRUCT (RS*.dcm, with --segment)",
     )
-    p.add_argument("--case-id", default=None, help="case identifier (default: the image file name)")
+    p.add_argument(
+        "--case-id",
+        default=None,
+        help="case identifier (default: PatientID + series of a DICOM folder; parent folder + name of a file)",
+    )
 
 
 def run_score(args) -> int:
+    from DFM50NLib.atomic import safe_stem
     from DFM50NLib.cli.common import check_output_dir
     from DFM50NLib.errors import InputError
     from DFM50NLib.model.encoder_process import one_shot_encoder
+    from DFM50NLib.scoring.case_id import default_case_id, refuse_replacing_another_input
     from DFM50NLib.scoring.clinical import parse_yes_no
     from DFM50NLib.scoring.pipeline import normalise_options, score_case
 
@@ -89,11 +101,14 @@ def run_score(args) -> int:
     geo = geometry_kwargs(args)
     normalise_options(**geo)  # every option checked before any file is read
     check_output_dir(args.out)
+    case_id = args.case_id or default_case_id(args.image)
+    if not args.overwrite:
+        refuse_replacing_another_input(Path(args.out) / f"{safe_stem(case_id)}.dfm50n.json", args.image, args.mask)
     with one_shot_encoder(args.weights, args.device) as encoder:  # loads while the case is read
         result = score_case(
             args.image,
             args.mask,
-            case_id=args.case_id,
+            case_id=case_id,
             weights=args.weights,
             model=args.model,
             device=args.device,
@@ -140,13 +155,27 @@ def format_result(r) -> str:
     return "\n".join(lines)
 
 
+def features_warnings(prep, prov) -> list:
+    """What `score` would warn about the same cube (coverage, out of population, unverified weights, and every
+    note from reading the case): features of such a cube train or test a classifier just as badly."""
+    from DFM50NLib.scoring.pipeline import population_warnings
+
+    long_axis = None if prep.diameters is None else float(prep.diameters.long_mm)
+    notes = list(prep.warnings) + population_warnings(long_axis, float(prep.stats["coverage"]))
+    return notes + ([] if prov["verified"] else [prov["text"]])
+
+
 def run_features(args) -> int:
+    import warnings
+
     from DFM50NLib import atomic
     from DFM50NLib.cli.common import check_output_file
     from DFM50NLib.constants import DFM50N_FEATURE_INDICES
+    from DFM50NLib.errors import DFM50NWarning
     from DFM50NLib.model.encoder_process import one_shot_encoder
     from DFM50NLib.model.weights import provenance
     from DFM50NLib.scoring.pipeline import load_encoder, normalise_options, prepare_case
+    from DFM50NLib.scoring.result import rows_to_csv
 
     geo = geometry_kwargs(args)
     normalise_options(**geo)
@@ -156,11 +185,10 @@ def run_features(args) -> int:
         encoder = encoder or load_encoder(args.weights, args.device, download=args.download)
         feats = encoder.features(prep.cube.ct)[0]
         prov = provenance(encoder.weights_path, encoder.weights_sha256)  # waits for the CRC + hash check
-    if not prov["verified"]:
-        print(f"warning: {prov['text']}", file=sys.stderr)
+    for note in features_warnings(prep, prov):
+        warnings.warn(note, DFM50NWarning, stacklevel=2)
     idx = range(len(feats)) if args.all else DFM50N_FEATURE_INDICES
-    header = "case_id," + ",".join(f"pred_{i}" for i in idx)
-    row = f"{prep.case_id}," + ",".join(repr(float(feats[i])) for i in idx)
-    atomic.write_text(args.out, header + "\n" + row + "\n")
+    row = {"case_id": prep.case_id, **{f"pred_{i}": float(feats[i]) for i in idx}}
+    atomic.write_text(args.out, rows_to_csv([row]))
     print(f"{len(idx)} features of {prep.case_id} written to {args.out}", file=sys.stderr)
     return 0

@@ -53,8 +53,13 @@ def register(subparsers):
         help="fully check a weights file (structure + SHA-256)",
         description="Load the file strictly (every tensor of the FCIB model, right shapes, nothing "
         "else), compute its SHA-256 and compare it with the hash recorded when it was "
-        "first used. Exit 0 if good, 2 with the reason if not.",
+        "first used. A file of the published size without a stored publisher checksum (copied by hand) is "
+        "checked against the MD5 the Zenodo record lists (one small request; kept beside the file, so scores "
+        "stop calling it unverified). One verdict, first: exit 0 = the published FCIB file, 1 = intact but "
+        "not confirmed as the published file, 2 = damaged or not an FCIB checkpoint.",
     )
+    v.add_argument("--offline", action="store_true", help="never ask the publisher's record for its checksum")
+    v.add_argument("--record-url", default=None, help=argparse.SUPPRESS)  # tests: a local Zenodo-like record
     v.add_argument(
         "path",
         nargs="?",
@@ -123,25 +128,65 @@ def _download(args):
 
 
 def _verify(args):
-    from DFM50NLib.model.weights import resolve_weights, text_progress, verify_weights
+    from DFM50NLib.model.weights import provenance, resolve_weights, text_progress, verify_weights
 
     path = args.path or resolve_weights()
     info = verify_weights(path, progress=text_progress(label="SHA-256") if sys.stderr.isatty() else None)
-    print(f"OK: {info['path']}")
-    print("  structure: the FCIB v1.0.0 trunk (322 entries, 184,477,824 parameters)")
+    note = _confirm_published(info, args)
+    prov = provenance(info["path"], info["sha256"]) if note is not None else info["provenance"]
+    rc, verdict = weights_verdict(info, prov, note)
+    print(verdict)
+    print("  structure: the FCIB v1.0.0 trunk (322 entries, 184,477,824 parameters), loads strictly")
     print(
         f"  size:      {info['size']:,} bytes"
-        + ("" if info["published_size"] else f" (NOT the published {FCIB_WEIGHTS_SIZE:,}: a different checkpoint)")
+        + ("" if info["published_size"] else f" (published: {FCIB_WEIGHTS_SIZE:,})")
     )
     print(f"  sha256:    {info['sha256']}")
+    print(f"  md5:       {info['md5']}")
     print(f"  zip CRC-32: all {info['zip_records']} records intact")
-    print(f"  publisher: {info['provenance']['text']}")
     prev = info["previous_record"]
     if info["record_matched"]:
         print(f"  matches the hash recorded on {prev.get('recorded')}")
     else:
         print("  no hash recorded for this exact file before; recorded now")
-    return 0
+    return rc
+
+
+def _confirm_published(info, args):
+    """A hand-copied file of the published size has no publisher checksum beside it: read the record's MD5 once
+    (as `weights download` does) and keep it when it matches. Returns a note on what happened, None if not tried."""
+    from DFM50NLib.model import published
+
+    if info["provenance"]["verified"] or not info["published_size"] or published.read(info["path"]) or args.offline:
+        return None
+    url = args.record_url or published.RECORD_API_URL
+    md5, why = published.fetch_published_md5(url)
+    if md5 is None:
+        return f"the publisher's checksum could not be read ({why})"
+    if md5 == info["md5"]:
+        published.store(info["path"], md5, url)
+        return "confirmed now against the publisher's record"
+    return f"its MD5 {info['md5']} differs from the {md5} the publisher's record lists"
+
+
+def weights_verdict(info, prov, note=None) -> tuple:
+    """(exit code, first line): one verdict for the file, never OK followed by 'not the published file'."""
+    path = info["path"]
+    if prov["verified"]:
+        return 0, f"OK: {path} is the published FCIB v1.0.0 file ({prov['text']})"
+    if not info["published_size"]:
+        return 1, (
+            f"NOT THE PUBLISHED FILE: {path} is an intact FCIB-shaped checkpoint of {info['size']:,} bytes, not the "
+            f"published {FCIB_WEIGHTS_SIZE:,}: a different checkpoint; its scores are not DFM50N's."
+        )
+    if note and "differs" in note:
+        return 1, f"NOT THE PUBLISHED FILE: {path}: {note}; its scores are not DFM50N's."
+    return 1, (
+        f"UNCONFIRMED: {path} is intact and has the published size, but "
+        + (note or "no publisher checksum is stored beside it")
+        + f". Run `weights verify` once with network access, or compare its MD5 {info['md5']} with the one listed "
+        "on https://zenodo.org/records/10528450; until then scores call it unverified."
+    )
 
 
 def _path(args):

@@ -261,7 +261,7 @@ def provenance(path, sha256=None) -> dict:
             "published_md5": pub,
         }
     why = (
-        "no publisher checksum is stored beside it: only files fetched with `weights download` can be checked"
+        "no publisher checksum is stored beside it: `weights verify` confirms a copied file once, online"
         if not pub
         else (
             f"its MD5 {md5} differs from the publisher's {pub}"

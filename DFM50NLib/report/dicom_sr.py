@@ -82,7 +82,7 @@ def write_dicom_sr(result, ct, prepared_mask, out_dir, *, mask_path=None, segmen
         raise InputError("Writing DICOM SR needs highdicom: pip install 'dfm50n[dicomseg]'.") from None
     if prepared_mask is None:
         raise InputError("A DICOM SR is written for physical-geometry scores only (no lesion on the CT grid).")
-    headers = refuse_if_not_dicom(ct)
+    headers = [with_type2_attributes(h) for h in refuse_if_not_dicom(ct)]
     out_dir = Path(out_dir)
     from DFM50NLib.atomic import safe_stem
 
@@ -98,13 +98,53 @@ def write_dicom_sr(result, ct, prepared_mask, out_dir, *, mask_path=None, segmen
         segment_number = _segment_number(seg, result, segment)
         paths["seg"] = Path(mask_path)
     else:
-        seg = lesion_seg(result, headers, prepared_mask)
+        seg = copy_deidentification(lesion_seg(result, headers, prepared_mask), headers[0])
         segment_number = 1
         paths["seg"] = _save(seg, out_dir / f"{stem}.dfm50n.seg.dcm")
-    sr = measurement_report(result, headers, seg, segment_number)
+    sr = copy_deidentification(measurement_report(result, headers, seg, segment_number), headers[0])
     paths["sr"] = _save(sr, out_dir / f"{stem}.dfm50n.sr.dcm")
     paths["tracking_uid"] = _tracking_uid(sr)
     return paths
+
+
+# Type 2 attributes the SR and SEG copy from the CT (Patient and General Study modules): they must be present,
+# possibly empty. A series without PatientBirthDate (common after anonymisation) made highdicom raise AttributeError.
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def with_type2_attributes(header):
+    """The CT header with every type 2 attribute the SR/SEG copy present (empty when the CT lacks it)."""
+    for keyword in TYPE2_COPIED:
+        if keyword not in header:
+            setattr(header, keyword, "")
+    return header
+
+
+NO_METHOD_GIVEN = "Not stated in the source CT (PatientIdentityRemoved YES)"  # LO: 64 characters at most
+
+
+def copy_deidentification(ds, header):
+    """PatientIdentityRemoved YES needs DeidentificationMethod or its code sequence (type 1C): copied from the
+    CT, or a text saying the CT did not name one (the SR must not claim a method nobody recorded)."""
+    if str(getattr(header, "PatientIdentityRemoved", "")).upper() != "YES":
+        return ds
+    ds.PatientIdentityRemoved = "YES"
+    for keyword in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+        if keyword in header:
+            setattr(ds, keyword, header[keyword].value)
+    if "DeidentificationMethod" not in ds and "DeidentificationMethodCodeSequence" not in ds:
+        ds.DeidentificationMethod = NO_METHOD_GIVEN
+    return ds
 
 
 def _save(ds, path):

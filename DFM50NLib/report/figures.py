@@ -52,10 +52,8 @@ def draw_score_bar(ax, value, threshold, label=None, *, positive=None, value_tex
     )
     ax.plot([threshold, threshold], [y0 - 0.1, y0 + h + 0.1], color=INK, lw=1.4, ls=(0, (3, 2)))
     text = value_text or f"{value:.3f}"
-    if value <= 0.82:
-        ax.text(value + 0.012, y0 + h / 2, text, ha="left", va="center", fontsize=9, fontweight="bold", color=color)
-    else:
-        ax.text(value - 0.012, y0 + h / 2, text, ha="right", va="center", fontsize=9, fontweight="bold", color="white")
+    x, ha, ink = value_label_place(ax, value, threshold, text)
+    ax.text(x, y0 + h / 2, text, ha=ha, va="center", fontsize=9, fontweight="bold", color=ink or color)
     ax.text(threshold, y0 - 0.14, f"threshold {threshold:g}", ha="center", va="top", fontsize=7.5, color=INK)
     for tick in (0, 0.5, 1):
         if abs(tick - threshold) > 0.14:
@@ -70,6 +68,20 @@ def draw_score_bar(ax, value, threshold, label=None, *, positive=None, value_tex
             )
     if label:
         ax.text(0, 0.98, label, ha="left", va="top", fontsize=8.5, color=INK, fontweight="bold")
+
+
+def value_label_place(ax, value, threshold, text, fontsize=9):
+    """(x, ha, colour or None) of the value's label: right of the fill unless the threshold line would cross it
+    (0.150 against 0.254), then inside the fill in white, or right of the threshold line when the fill is short."""
+    inches = ax.get_position().width * ax.figure.get_size_inches()[0]
+    width = len(text) * fontsize * 0.62 / 72 / max(inches, 1e-6) + 0.012  # bold digits, in axis units
+    pad = 0.012
+    crosses = value + pad - 0.01 < threshold < value + pad + width + 0.01
+    if value > 0.82 or (crosses and value >= width + 2 * pad):
+        return value - pad, "right", "white"
+    if crosses:
+        return threshold + pad, "left", None
+    return value + pad, "left", None
 
 
 def draw_plane(ax, view, *, window=LUNG_WINDOW, scale_bar_mm=20.0, title=True):

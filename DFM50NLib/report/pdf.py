@@ -145,7 +145,16 @@ def warnings_block(fig, x, y, width, notes, fontsize=8.0):
     return y - line * 0.5
 
 
-def page_one(result, ct_views, diam, pages):
+TABLES_HEIGHT = 0.2  # the four tables of page one (Result, Clinical inputs, Lesion, Where the model looked)
+MIN_VIEW_SHARE = 0.6  # CT views smaller than this share of their full size move the tables to a page of their own
+
+
+def page_one(result, ct_views, diam):
+    """Score, plain words, warnings, CT views, tables; returns (figure, tables_moved).
+
+    Long text (combined model, disagreement, several warnings) used to shrink the CT views to thumbnails to keep
+    the tables on the page: now the views keep their size and the tables go to `tables_page` when they do not fit.
+    """
     fig = rf.new_figure(*A4)
     y = header(
         fig,
@@ -222,13 +231,15 @@ def page_one(result, ct_views, diam, pages):
     y = text_block(fig, MARGIN, y - 0.008, 1 - 2 * MARGIN, rt.plain_summary(result), title="What this means")
     y = warnings_block(fig, MARGIN, y, 1 - 2 * MARGIN, rt.warnings_list(result))
     # orthogonal CT views
+    tables_moved = False
     if ct_views:
         _heading(fig, MARGIN, y - 0.012, "CT THROUGH THE CUBE CENTRE (120 mm field of view, lung window)")
         w = (1 - 2 * MARGIN - 0.02) / 3
-        h = w * A4[0] / A4[1]
-        # the tables below need about 0.2 of the page above the footer: shrink the pictures if the text
-        # above them (summary, warnings) took that room
-        h = min(h, y - 0.045 - 0.035 - 0.2 - 0.055)
+        full = w * A4[0] / A4[1]
+        room = y - 0.045 - 0.035 - 0.055  # below the heading, above the legend and the footer
+        h = min(full, room - TABLES_HEIGHT)
+        if h < MIN_VIEW_SHARE * full:  # the views keep their size; the tables get a page of their own
+            h, tables_moved = min(full, room), True
         w_img = h * A4[1] / A4[0]
         top = y - 0.045
         for i, view in enumerate(ct_views):
@@ -244,6 +255,20 @@ def page_one(result, ct_views, diam, pages):
             frameon=False,
         )
         y = top - h - 0.035
+    if not tables_moved:
+        result_tables(fig, result, diam, y)
+    return fig, tables_moved
+
+
+def tables_page(result, diam):
+    """Page one's tables, when page one's text left them no room beside full-size CT views."""
+    fig = rf.new_figure(*A4)
+    y = header(fig, result, "DFM50N report", "Result, clinical inputs and lesion")
+    result_tables(fig, result, diam, y - 0.01)
+    return fig
+
+
+def result_tables(fig, result, diam, y):
     secs = dict(rt.sections(result, diam, full_paths=False))
     col_w = (1 - 2 * MARGIN - 0.05) / 2
     yl = section(fig, MARGIN, y, col_w, "Result", secs["Result"], label_frac=0.48)
@@ -251,11 +276,9 @@ def page_one(result, ct_views, diam, pages):
     x2 = MARGIN + col_w + 0.05
     yr = section(fig, x2, y, col_w, "Lesion", secs["Lesion"], label_frac=0.6)
     section(fig, x2, yr, col_w, "Where the model looked", secs["Where the model looked"], label_frac=0.3)
-    footer(fig, result, 1, pages)
-    return fig
 
 
-def page_two(result, cube_views, measure_view, stab, diam, pages):
+def page_two(result, cube_views, measure_view, stab, diam):
     fig = rf.new_figure(*A4)
     y = header(fig, result, "DFM50N report", "Model input, measurements and provenance")
     # pictures at 0.8 of square: the technical appendix below needs the room above the footer
@@ -324,7 +347,6 @@ def page_two(result, cube_views, measure_view, stab, diam, pages):
     if "Timings" in secs:
         line = " · ".join(f"{stage} {t}" for stage, t in secs["Timings"])
         y = text_block(fig, MARGIN, y, 1 - 2 * MARGIN, [line], fontsize=7.5, color=rf.MUTED, title="Timings")
-    footer(fig, result, 2, pages)
     return fig
 
 
@@ -353,27 +375,36 @@ def write_case_pdf(path, result, ct_views, cube_views, measure_view, stab, diam)
         with PdfPages(
             tmp, metadata={"Title": f"DFM50N report {result.case_id}", "Creator": "DFM50N", "Subject": DISCLAIMER}
         ) as pdf:
-            pdf.savefig(page_one(result, ct_views, diam, 2))
-            pdf.savefig(page_two(result, cube_views, measure_view, stab, diam, 2))
+            first, tables_moved = page_one(result, ct_views, diam)
+            figs = [first] + ([tables_page(result, diam)] if tables_moved else [])
+            figs.append(page_two(result, cube_views, measure_view, stab, diam))
+            for n, fig in enumerate(figs, 1):
+                footer(fig, result, n, len(figs))
+                pdf.savefig(fig)
     return path
 
 
-def write_cohort_pdf(path, results, rows, threshold):
-    """Histogram page + as many table pages as needed (38 rows each)."""
+def write_cohort_pdf(path, results, rows, threshold, n_failed=0):
+    """Histogram page + as many table pages as needed (38 rows each), then every case's warnings in full.
+
+    The table only counts a case's warnings (and flags OUT OF POPULATION): the words themselves follow on
+    pages of their own, wrapped, never cut. `n_failed`: cases not scored (errors.csv), said in every header.
+    """
     from matplotlib.backends.backend_pdf import PdfPages
 
     from DFM50NLib.atomic import atomic_path
 
     per_page = 38
     chunks = [rows[i : i + per_page] for i in range(0, max(1, len(rows)), per_page)] or [[]]
-    pages = len(chunks)
+    notes = _warning_pages(rows)
+    pages = len(chunks) + len(notes)
     with atomic_path(path) as tmp:
         with PdfPages(
             tmp, metadata={"Title": "DFM50N cohort summary", "Creator": "DFM50N", "Subject": DISCLAIMER}
         ) as pdf:
             for n, chunk in enumerate(chunks, 1):
                 fig = rf.new_figure(*A4)
-                y = _cohort_header(fig, results, threshold)
+                y = _cohort_header(fig, results, threshold, n_failed)
                 if n == 1:
                     ax = fig.add_axes([MARGIN + 0.05, y - 0.25, 1 - 2 * MARGIN - 0.05, 0.22])
                     rf.draw_histogram(ax, [r.score for r in results], threshold)
@@ -381,22 +412,73 @@ def write_cohort_pdf(path, results, rows, threshold):
                 _table(fig, y, chunk)
                 _cohort_footer(fig, results, n, pages)
                 pdf.savefig(fig)
+            for n, lines in enumerate(notes, len(chunks) + 1):
+                fig = rf.new_figure(*A4)
+                y = _cohort_header(fig, results, threshold, n_failed)
+                _warning_lines(fig, y, lines)
+                _cohort_footer(fig, results, n, pages)
+                pdf.savefig(fig)
     return path
 
 
-def _cohort_header(fig, results, threshold):
+WARNING_FONT = 7.5
+WARNING_LINE = WARNING_FONT * 1.5 * PT
+
+
+def _warning_pages(rows) -> list:
+    """Every case's warnings as wrapped lines [(text, is_case_heading, out_of_population)], split into pages."""
+    import textwrap
+
+    chars = int((1 - 2 * MARGIN) * A4[0] * 72 / (WARNING_FONT * 0.52)) - 4
+    shared = [n for n in rows[0]["notes"] if all(n in row["notes"] for row in rows)] if len(rows) > 1 else []
+    blocks = [("Every case", shared)] if shared else []
+    blocks += [
+        (f"{row['case_id']}  ({row['score']}, {row['risk']})", [n for n in row["notes"] if n not in shared])
+        for row in rows
+    ]
+    lines = []
+    for title, notes in blocks:
+        if not notes:
+            continue
+        lines.append((title, True, False))
+        for note in notes:
+            oop = note.startswith("Out of population")
+            for i, part in enumerate(textwrap.wrap(note, chars)):
+                lines.append((("▲ " if i == 0 else "   ") + part, False, oop))
+    if not lines:
+        return []
+    per_page = int((0.88 - 0.06 - 0.04) / WARNING_LINE)
+    return [lines[i : i + per_page] for i in range(0, len(lines), per_page)]
+
+
+def _warning_lines(fig, y, lines):
+    fig.text(MARGIN, y, "WARNINGS PER CASE (in full)", fontsize=8, fontweight="bold", color="#b25000", va="top")
+    y -= WARNING_LINE * 1.6
+    for text, heading, oop in lines:
+        if heading:
+            y -= WARNING_LINE * 0.4
+        color = rf.INK if heading else (rf.HIGH_COLOR if oop else "#7a3a00")
+        weight = "bold" if heading or oop else "normal"
+        fig.text(MARGIN, y, text, fontsize=WARNING_FONT, color=color, fontweight=weight, va="top")
+        y -= WARNING_LINE
+    return y
+
+
+def _cohort_header(fig, results, threshold, n_failed=0):
     import statistics
 
     fig.text(MARGIN, 0.962, "DFM50N cohort summary", fontsize=17, fontweight="bold", color=rf.INK)
     scores = [r.score for r in results]
     high = sum(r.high_risk for r in results)
     stats = (
-        f"{len(results)} cases · {high} high risk (score ≥ {threshold:g}) · median score "
+        f"{len(results)} cases scored · {high} high risk (score ≥ {threshold:g}) · median score "
         f"{statistics.median(scores):.3f}"
         if scores
-        else "no cases"
+        else "no cases scored"
     )
-    fig.text(MARGIN, 0.946, stats, fontsize=8.5, color=rf.MUTED)
+    if n_failed:
+        stats += f" · {n_failed} case(s) failed, not shown (see errors.csv)"
+    fig.text(MARGIN, 0.946, stats, fontsize=8.5, color=rt.HIGH_COLOR if n_failed else rf.MUTED)
     fig.add_artist(_hline(0.937))
     demo = sum(r.classifier_is_demo for r in results)
     if demo:
@@ -420,8 +502,17 @@ COHORT_COLUMNS = (
     ("Combined p", 0.53, "right"),
     ("Coverage", 0.63, "right"),
     ("Model", 0.65, "left"),
-    ("Warnings", 0.72, "left"),
+    ("Warnings (in full: last pages)", 0.72, "left"),
 )
+
+
+def warning_count(row) -> str:
+    """The table's Warnings cell: how many (in full on the last pages), out of population first."""
+    notes = row["notes"]
+    if not notes:
+        return "—"
+    count = f"{len(notes)} ▸"
+    return ("OUT OF POPULATION · " + count) if any(n.startswith("Out of population") for n in notes) else count
 
 
 def _table(fig, y, rows, fontsize=7.5):
@@ -448,7 +539,7 @@ def _table(fig, y, rows, fontsize=7.5):
             row["combined"],
             row["coverage"],
             "DEMO" if row["demo"] else "",
-            _truncate(row["warnings"] or "—", 36),
+            warning_count(row),
         )
         for (name, x, ha), value in zip(COHORT_COLUMNS, values):
             fig.text(

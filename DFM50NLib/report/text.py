@@ -59,9 +59,7 @@ def score_line(result) -> str:
 
 def combined_summary(result) -> str:
     if result.combined_probability is None:
-        return (
-            f"Combined clinical model: {NOT_REPORTED} (needs smoking history, spiculation and the short-axis diameter)"
-        )
+        return f"Combined clinical model: {NOT_REPORTED} (needs {missing_clinical(result)})"
     verdict = "OLM positive" if result.combined_positive else "OLM negative"
     return (
         f"Combined clinical model: p = {result.combined_probability:.3f} (cut-off {COMBINED_THRESHOLD:.3f}) — {verdict}"
@@ -74,6 +72,22 @@ CENTER_WORDS = {
     "point": "a point chosen by the user",
 }
 METHOD_DOC = "docs/METHOD.md"
+
+
+def missing_clinical(result) -> str:
+    """Only what was actually missing ('smoking history and spiculation'), never the whole list by rote."""
+    missing = [
+        name
+        for name, value in (
+            ("smoking history", result.smoking),
+            ("spiculation", result.spiculated),
+            ("the short-axis diameter", result.short_axis_cm),
+        )
+        if value is None
+    ]
+    if not missing:  # all given, yet no probability: the score itself was not finite
+        return "a finite DFM50N score"
+    return missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
 
 
 def center_words(method) -> str:
@@ -91,10 +105,7 @@ def plain_summary(result) -> list:
         "the CT image of the tumour and its surroundings only."
     ]
     if result.combined_probability is None:
-        out.append(
-            "The combined clinical model was not computed: it needs smoking history, spiculation and "
-            "the short-axis diameter."
-        )
+        out.append(f"The combined clinical model was not computed: it needs {missing_clinical(result)}.")
     else:
         verdict = "predicts" if result.combined_positive else "does not predict"
         out.append(
@@ -216,11 +227,7 @@ def sections(result, diameters=None, full_paths=True) -> list:
             [
                 ("Classifier", result.classifier_name + (" (DEMO)" if result.classifier_is_demo else "")),
                 ("Classifier SHA-256", result.classifier_sha256 or "—"),
-                (
-                    "FCIB weights",
-                    getattr(result, "fcib_weights", "")
-                    or f"FCIB v{FCIB_VERSION} weights SHA-256 {result.fcib_weights_sha256 or '—'}",
-                ),
+                ("FCIB weights", weights_provenance(result)),
                 ("Software version", f"DFM50N {result.software_version}"),
                 ("Configuration hash", result.config_hash or "—"),
                 ("Device", result.device),
@@ -237,8 +244,34 @@ def sections(result, diameters=None, full_paths=True) -> list:
     if inputs:
         out.append(("Inputs", inputs))
     if result.timings:
-        out.append(("Timings", [(stage, fmt_seconds(sec)) for stage, sec in result.timings.items()]))
+        out.append(("Timings", timing_rows(result.timings)))
     return out
+
+
+PARALLEL_STAGES = ("fcib_process_import", "fcib_process_load")  # the FCIB child process, started with the command
+
+
+def timing_rows(timings) -> list:
+    """The total's parts, the total, then what ran beside it: the FCIB child process imports torch and loads the
+    weights in parallel from the command's start, so its times are not parts of the total (they may exceed it)."""
+    parts = [(stage, fmt_seconds(sec)) for stage, sec in timings.items() if stage not in PARALLEL_STAGES + ("total",)]
+    if "total" in timings:
+        parts.append(("total", fmt_seconds(timings["total"])))
+    beside = [
+        (f"{stage} (in parallel, not part of the total)", fmt_seconds(timings[stage]))
+        for stage in PARALLEL_STAGES
+        if stage in timings
+    ]
+    return parts + beside
+
+
+def weights_provenance(result) -> str:
+    """The provenance row: the verified text, or (when the unverified sentence is already among the warnings) just
+    the SHA-256 with a pointer, so the report does not say the same long sentence twice."""
+    text = getattr(result, "fcib_weights", "")
+    if text and text in (result.warnings or []):
+        return f"unverified (see Warnings): SHA-256 {result.fcib_weights_sha256 or '—'}"
+    return text or f"FCIB v{FCIB_VERSION} weights SHA-256 {result.fcib_weights_sha256 or '—'}"
 
 
 def warnings_list(result) -> list:

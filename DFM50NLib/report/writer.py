@@ -373,13 +373,17 @@ def cohort_rows(results) -> list:
                 "coverage": f"{100 * r.coverage:.0f} %",
                 "demo": bool(r.classifier_is_demo),
                 "warnings": "; ".join(rt.warnings_list(r)),
+                "notes": rt.warnings_list(r),
             }
         )
     return rows
 
 
-def write_cohort_summary(results, out_dir, *, formats=FORMATS) -> dict:
-    """`cohort_summary.html` / `.pdf`: score histogram with the threshold line and a table of cases."""
+def write_cohort_summary(results, out_dir, *, formats=FORMATS, n_failed=0) -> dict:
+    """`cohort_summary.html` / `.pdf`: score histogram with the threshold line and a table of cases.
+
+    `n_failed`: cases of the cohort that were not scored (errors.csv); both summaries say how many.
+    """
     from DFM50NLib.report.pdf import write_cohort_pdf
 
     formats = _check_formats(formats)
@@ -393,14 +397,14 @@ def write_cohort_summary(results, out_dir, *, formats=FORMATS) -> dict:
     paths = {}
     if "html" in formats:
         paths["cohort_html"] = atomic.write_text(
-            out_dir / "cohort_summary.html", cohort_html(results, rows, threshold, len(thresholds) > 1)
+            out_dir / "cohort_summary.html", cohort_html(results, rows, threshold, len(thresholds) > 1, n_failed)
         )
     if "pdf" in formats:
-        paths["cohort_pdf"] = Path(write_cohort_pdf(out_dir / "cohort_summary.pdf", results, rows, threshold))
+        paths["cohort_pdf"] = Path(write_cohort_pdf(out_dir / "cohort_summary.pdf", results, rows, threshold, n_failed))
     return paths
 
 
-def cohort_html(results, rows, threshold, mixed_thresholds=False) -> str:
+def cohort_html(results, rows, threshold, mixed_thresholds=False, n_failed=0) -> str:
     from DFM50NLib.report import figures as rf
 
     scores = [r.score for r in results]
@@ -409,8 +413,9 @@ def cohort_html(results, rows, threshold, mixed_thresholds=False) -> str:
     parts = [
         _header(
             "DFM50N cohort summary",
-            f"{len(results)} cases · {high} high risk (score ≥ {threshold:g}) · "
-            f"median score {statistics.median(scores):.3f}",
+            f"{len(results)} cases scored · {high} high risk (score ≥ {threshold:g}) · "
+            f"median score {statistics.median(scores):.3f}"
+            + (f" · {n_failed} case(s) failed, not shown (see errors.csv)" if n_failed else ""),
             f"{len(results)} cases",
             rt.fmt_date(created),
         )

@@ -412,8 +412,8 @@ def score_case(
 ) -> Result:
     """Score one case end to end. `image`/`mask`: file paths or `Volume`s.
 
-    With `out_dir`, writes `<case_id>.dfm50n.json/.csv` (and the audit cubes / report when asked),
-    each atomically: an error never leaves a half-written or stale-looking result behind.
+    With `out_dir`, writes `<case_id>.dfm50n.json/.csv` (and the audit cubes / report when asked) in one
+    `atomic.transaction`: each file is verified, and an error leaves the earlier files whole, none replaced.
     With `dicom_sr` (a folder; the CT must be a DICOM series), also a DICOM SR + SEG of the lesion there.
     """
     t0 = time.perf_counter()
@@ -452,12 +452,15 @@ def score_case(
     result.timings["total"] = time.perf_counter() - t0
     for note in result.warnings[1 if result.classifier_is_demo else 0 :]:
         warnings.warn(note, DFM50NWarning, stacklevel=2)
-    if out_dir is not None:
-        write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report, stability=stab)
-    if dicom_sr is not None:
-        from DFM50NLib.report.dicom_sr import write_dicom_sr
+    from DFM50NLib import atomic
 
-        write_dicom_sr(result, prep.ct, prep.prepared_mask, dicom_sr, segment=segment)
+    with atomic.transaction():  # JSON, CSV, cubes, report and SR replace the earlier ones together, or none does
+        if out_dir is not None:
+            write_outputs(result, prep, out_dir, write_cubes=write_cubes, report=report, stability=stab)
+        if dicom_sr is not None:
+            from DFM50NLib.report.dicom_sr import write_dicom_sr
+
+            write_dicom_sr(result, prep.ct, prep.prepared_mask, dicom_sr, segment=segment)
     return result
 
 
@@ -533,8 +536,6 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, sta
 
 
 def _case_id_from(image) -> str:
-    if isinstance(image, Volume):
-        return image.name or "case"
-    from DFM50NLib.io import file_stem
+    from DFM50NLib.scoring.case_id import default_case_id
 
-    return file_stem(image) or "case"
+    return default_case_id(image)

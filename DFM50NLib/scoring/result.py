@@ -124,15 +124,36 @@ def _finite(obj):
 
 
 def rows_to_csv(rows: list[dict]) -> str:
+    """Every CSV the project writes: header and cells through `csv_cell`, so no cell runs as a formula."""
     columns = []
     for row in rows:
         columns += [c for c in row if c not in columns]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([csv_cell(c) for c in columns])
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow([csv_cell("" if row.get(c) is None else row.get(c)) for c in columns])
     return buf.getvalue()
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading single quote
+    (OWASP's advice against CSV injection: a case id or manifest value ``=HYPERLINK(...)`` stays text).
+    Numbers stay numbers: floats, ints and numeric text such as ``-0.5`` are written as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _numeric(value):
+        return "'" + value
+    return value
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text == text.strip()
 
 
 def write_json(result: Result, path, include_all_features=True):

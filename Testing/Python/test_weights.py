@@ -369,13 +369,14 @@ def test_cli_status_path_verify(tiny, capsys, monkeypatch):
     monkeypatch.setenv("DFM50N_FCIB_WEIGHTS", str(tiny))
     assert run_cli("weights", "path") == 0
     assert capsys.readouterr().out.strip() == str(tiny)
-    assert run_cli("weights", "verify") == 0
+    assert run_cli("weights", "verify") == 1  # intact, but not the published file: one verdict, exit 1
     out = capsys.readouterr().out
+    assert out.startswith("NOT THE PUBLISHED FILE: ") and "OK" not in out
     assert f"sha256:    {sha(tiny)}" in out and "recorded now" in out
     assert run_cli("weights", "status") == 0
     out = capsys.readouterr().out
     assert f"sha256 {sha(tiny)}" in out and f"in use: {tiny}" in out
-    assert run_cli("weights", "verify", str(tiny)) == 0
+    assert run_cli("weights", "verify", str(tiny)) == 1
     assert "matches the hash recorded" in capsys.readouterr().out
 
 
