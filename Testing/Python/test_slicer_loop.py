@@ -30,7 +30,16 @@ TICK_LIMIT_S = 0.150  # no poll may block the main thread longer
 
 @pytest.fixture()
 def panel(random_weights):
-    return make_panel(random_weights)
+    made = make_panel(random_weights)
+    made[5].view()  # the widget renders once at setup (imports the view needs; reads the classifier's name)
+    return made
+
+
+def short_ticks(*runs) -> bool:
+    """Every poll of these runs returned within TICK_LIMIT_S (else the slowest are in the assertion)."""
+    slow = [(round(d, 3), v.status) for r in runs for d, v in r.slowest() if d > TICK_LIMIT_S]
+    assert not slow, f"ticks longer than {TICK_LIMIT_S * 1000:.0f} ms: {slow}"
+    return True
 
 
 def idle(view):
@@ -73,13 +82,13 @@ def test_a_score_under_the_gil_holding_loop_is_as_fast_as_with_the_gil_released(
     print(f"cold score: {released.seconds:.2f} s with the GIL released, {held.seconds:.2f} s held")
     assert held.seconds <= 1.5 * released.seconds
     assert any(v.status == jobs.LOADING_MESSAGE for v in held.values)  # what the panel says meanwhile
-    assert max(r.longest_tick_s for r in runs[True] + runs[False]) <= TICK_LIMIT_S
+    assert short_ticks(*runs[True], *runs[False])
     # a re-score on the warm process: one forward, no load
     presenter.apply()
     warm = EventLoop(hold_gil=True).run(presenter.poll, idle, timeout=120)
     print(f"warm score (GIL held): {warm.seconds:.2f} s; longest tick {warm.longest_tick_s * 1000:.0f} ms")
     print("stages", presenter.scored[0].result.timings)
-    assert warm.values[-1].status == "Scored 1 segment." and warm.longest_tick_s <= TICK_LIMIT_S
+    assert warm.values[-1].status == "Scored 1 segment." and short_ticks(warm)
     assert not any(v.status == jobs.LOADING_MESSAGE for v in warm.values)
     assert warm.seconds < held.seconds
     row = st.get_row(scene.GetNodeByID(warm.values[-1].table_id), 0)
@@ -117,7 +126,7 @@ def test_cancel_during_the_forward_ends_the_process_within_a_second_and_writes_n
     assert presenter.job.status().state == jobs.CANCELLED and presenter.job.results is None
     assert v.status == "Cancelled: nothing was written." and v.result_lines == []
     assert scene.GetNumberOfNodes() == nodes_before and st.get_table(scene, create=False) is None
-    assert stats.longest_tick_s <= TICK_LIMIT_S
+    assert short_ticks(stats)
     # the next Score starts a fresh process in the background and says so
     presenter.apply()
     again = EventLoop(hold_gil=True).run(presenter.poll, idle, timeout=300)
@@ -179,7 +188,7 @@ def test_a_crashed_model_process_is_an_error_in_the_panel_not_a_hang(panel):
     assert crashed and v.status == "Scoring failed."
     assert "ended unexpectedly" in v.error and f"exit code {-signal.SIGSEGV}" in v.error
     assert "segmentation fault" in v.error and presenter.takeError() == v.error
-    assert st.get_table(scene, create=False) is None and stats.longest_tick_s <= TICK_LIMIT_S
+    assert st.get_table(scene, create=False) is None and short_ticks(stats)
     presenter.apply()  # a new process; the panel works again
     assert EventLoop(hold_gil=True).run(presenter.poll, idle, timeout=300).values[-1].status == "Scored 1 segment."
 
@@ -254,3 +263,26 @@ def test_console_score_all_is_one_model_load_and_one_forward_per_segment(panel, 
     finally:
         torch.set_num_threads(saved)
     assert here.score == results[ids10["L4"]].score and here.features == results[ids10["L4"]].features
+
+
+def test_the_weights_download_runs_at_full_speed_under_the_gil_holding_loop(panel, tmp_path):
+    """The 738 MB checkpoint from a local server (its own process), downloaded and checked (structure, CRCs,
+    hash) by the download child, once with the GIL released between ticks and once held: the held run keeps
+    >= 80 % of the speed (the fastest of two runs each: the machine is shared)."""
+    from range_server import serving
+
+    scene, ct_node, seg, ids, logic, presenter, weights = panel
+    size = weights.stat().st_size
+    seconds = {False: [], True: []}
+    with serving(weights) as url:
+        for n, hold in enumerate((False, True, False, True)):
+            dest = tmp_path / f"w{n}.torch"
+            presenter.startDownload(dest, url=url, expected_size=size)
+            stats = EventLoop(hold_gil=hold).run(presenter.poll, idle, timeout=300)
+            assert stats.values[-1].status == f"FCIB weights ready: {dest}", stats.values[-1].error
+            assert dest.stat().st_size == size and short_ticks(stats)
+            seconds[hold].append(stats.seconds)
+            dest.unlink()
+    released, held = min(seconds[False]), min(seconds[True])
+    print(f"download + checks: {size / released / 1e6:.0f} MB/s with the GIL released, {size / held / 1e6:.0f} held")
+    assert held <= released / 0.8
