@@ -216,19 +216,23 @@ class ServiceProcess:
             else:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     code = self._proc.wait(10)
-        self._dead = DFM50NError(died_message(code))
-        while self._calls:
-            c = self._calls.popleft()
-            c.done, c.error = True, self._dead
+        self._fail_all(DFM50NError(died_message(code)))
         with self._arrived:
             self._eof = True
+
+    def _fail_all(self, error):
+        """The child is gone: every call left, and every later one, gets `error`."""
+        self._dead = error
+        while self._calls:
+            c = self._calls.popleft()
+            c.done, c.error = True, error
 
     def kill(self) -> None:
         """End the child and whatever it started (its process group) now; returns at once. `gone()` says when
         the OS has reaped it."""
         _kill_tree(self._proc)
         if self._dead is None:
-            self._dead = DFM50NError("The FCIB process was stopped.")
+            self._fail_all(DFM50NError("The FCIB process was stopped."))
 
     def gone(self) -> bool:
         return self._proc.poll() is not None

@@ -286,3 +286,23 @@ def test_the_weights_download_runs_at_full_speed_under_the_gil_holding_loop(pane
     released, held = min(seconds[False]), min(seconds[True])
     print(f"download + checks: {size / released / 1e6:.0f} MB/s with the GIL released, {size / held / 1e6:.0f} held")
     assert held <= released / 0.8
+
+
+def test_no_python_thread_in_the_scene_layer_or_the_widget():
+    """Heavy work belongs to child processes: nothing under DFM50NLib/scene or in DFM50N.py imports a thread
+    module (a thread there would starve under Slicer's GIL, or hold it)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "DFM50N.py", *sorted((root / "DFM50NLib" / "scene").glob("*.py"))]
+    assert len(files) > 5
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                names.add(node.module or "")
+        assert not {"threading", "_thread", "concurrent.futures", "multiprocessing"} & names, path
