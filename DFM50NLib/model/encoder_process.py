@@ -486,15 +486,17 @@ _shared = None  # the session's warm EncoderProcess
 
 def shared_encoder(weights_path, device="cpu") -> EncoderProcess:
     """The session's warm FCIB process for (weights file, device): the running one, or a new one (loading in
-    the background) when there is none, the file changed on disk, another file or device is asked for, or the
-    last one was killed (Cancel) or died. One at a time: a model takes ~1 GB."""
+    the background) when there is none, the file changed on disk, another file or device is asked for, the
+    last one was killed (Cancel) or died, or its load failed. One at a time: a model takes ~1 GB."""
     from DFM50NLib.model.fcib import _cache_key
 
     global _shared
     path = Path(weights_path).expanduser().resolve()
     key = _cache_key(path, device)
-    if _shared is not None and (_shared.key != key or not _shared.alive()):
-        close_shared()
+    if _shared is not None:
+        _shared.poll()
+        if _shared.key != key or not _shared.alive() or _shared.load_error is not None:  # e.g. torch installed since
+            close_shared()
     if _shared is None:
         _shared = EncoderProcess(path, device, proc=_spawn())
         _shared.key = key

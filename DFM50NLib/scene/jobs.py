@@ -63,6 +63,7 @@ class PolledJob:
         if self._status.state == CANCELLING:
             if self._stopping is None or self._stopping.gone():
                 self._status = JobStatus(CANCELLED, self._status.fraction, "Cancelled.", "cancelled")
+                self.ended()
         elif not self._status.finished:
             self._guard(self.advance)
         return self._status
@@ -96,7 +97,7 @@ class PolledJob:
         except Exception as exc:  # shown to the user by the presenter; DFM50NError messages say what to do
             msg = str(exc) if isinstance(exc, DFM50NError) else f"{type(exc).__name__}: {exc}"
             self._status = JobStatus(FAILED, self._status.fraction, msg, "failed", error=msg)
-            self.failed()
+            self.ended()
 
     def begin(self):
         raise NotImplementedError
@@ -110,8 +111,9 @@ class PolledJob:
             self.process.kill()
         return self.process
 
-    def failed(self):
-        """After a failure: nothing to do by default (the warm scoring process stays for the next score)."""
+    def ended(self):
+        """After a failure or a Cancel: nothing by default (the warm scoring process stays for the next score;
+        a killed one is replaced by the next shared_encoder())."""
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -326,6 +328,6 @@ class DownloadJob(PolledJob):
         proc.close()
         self._finish(path)
 
-    def failed(self):
+    def ended(self):
         if self.process is not None:
-            self.process.close()
+            self.process.close()  # reaps it and closes its pipes (a cancelled one is dead already)

@@ -16,7 +16,7 @@ import time
 import slicer
 import vtk
 
-from DFM50NLib.errors import DFM50NError
+from DFM50NLib.errors import DFM50NError, WeightsError
 from DFM50NLib.scene import mrml
 from DFM50NLib.scene import table as st
 
@@ -187,12 +187,15 @@ class DFM50NLogic(_LogicBase):
 
         if options.get("encoder") is None:  # the session's warm FCIB process: it loads while the CT is read
             self._step(progress, 0.05, "Starting the FCIB model")
-            options["encoder"] = _sharedEncoder(options)
+            with contextlib.suppress(WeightsError):  # not found: said after the inputs (a bad input first)
+                options["encoder"] = _sharedEncoder(options, download=False)
         self._step(progress, 0.1, "Reading the segment on the CT grid")
         ct = mrml.volume_from_node(volumeNode)
         mask = mrml.segment_mask(volumeNode, segmentationNode, segmentId)
         mask_sha = mrml.mask_hash(mask)
         self._step(progress, 0.15, "Loading the FCIB model and the classifier")
+        if options.get("encoder") is None:
+            options["encoder"] = _sharedEncoder(options, download=options.get("download", False))
         options["encoder"], options["classifier"] = pipeline.load_models(
             None, options.get("model"), encoder=options["encoder"], classifier=options.get("classifier")
         )
@@ -543,13 +546,13 @@ def reference_files(ct, mask):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _sharedEncoder(options):
+def _sharedEncoder(options, download):
     """The warm FCIB process (model/encoder_process.py) for the options' weights and device: in Slicer's
     console, scoring 10 segments costs one model load and 10 forwards, and torch never loads into Slicer."""
     from DFM50NLib.model.encoder_process import shared_encoder
     from DFM50NLib.model.weights import resolve_weights
 
-    path = resolve_weights(options.get("weights"), download=options.get("download", False))
+    path = resolve_weights(options.get("weights"), download=download)
     return shared_encoder(path, options.get("device") or "cpu")
 
 

@@ -294,3 +294,24 @@ def test_requests_are_answered_in_order_without_blocking_the_caller(random_weigh
             time.sleep(0.01)
         assert np.array_equal(first.result(), remote.features(x[0])) and second.result() == remote.weights_sha256
         assert remote.idle and remote.alive()
+
+
+def test_the_shared_process_is_reused_warm_and_replaced_after_a_failed_load_or_a_kill(random_weights, tmp_path):
+    """shared_encoder: the same warm process for the same file and device; a new one after its load failed
+    (e.g. PyTorch installed since), after a kill (Cancel), or for another file."""
+    bad = tmp_path / "model_weights.torch"
+    bad.write_bytes(b"PK\x03\x04" + b"\0" * 1000)
+    encoder_process.close_shared()
+    try:
+        broken = encoder_process.shared_encoder(bad)
+        with pytest.raises(WeightsError):
+            broken.ready()
+        assert encoder_process.shared_encoder(bad) is not broken and broken.gone()
+        warm = encoder_process.shared_encoder(random_weights)
+        warm.ready()
+        assert encoder_process.shared_encoder(random_weights) is warm and warm.alive()
+        warm.kill()
+        again = encoder_process.shared_encoder(random_weights)
+        assert again is not warm and again.pid != warm.pid and again.ready()["model_load"] > 0
+    finally:
+        encoder_process.close_shared()
