@@ -251,11 +251,13 @@ class ServiceProcess:
 
 
 def died_message(code) -> str:
-    how = {-signal.SIGKILL: "killed: out of memory?", -signal.SIGSEGV: "segmentation fault"}.get(code, "out of memory?")
+    signals = {getattr(signal, "SIGKILL", 9): "killed: out of memory?", signal.SIGSEGV: "segmentation fault"}
+    how = signals.get(-code if code else None, "out of memory?")  # POSIX: minus the signal number
     return (
-        f"The FCIB process ended unexpectedly (exit code {code}; {how}). Run again: a new process starts. If it "
-        f"keeps happening, free some memory (FCIB needs about 2 GB), or outside Slicer set {ENV}=0 to load the "
-        "model in the command's own process and see its error."
+        f"The FCIB process ended unexpectedly (exit code {'unknown' if code is None else code}; {how}). Run "
+        "again: a new process starts. If it keeps happening, free some memory (the model process needs about "
+        f"1 GB), or, for a command line, set {ENV}=0 to load the model in the command's own process and see its "
+        "error."
     )
 
 
