@@ -54,10 +54,6 @@ class PolledJob:
     def status(self) -> JobStatus:
         return self._status
 
-    @property
-    def cancelled(self) -> bool:
-        return self._status.state in (CANCELLING, CANCELLED)
-
     def step(self) -> JobStatus:
         """One main-thread tick: take what the child sent, do the next short piece of work. Never blocks."""
         if self._status.state == CANCELLING:
@@ -84,7 +80,7 @@ class PolledJob:
         return self._status
 
     def report(self, fraction, message, stage):
-        """Progress; the fraction never goes back (score-all cuts the next cube while the last one runs)."""
+        """Progress; the fraction never goes back (a bar that jumps back reads as a restart)."""
         self._status = JobStatus(RUNNING, max(float(fraction), self._status.fraction), message, stage)
 
     def _finish(self, results):
