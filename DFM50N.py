@@ -398,7 +398,7 @@ class DFM50NTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Test passed")
 
     def scoreLikeThePanel(self, ctNode, segNode, segmentId, weights):
-        """The presenter's path: worker thread, polled from this (the main) thread until it delivers."""
+        """The presenter's path: the model's child process, polled from this (the main) thread until it delivers."""
         import time
 
         from DFM50NLib.scene.logic import WEIGHTS_SETTING

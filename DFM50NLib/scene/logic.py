@@ -9,13 +9,14 @@ modifies the user's CT or segmentation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 import slicer
 import vtk
 
-from DFM50NLib.errors import DFM50NError
+from DFM50NLib.errors import DFM50NError, WeightsError
 from DFM50NLib.scene import mrml
 from DFM50NLib.scene import table as st
 
@@ -182,25 +183,25 @@ class DFM50NLogic(_LogicBase):
             from DFM50NLib.scene import dependencies
 
             dependencies.ensure(confirm)
-        from DFM50NLib.scene.device import resolve_device
+        from DFM50NLib.scoring import pipeline
 
-        options["device"] = resolve_device(options.get("device", "cpu"))
-        self._step(progress, 0.05, "Reading the segment on the CT grid")
+        if options.get("encoder") is None:  # the session's warm FCIB process: it loads while the CT is read
+            self._step(progress, 0.05, "Starting the FCIB model")
+            with contextlib.suppress(WeightsError):  # not found: said after the inputs (a bad input first)
+                options["encoder"] = _sharedEncoder(options, download=False)
+        self._step(progress, 0.1, "Reading the segment on the CT grid")
         ct = mrml.volume_from_node(volumeNode)
         mask = mrml.segment_mask(volumeNode, segmentationNode, segmentId)
         mask_sha = mrml.mask_hash(mask)
-        from DFM50NLib.scoring import pipeline
-
-        if options.get("encoder") is None or options.get("classifier") is None:
-            self._step(progress, 0.15, "Loading the FCIB model and the classifier")
-            options["encoder"], options["classifier"] = pipeline.load_models(
-                options.get("weights"),
-                options.get("model"),
-                options.get("device", "cpu"),
-                encoder=options.get("encoder"),
-                classifier=options.get("classifier"),
-                download=options.get("download", False),
-            )
+        self._step(progress, 0.15, "Loading the FCIB model and the classifier")
+        if options.get("encoder") is None:
+            options["encoder"] = _sharedEncoder(options, download=options.get("download", False))
+        options["encoder"], options["classifier"] = pipeline.load_models(
+            None, options.get("model"), encoder=options["encoder"], classifier=options.get("classifier")
+        )
+        if hasattr(options["encoder"], "ready"):
+            options["encoder"].ready()  # its error (e.g. a damaged weights file) before any computing
+        options["device"] = getattr(options["encoder"], "device", options.get("device", "cpu"))  # "auto" resolved
         self._step(progress, 0.5, "Computing the DFM50N score")
         case_id = f"{volumeNode.GetName()}_{mask.name}"
         if options.get("geometry") == "reference":
@@ -249,7 +250,7 @@ class DFM50NLogic(_LogicBase):
             except DFM50NError as exc:
                 name = segmentationNode.GetSegmentation().GetSegment(sid).GetName()
                 errors.append(f"{name}: {exc}")
-            # the FCIB encoder is cached per process (fcib.get_encoder): later segments reuse it
+            # the FCIB process stays warm (encoder_process.shared_encoder): later segments reuse its model
         if errors:
             raise DFM50NError(f"{len(errors)} of {len(ids)} segments could not be scored:\n" + "\n".join(errors))
         return results
@@ -502,9 +503,37 @@ class DFM50NLogic(_LogicBase):
         return write_dicom_sr_for_segment(result, volumeNode, segmentationNode, segmentId, outDir)
 
 
+def prepare_in_scene(ct, mask, case_id, options):
+    """The panel's prepare_case on the captured Volumes: physical geometry directly, upstream-parity geometry
+    through the NIfTI files it reads (`reference_files`). `options`: center, point_ras, orientation, geometry."""
+    from DFM50NLib.scoring import pipeline
+
+    kw = dict(
+        case_id=case_id,
+        center=options.get("center", "dt_peak"),
+        point_ras=options.get("point_ras"),
+        orientation=options.get("orientation", "LPS"),
+    )
+    if options.get("geometry") != "reference":
+        return pipeline.prepare_case(ct, mask, geometry="physical", **kw)
+    with reference_files(ct, mask) as (ct_path, mask_path):
+        return pipeline.prepare_case(ct_path, mask_path, geometry="reference", **kw)
+
+
 def score_reference(ct, mask, case_id, options):
-    """Upstream-parity geometry (METHOD.md §3) works on NIfTI files, as the upstream scripts do: write the CT and
-    the segment on the CT grid to a temporary folder exactly as Slicer would export them, score, delete."""
+    """Upstream-parity geometry (METHOD.md §3) works on NIfTI files, as the upstream scripts do."""
+    from DFM50NLib.scoring import pipeline
+
+    with reference_files(ct, mask) as (ct_path, mask_path):
+        result = pipeline.score_case(ct_path, mask_path, case_id=case_id, **options)
+    result.image_path = result.mask_path = ""  # the temporary files are gone
+    return result
+
+
+@contextlib.contextmanager
+def reference_files(ct, mask):
+    """The CT and the segment on the CT grid written to a temporary folder exactly as Slicer would export
+    them; yields (CT path, mask path), deleted after."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -513,7 +542,6 @@ def score_reference(ct, mask, case_id, options):
 
     from DFM50NLib import io
     from DFM50NLib.geometry.mask import prepare_mask
-    from DFM50NLib.scoring import pipeline
 
     pm = prepare_mask(mask, ct)
     full = np.zeros(ct.shape[:3], np.uint8)
@@ -523,11 +551,19 @@ def score_reference(ct, mask, case_id, options):
     try:
         ct_path = io.write_volume(ct, folder / "ct.nii")
         mask_path = io.write_volume(ct.with_array(full, name=mask.name), folder / "mask.nii")
-        result = pipeline.score_case(ct_path, mask_path, case_id=case_id, **options)
-        result.image_path = result.mask_path = ""  # the temporary files are gone
-        return result
+        yield ct_path, mask_path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sharedEncoder(options, download):
+    """The warm FCIB process (model/encoder_process.py) for the options' weights and device: in Slicer's
+    console, scoring 10 segments costs one model load and 10 forwards, and torch never loads into Slicer."""
+    from DFM50NLib.model.encoder_process import shared_encoder
+    from DFM50NLib.model.weights import resolve_weights
+
+    path = resolve_weights(options.get("weights"), download=download)
+    return shared_encoder(path, options.get("device") or "cpu")
 
 
 def _labelmapState(segmentationNode, segmentId):

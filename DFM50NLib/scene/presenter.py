@@ -6,8 +6,9 @@ with the inputs its job captured (never with the selection as it is when the job
 the result box shows. A front end only forwards user actions (`apply`, `selectSegment`, `setParameter`,
 `showCube`, ...) and renders `view()`; it calls `poll()` from its main-loop timer while `view().polling`.
 
-Threading: every method is called on the main thread. The worker threads inside the jobs never touch
-MRML; `poll()` writes finished results into the scene.
+Threading: every method is called on the main thread, and so is the jobs' own work (`poll()` steps them); the
+model load, the forwards and the download run in child processes (model/encoder_process.py), which never see a
+node. `poll()` writes finished results into the scene.
 """
 
 from __future__ import annotations
@@ -205,7 +206,11 @@ class PanelPresenter:
             self.job.cancel()
 
     def poll(self) -> PanelView:
-        """Main-thread tick: deliver a finished job into the scene (once) and return the view."""
+        """Main-thread tick: advance the running job one short step (never blocks), deliver a finished job
+        into the scene (once) and return the view."""
+        for running in (self.job, self.download):
+            if running is not None:
+                running.step()
         job = self.job
         if job is not None and job.status().finished and not getattr(job, "_delivered", False):
             job._delivered = True
@@ -234,22 +239,27 @@ class PanelPresenter:
             self._error = status.error
             self._status = "Scoring failed."
             return
-        table = self._jobOutputTable
-        table = table if table is not None and table.GetScene() is self.logic.scene else self.logic.getTableNode()
+        errors = list(job.errors)
         for s in job.results:
+            if gone := _deletedInput(s):
+                errors.append((s.segment_name, f"{gone} was deleted while it was scored: its score was not written."))
+        delivered = [s for s in job.results if not _deletedInput(s)]
+        table = self._jobOutputTable  # chosen at Score: leaving the module mid-run must not redirect the row
+        table = table if table is not None and table.GetScene() is self.logic.scene else None
+        table = table if table is not None or not delivered else self.logic.getTableNode()
+        for s in delivered:
             self.logic.writeResult(s.result, s.volume_node, s.segmentation_node, s.segment_id, s.mask_sha256, table)
-        if self.params is not None and self.params.outputTable is None:
+        if self.params is not None and self.params.outputTable is None and delivered:
             self.params.outputTable = table
-        self.scored = list(job.results)
-        self._errors = "\n".join(f"{name}: {msg}" for name, msg in job.errors)
-        if job.errors and not job.results:
+        self.scored = delivered
+        self._errors = "\n".join(f"{name}: {msg}" for name, msg in errors)
+        if errors and not delivered:
             self._error = f"No segment could be scored:\n{self._errors}"
-        n = len(job.results)
-        self._status = f"Scored {n} segment{'s' if n != 1 else ''}." + (
-            f" {len(job.errors)} failed." if job.errors else ""
-        )
-        self._table_id = table.GetID()
-        self._revision += 1
+        n = len(delivered)
+        self._status = f"Scored {n} segment{'s' if n != 1 else ''}." + (f" {len(errors)} failed." if errors else "")
+        if delivered:
+            self._table_id = table.GetID()
+            self._revision += 1
 
     def takeError(self) -> str:
         """The last failure message, once (a front end shows it in a dialog, then it is cleared)."""
@@ -459,6 +469,18 @@ class _WeakObserver:
         target = ref() if ref is not None else None
         if target is not None:
             getattr(target, self._method)(caller, event)
+
+
+def _deletedInput(scored) -> str:
+    """What of a result's inputs left the scene during its run ("" = all there): its row and report would
+    need them."""
+    if scored.volume_node.GetScene() is None:
+        return f"The CT '{scored.volume_node.GetName()}'"
+    if scored.segmentation_node.GetScene() is None:
+        return f"The segmentation '{scored.segmentation_node.GetName()}'"
+    if scored.segmentation_node.GetSegmentation().GetSegment(scored.segment_id) is None:
+        return f"The segment '{scored.segment_name}'"
+    return ""
 
 
 def _segment_ids(segmentationNode) -> list:

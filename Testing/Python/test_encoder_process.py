@@ -229,3 +229,89 @@ def test_no_process_possible_means_loading_in_this_one(random_weights, monkeypat
         assert enc is None
     monkeypatch.setattr(sys, "executable", "")
     assert not encoder_process.use_process()
+
+
+def test_kill_ends_the_child_and_what_it_started_at_once(random_weights):
+    """Cancel's kill(): the model process is reaped well within a second, later calls fail clearly; and a child
+    that started processes of its own (here a shell with a `sleep`, in a session of its own as _spawn makes
+    them) loses them too."""
+    with EncoderProcess(random_weights) as remote:
+        remote.ready()
+        busy = remote.features_call(cubes(8))
+        t = time.perf_counter()
+        remote.kill()
+        while not remote.gone() and time.perf_counter() - t < 5:
+            time.sleep(0.001)
+        assert time.perf_counter() - t < 1.0
+        remote.poll()
+        with pytest.raises(DFM50NError, match="stopped"):
+            busy.result()
+        with pytest.raises(DFM50NError, match="stopped"):
+            remote.features(cubes(1))
+    shell = subprocess.Popen(
+        ["sh", "-c", "sleep 60 & echo $!; cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
+    grandchild = int(shell.stdout.readline())
+    service = encoder_process.ServiceProcess(shell)
+    service.kill()
+    deadline = time.monotonic() + 1.0
+    while Path(f"/proc/{grandchild}").exists() and time.monotonic() < deadline:
+        state = (Path(f"/proc/{grandchild}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.005)
+    assert time.monotonic() < deadline and service.gone()
+    service.close()
+
+
+def test_inside_slicer_the_child_is_pythonslicer(tmp_path, monkeypatch):
+    """In Slicer sys.executable is the Slicer application: the child runs `PythonSlicer` from PATH."""
+    import types
+
+    assert encoder_process.child_python() == sys.executable  # plain Python (and slicer-core: no slicer.app)
+    monkeypatch.setitem(sys.modules, "slicer", types.SimpleNamespace(app=object()))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DFM50NError, match="PythonSlicer, Slicer's Python interpreter, was found neither"):
+        encoder_process.child_python()
+    exe = tmp_path / "PythonSlicer"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    assert encoder_process.child_python() == str(exe)
+
+
+def test_requests_are_answered_in_order_without_blocking_the_caller(random_weights):
+    """The polled use (Slicer's main thread): poll() returns at once whatever has arrived; calls queued behind
+    one another get their own answers."""
+    x = cubes(2)
+    with EncoderProcess(random_weights) as remote:
+        t = time.perf_counter()
+        remote.poll()
+        assert time.perf_counter() - t < 0.05 and not remote.loaded  # still importing torch
+        remote.ready()
+        first, second = remote.features_call(x[0]), remote.sha256_call()
+        while not (first.done and second.done):
+            remote.poll()
+            time.sleep(0.01)
+        assert np.array_equal(first.result(), remote.features(x[0])) and second.result() == remote.weights_sha256
+        assert remote.idle and remote.alive()
+
+
+def test_the_shared_process_is_reused_warm_and_replaced_after_a_failed_load_or_a_kill(random_weights, tmp_path):
+    """shared_encoder: the same warm process for the same file and device; a new one after its load failed
+    (e.g. PyTorch installed since), after a kill (Cancel), or for another file."""
+    bad = tmp_path / "model_weights.torch"
+    bad.write_bytes(b"PK\x03\x04" + b"\0" * 1000)
+    encoder_process.close_shared()
+    try:
+        broken = encoder_process.shared_encoder(bad)
+        with pytest.raises(WeightsError):
+            broken.ready()
+        assert encoder_process.shared_encoder(bad) is not broken and broken.gone()
+        warm = encoder_process.shared_encoder(random_weights)
+        warm.ready()
+        assert encoder_process.shared_encoder(random_weights) is warm and warm.alive()
+        warm.kill()
+        again = encoder_process.shared_encoder(random_weights)
+        assert again is not warm and again.pid != warm.pid and again.ready()["model_load"] > 0
+    finally:
+        encoder_process.close_shared()

@@ -31,6 +31,10 @@ def sphere(grid, center, radius, name):
 
 @pytest.fixture()
 def panel(random_weights):
+    return make_panel(random_weights)
+
+
+def make_panel(random_weights):
     """Scene with a CT and two lesions + a presenter whose machine settings point at the random weights."""
     scene = fresh_scene()
     ct, _ = sphere_case(CENTER, 7.0, shape=(64, 64, 28), spacing=(0.8, 0.8, 2.0), seed=5)
@@ -186,56 +190,32 @@ def test_error_paths_say_what_to_do(panel, tmp_path):
         presenter.showCube()
 
 
-def test_weights_download_runs_in_the_background_and_cancel_keeps_the_part(panel, tmp_path, monkeypatch):
-    """A local HTTP server stands in for Zenodo: the download reports progress, Cancel stops it with the
-    partial file kept, and the next Download resumes it to the full, byte-identical file."""
-    import http.server
-    import threading
+def test_weights_download_runs_in_the_background_and_cancel_keeps_the_part(panel, tmp_path):
+    """A local HTTP server (its own process) stands in for Zenodo and serves a real checkpoint: the download
+    child reports progress, Cancel kills it with the partial file kept, and the next Download resumes it to
+    the full, byte-identical file, checked (structure, hash) in the child."""
+    import filecmp
 
-    scene, ct_node, seg, ids, logic, presenter, _ = panel
-    payload = np.random.default_rng(0).integers(0, 255, 3 << 20, dtype=np.uint8).tobytes()
-    gate = threading.Event()
+    from range_server import serving
 
-    class Slow(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
-            self.send_response(206 if start else 200)
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
-            self.send_header("Content-Length", str(len(payload) - start))
-            self.end_headers()
-            for k in range(start, len(payload), 1 << 16):
-                if k >= 1 << 20 and not start:
-                    gate.wait(10)  # the first attempt stalls after 1 MiB until the test has cancelled
-                self.wfile.write(payload[k : k + (1 << 16)])
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    from DFM50NLib.model import weights
-
-    monkeypatch.setattr(weights, "load_trunk_state", lambda path: None)  # not a real checkpoint: skip that check
-    monkeypatch.setattr(weights, "_check_published", lambda *a: None)
+    scene, ct_node, seg, ids, logic, presenter, weights = panel
+    size = weights.stat().st_size
     dest = tmp_path / "model_weights.torch"
-    url = f"http://127.0.0.1:{server.server_address[1]}/w"
-    try:
-        presenter.startDownload(dest, url=url, expected_size=len(payload))
-        seen = poll_until(presenter, lambda v: v.progress >= 30)
+    with serving(weights, stall_after=64 << 20) as url:  # the first attempt stalls after 64 MiB
+        presenter.startDownload(dest, url=url, expected_size=size)
+        seen = poll_until(presenter, lambda v: presenter.download.status().fraction * size >= 32 << 20)
         assert seen[-1].state == "downloading" and seen[-1].download_text == "Cancel download"
-        assert not seen[-1].apply_enabled  # no scoring while downloading
+        assert "Downloading the FCIB weights:" in seen[-1].status and not seen[-1].apply_enabled
+        child = presenter.download.process
         presenter.toggleDownload()
-        gate.set()
         v = poll_until(presenter, lambda v: v.state == IDLE)[-1]
         part = dest.with_name(dest.name + ".part")
-        assert "cancelled" in v.status and not dest.exists() and part.stat().st_size >= 1 << 20
-        presenter.startDownload(dest, url=url, expected_size=len(payload))
-        v = poll_until(presenter, lambda v: v.state == IDLE)[-1]
-        assert dest.read_bytes() == payload and presenter.weightsPath() == str(dest) == v.weights_path
-        assert v.status == f"FCIB weights ready: {dest}"
-    finally:
-        server.shutdown()
+        assert child.gone() and "cancelled" in v.status and not dest.exists() and part.stat().st_size >= 32 << 20
+        presenter.startDownload(dest, url=url, expected_size=size)
+        v = poll_until(presenter, lambda v: v.state == IDLE, timeout=300)[-1]
+    assert v.status == f"FCIB weights ready: {dest}", v.error
+    assert filecmp.cmp(dest, weights, shallow=False) and presenter.weightsPath() == str(dest) == v.weights_path
+    assert presenter.download.process.gone()  # the download child ends with its job
 
 
 def test_reference_geometry_and_auto_device_in_the_background_job(panel):
@@ -269,15 +249,19 @@ def test_reference_geometry_and_auto_device_in_the_background_job(panel):
 
 
 def test_download_without_torch_keeps_the_file_and_says_what_to_do(monkeypatch, tmp_path):
-    """The download needs no torch; only the final structure check does, and its failure says how to finish."""
-    from DFM50NLib.model import weights
+    """The download needs no torch; only the final structure check does (in the child), and its failure says
+    how to finish."""
+    from range_server import serving
 
-    def fake_download(dest=None, progress=None, **kw):
-        progress(5, 10)
-        raise ModuleNotFoundError("No module named 'torch'")
-
-    monkeypatch.setattr(weights, "download_weights", fake_download)
-    job = jobs.DownloadJob(tmp_path / "w.torch").start()
-    status = job.wait(30)
-    assert status.state == jobs.FAILED and status.fraction == 0.5
+    fake = tmp_path / "shadow" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named torch (test shadow)')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    payload = tmp_path / "w.bin"
+    payload.write_bytes(np.random.default_rng(0).integers(0, 255, 3 << 20, dtype=np.uint8).tobytes())
+    with serving(payload) as url:
+        job = jobs.DownloadJob(tmp_path / "w.torch", url=url, expected_size=3 << 20).start()
+        status = job.wait(60)
+    assert status.state == jobs.FAILED and status.fraction == 1.0
     assert "kept" in status.error and "PyTorch" in status.error and "Download again" in status.error
+    assert (tmp_path / "w.torch.part").stat().st_size == 3 << 20 and job.process.gone()
