@@ -79,4 +79,6 @@ def reference_cube_from_files(image_path, mask_path, center_method="dt_peak", la
             f"assume it); CT shape {ct.shape}, mask shape {mask.shape}. Resample the mask onto "
             "the CT first, or use the default physical geometry."
         )
-    return reference_cube(ct, mask, ct.zooms, mask.zooms, center_method, label, affine=ct.affine)
+    ref = reference_cube(ct, mask, ct.zooms, mask.zooms, center_method, label, affine=ct.affine)
+    ref.stats.update(ct_range=ct.value_range(), ct_shape=ct.shape, ct_zooms=tuple(float(z) for z in ct.zooms))
+    return ref
