@@ -89,6 +89,8 @@ def run_score(args) -> int:
     geo = geometry_kwargs(args)
     normalise_options(**geo)  # every option checked before any file is read
     check_output_dir(args.out)
+    if args.dicom_sr is not None:
+        check_output_dir(args.dicom_sr, "--dicom-sr")  # before the score, not after it
     with one_shot_encoder(args.weights, args.device) as encoder:  # loads while the case is read
         result = score_case(
             args.image,

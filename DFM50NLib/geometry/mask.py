@@ -44,7 +44,8 @@ def prepare_mask(mask: Volume, ct: Volume, label: int | None = None) -> Prepared
         offset = lo
         crop = _binarize(arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], label)
     else:
-        offset, crop, outside = _resample_box(arr, mask, ct, label, lo, hi)
+        offset, crop, cut = _resample_box(arr, mask, ct, label, lo, hi)
+        outside = 1.0 - (1.0 - outside) * (1.0 - cut)
 
     labels, n = ndimage.label(crop, structure=ndimage.generate_binary_structure(3, 1))
     sizes = np.bincount(labels.ravel())
