@@ -238,16 +238,17 @@ def _check_nifti_geometry(path, hdr, shape):
                 "or use the number as it is). The header is damaged: export the image again."
             )
     slope, inter = float(hdr.scl_slope), float(hdr.scl_inter)
-    if not (np.isfinite(slope) and np.isfinite(inter)):
+    scaled = bool(np.isfinite(slope) and slope != 0.0)  # 0 or NaN: "no scaling" for the standard and nibabel
+    if not scaled and np.isfinite(inter) and inter != 0.0:
         raise InputError(
-            f"{path}: the NIfTI intensity scaling is scl_slope = {slope:g}, scl_inter = {inter:g}: not finite "
-            "numbers, so no Hounsfield unit can be computed. Export the image again."
+            f"{path}: the NIfTI header has scl_slope = {slope:g} with scl_inter = {inter:g}. The NIfTI standard "
+            f"reads such a slope as 'no scaling', but ITK applies the intercept, so readers differ by "
+            f"{abs(inter):g} HU. Set scl_slope to 1 (apply the intercept) or scl_inter to 0 (raw values are HU)."
         )
-    if slope == 0.0 and inter != 0.0:
+    if scaled and not np.isfinite(inter):
         raise InputError(
-            f"{path}: the NIfTI header has scl_slope = 0 with scl_inter = {inter:g}. The NIfTI standard reads "
-            f"slope 0 as 'no scaling', but ITK applies the intercept, so readers differ by {abs(inter):g} HU. "
-            "Set scl_slope to 1 (apply the intercept) or scl_inter to 0 (raw values are HU), then score again."
+            f"{path}: the NIfTI intensity scaling is scl_slope = {slope:g} with scl_inter = {inter:g}, not a "
+            "number, so no Hounsfield unit can be computed. Export the image again."
         )
     if hdr.qform_code > 0 and hdr.sform_code > 0 and len(shape) >= 3:
         corners = np.array(
@@ -412,32 +413,34 @@ def _check_modality(path, ds):
 
 
 def _position(path, ds):
-    value = getattr(ds, "ImagePositionPatient", None)
-    try:
-        p = np.array([float(v) for v in value], float)
-    except (TypeError, ValueError):
-        p = np.array([])
-    if p.shape != (3,) or not np.all(np.isfinite(p)):
-        raise InputError(
-            f"{path}: has no usable ImagePositionPatient (0020,0032) (found {value!r}); without it the slice "
-            "cannot be placed in the patient (a reader would put it at 0 mm with 1 mm slice spacing). "
-            "Export the series again from the scanner or PACS with its geometry."
-        )
-    return p
+    return _numbers(
+        path,
+        ds,
+        "ImagePositionPatient",
+        3,
+        "without it the slice cannot be placed in the patient (a reader would put it at 0 mm with 1 mm slice "
+        "spacing). Export the series again from the scanner or PACS with its geometry.",
+    )
 
 
 def _orientation(path, ds):
-    value = getattr(ds, "ImageOrientationPatient", None)
-    try:
-        c = np.array([float(v) for v in value], float)
-    except (TypeError, ValueError):
-        c = np.array([])
-    if c.shape != (6,) or not np.all(np.isfinite(c)) or abs(np.linalg.norm(np.cross(c[:3], c[3:])) - 1) > 0.01:
-        raise InputError(
-            f"{path}: has no usable ImageOrientationPatient (0020,0037) (found {value!r}: two orthogonal unit "
-            "vectors are needed); the slice's orientation in the patient is unknown. Export the series again."
-        )
+    why = "two orthogonal unit vectors are needed to know the slice's orientation. Export the series again."
+    c = _numbers(path, ds, "ImageOrientationPatient", 6, why)
+    if abs(np.linalg.norm(np.cross(c[:3], c[3:])) - 1) > 0.01:
+        raise InputError(f"{path}: its ImageOrientationPatient {c.tolist()} is not usable: {why}")
     return c
+
+
+def _numbers(path, ds, keyword, count, why) -> np.ndarray:
+    """`count` finite numbers from a header attribute, else InputError naming the file and what was found."""
+    value = getattr(ds, keyword, None)
+    try:
+        v = np.array([float(x) for x in value], float)
+    except (TypeError, ValueError):
+        v = np.array([])
+    if v.shape != (count,) or not np.all(np.isfinite(v)):
+        raise InputError(f"{path}: has no usable {keyword} (found {value!r}); {why}")
+    return v
 
 
 def _angle(a, b) -> float:

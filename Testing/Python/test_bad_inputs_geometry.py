@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bad_inputs import EARLIER, _snapshot
+from test_bad_inputs import EARLIER, _env, _snapshot  # noqa: F401 (_env: the same autouse environment)
 from test_dicomseg import ct_datasets
 from test_rtstruct import write_rtstruct
 
@@ -208,13 +208,6 @@ def world(tmp_path_factory, random_weights):
     (d / "afile").write_text("x")
     os.symlink(d / "nowhere", d / "dangling")
     return {"d": d, "w": random_weights, "ct": ct}
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("DFM50N_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("DFM50N_FCIB_WEIGHTS", raising=False)
-    monkeypatch.delenv("DFM50N_DEBUG", raising=False)
 
 
 S = "score --image {d}/ct.nrrd --mask {d}/mask.nii.gz --weights {w} --out {out}"
@@ -547,3 +540,18 @@ def test_mask_on_another_grid_partly_outside_the_ct_counts_as_unseen(world):
     assert cube_stats(cube, pm)["coverage"] == pytest.approx(13 / 24, abs=1e-12)  # every CT-grid voxel is in the cube
     notes = physical_warnings(ct, pm, 0.0, "'fine'")
     assert any(n.startswith("45.8% of the lesion 'fine' lies outside the CT's field of view") for n in notes), notes
+
+
+@pytest.mark.parametrize("slope,inter", [(0.0, 0.0), (float("nan"), float("nan")), (float("nan"), 0.0)])
+def test_unset_scaling_reads_the_same_in_both_geometries(world, tmp_path, slope, inter):
+    """scl_slope 0 or NaN without an intercept means "no scaling" to every reader: accepted, and ITK (physical
+    geometry) and nibabel (reference geometry) give the stored values unchanged."""
+    from DFM50NLib import io
+    from DFM50NLib.io.integrity import check_image_file
+    from DFM50NLib.io.nifti_source import read_nifti_source
+
+    path = _patch_nifti(world["d"] / "ct.nii", tmp_path / "unset.nii", scl_slope=slope, scl_inter=inter)
+    check_image_file(path)
+    expected = _ct_array()
+    np.testing.assert_array_equal(np.asarray(io.read_volume(path).array), expected)
+    np.testing.assert_array_equal(read_nifti_source(path).values(), expected)
