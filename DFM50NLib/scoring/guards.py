@@ -21,7 +21,7 @@ from DFM50NLib.constants import (
 from DFM50NLib.errors import InputError
 
 
-def check_ct_extent(shape, spacing, name) -> None:
+def check_ct_extent(shape, spacing, name, fill=OUTSIDE_HU) -> None:
     """Refuse a "CT" that is a few slices thick: most of any cube around a lesion would be fill."""
     for axis, (n, s) in enumerate(zip(shape[:3], spacing[:3])):
         extent = float(n) * float(s)
@@ -30,7 +30,7 @@ def check_ct_extent(shape, spacing, name) -> None:
                 f"{name}: the CT has {n} voxel(s) of {float(s):g} mm along axis {'ijk'[axis]} ({extent:g} mm); "
                 f"a 50 mm cube needs a CT of at least {CT_MIN_VOXELS_PER_AXIS} voxels and {CT_MIN_EXTENT_MM:g} mm "
                 f"along every axis (here about {_fill_share_of(extent):.0%} of the cube would be "
-                f"{OUTSIDE_HU:g} HU fill). Give the whole CT series, not a single slice or a thin slab."
+                f"{fill:g} HU fill). Give the whole CT series, not a single slice or a thin slab."
             )
 
 
@@ -74,21 +74,25 @@ def physical_warnings(ct, pm, fill_share, name) -> list:
     values = np.asarray(ct.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])[box]
     notes = fill_warning(fill_share)
     notes += lesion_warnings(name, pm.volume_mm3, pm.voxels, float(values.mean()) if values.size else None)
-    edges = [
-        f"{'ijk'[a]} = {0 if lo[a] == 0 else n - 1}" for a, n in enumerate(ct.shape[:3]) if lo[a] == 0 or hi[a] == n
-    ]
-    if edges:
-        notes.append(
-            f"The lesion {name} reaches the edge of the scan (voxel index {', '.join(edges)} of a "
-            f"{' x '.join(map(str, ct.shape[:3]))} CT): it may continue beyond the scanned range, so its volume, "
-            "centre and diameters may be wrong."
-        )
+    notes += edge_warning(name, lo, hi, ct.shape[:3])
     if pm.outside_share > 0:
         notes.append(
             f"{pm.outside_share:.1%} of the lesion {name} lies outside the CT's field of view and was cut off; "
             "the coverage counts that part as not seen. Check that the mask belongs to this CT."
         )
     return notes
+
+
+def edge_warning(name, lo, hi, shape) -> list:
+    """The lesion's index box [lo, hi) reaches a face of the scan's voxel array: it may continue beyond it."""
+    edges = [f"{'ijk'[a]} = {0 if lo[a] == 0 else n - 1}" for a, n in enumerate(shape) if lo[a] == 0 or hi[a] == n]
+    if not edges:
+        return []
+    return [
+        f"The lesion {name} reaches the edge of the scan (voxel index {', '.join(edges)} of a "
+        f"{' x '.join(map(str, shape))} CT): it may continue beyond the scanned range, so its volume, centre "
+        "and diameters may be wrong."
+    ]
 
 
 def reference_fill_share(center_ijk, shape, half=CUBE_SIZE // 2) -> float:

@@ -24,6 +24,7 @@ from DFM50NLib.constants import (
     DEFAULT_CENTER_METHOD,
     DEFAULT_ORIENTATION,
     GEOMETRY_MODES,
+    REFERENCE_PAD_VALUE,
     RISK_HIGH,
     RISK_LOW,
 )
@@ -197,8 +198,13 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
     for path in (image, mask):  # nibabel reads these: the same completeness checks as every other read
         check_image_file(path)
     t = time.perf_counter()
-    ref = reference_cube_from_files(image, mask, center_method=options["center"], label=options["label"])
-    guards.check_ct_extent(ref.stats["ct_shape"], ref.stats["ct_zooms"], image)
+    ref = reference_cube_from_files(
+        image,
+        mask,
+        center_method=options["center"],
+        label=options["label"],
+        check_ct=lambda ct: guards.check_ct_extent(ct.shape, ct.zooms, image, REFERENCE_PAD_VALUE),
+    )
     timings = {"cube": time.perf_counter() - t}
     cube = ref.cube
     center_ras = np.asarray(ref.center_ras, dtype=float)
@@ -222,9 +228,11 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
             f"The 50-voxel cube runs off the image: {stats['cube_fill_share']:.1%} of it was padded with 0 (the "
             "upstream scripts' own QC flag `touched_border`); the network sees an artificial edge."
         )
+    name = f"'{Path(str(mask)).name}'"
+    notes += guards.edge_warning(name, *ref.stats["mask_box"], ref.stats["ct_shape"])
     under = cube.ct[cube.mask > 0]
     notes += guards.lesion_warnings(
-        Path(str(mask)).name,
+        name,
         stats["mask_volume_mm3"],
         stats["mask_voxels"],
         float(under.mean()) if under.size else None,

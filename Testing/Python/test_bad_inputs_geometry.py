@@ -154,6 +154,8 @@ def world(tmp_path_factory, random_weights):
     one = np.ascontiguousarray(ct_arr[:, :, 20:21])
     _write_image(one, d / "ct_one.nrrd")
     _write_image((ball[:, :, 20:21]).astype(np.uint8), d / "mask_one.nii.gz")
+    _write_image(one, d / "ct_one.nii")
+    _write_image((ball[:, :, 20:21]).astype(np.uint8), d / "mask_one.nii")
     # --- NIfTI headers
     _write_image(ct_arr, d / "ct.nii")
     for name, fields in {
@@ -175,6 +177,7 @@ def world(tmp_path_factory, random_weights):
     _write_image((ct_arr.astype(np.int32) + 1024).astype(np.int16), d / "ct_raw.nii")  # HU + 1024: not rescaled
     # --- lesions
     _write_image(_ball(center=(32, 32, 38)).astype(np.uint8), d / "mask_top.nii.gz")  # at the last slices
+    _write_image(_ball(center=(32, 32, 38)).astype(np.uint8), d / "mask_top.nii")
     lung = np.zeros(SHAPE, np.uint8)
     lung[40:50, 40:50, 10:16] = 1  # on lung, beside the ball
     _write_image(lung, d / "mask_lung.nii.gz")
@@ -241,6 +244,13 @@ REFUSALS = [
         _mask(_image(S, "{d}/ct_one.nrrd"), "{d}/mask_one.nii.gz"),
         2,
         r"ct_one\.nrrd: the CT has 1 voxel\(s\) of 2 mm along axis k \(2 mm\).*96%",
+    ),
+    (
+        "reference-one-slice",
+        3,
+        _mask(_image(R, "{d}/ct_one.nii"), "{d}/mask_one.nii"),
+        2,
+        r"ct_one\.nii: the CT has 1 voxel\(s\) of 2 mm along axis k \(2 mm\).*96% of the cube would be 0 HU fill",
     ),
     ("nifti-pixdim-zero", 5, _image(S, "{d}/pixdim0.nii"), 2, r"pixdim0\.nii: .*pixdim\[3\] = 0 mm"),
     ("nifti-pixdim-nan", 5, _image(S, "{d}/pixdimnan.nii"), 2, r"pixdimnan\.nii: .*pixdim\[1\] = nan mm"),
@@ -361,6 +371,13 @@ WARNINGS = [
         _mask(S, "{d}/mask_top.nii.gz"),
         r"The lesion 'mask_top\.nii\.gz' reaches the edge of the scan \(voxel index k = 39 of a 64 x 64 x 40 CT\)",
         lambda r: True,
+    ),
+    (
+        "reference-lesion-reaches-the-scan-edge",
+        4,
+        _mask(R, "{d}/mask_top.nii"),
+        r"The lesion 'mask_top\.nii' reaches the edge of the scan \(voxel index k = 39 of a 64 x 64 x 40 CT\)",
+        lambda r: r["geometry"] == "reference",
     ),
     (
         "rtstruct-half-outside-the-field-of-view",
