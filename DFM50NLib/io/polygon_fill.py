@@ -55,29 +55,52 @@ def _edges(polygons_ij) -> np.ndarray:
     return np.concatenate([np.concatenate([p, np.roll(p, -1, axis=0)], axis=1) for p in polygons_ij])
 
 
-def crossings(polygons_ij, chunk=256) -> list:
+def crossings(polygons_ij, block=1 << 21) -> list:
     """(a, b, point) for every pair of outlines whose edges properly cross (a == b: an outline crosses itself).
 
     Proper crossing: the two edges' end points lie strictly on opposite sides of each other, so outlines
     that only touch at a vertex, and neighbouring edges of one outline, do not count. One entry per pair.
+    Only edges whose boxes overlap are tested (edges sorted by their smallest x, a sweep): a 2000-point
+    outline costs milliseconds, not the ~0.9 s of testing all 4 million pairs.
     """
     if not polygons_ij:
         return []
     e = _edges(polygons_ij)
     owner = np.concatenate([np.full(len(p), n) for n, p in enumerate(polygons_ij)])
-    a, b = e[:, :2], e[:, 2:]
+    order = np.argsort(np.minimum(e[:, 0], e[:, 2]), kind="stable")
+    e, owner = e[order], owner[order]
+    xmin, xmax = np.minimum(e[:, 0], e[:, 2]), np.maximum(e[:, 0], e[:, 2])
+    ymin, ymax = np.minimum(e[:, 1], e[:, 3]), np.maximum(e[:, 1], e[:, 3])
+    first = np.arange(1, len(e) + 1)
+    counts = np.maximum(np.searchsorted(xmin, xmax, side="right") - first, 0)  # later edges overlapping in x
     found = {}
-    for i0 in range(0, len(e), chunk):
-        pa, pb = a[i0 : i0 + chunk, None], b[i0 : i0 + chunk, None]
-        d1, d2 = _side(pa, pb, a[None]), _side(pa, pb, b[None])
-        d3, d4 = _side(a[None], b[None], pa), _side(a[None], b[None], pb)
-        hit = (d1 * d2 < 0) & (d3 * d4 < 0)
-        hit &= np.arange(i0, i0 + len(pa))[:, None] < np.arange(len(e))[None, :]  # each pair of edges once
-        for i, j in np.argwhere(hit):
-            key = tuple(sorted((int(owner[i0 + i]), int(owner[j]))))
+    for i0, i1 in _blocks(counts, block):
+        n = counts[i0:i1]
+        i = np.repeat(np.arange(i0, i1), n)
+        j = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first[i0:i1], n)
+        keep = (ymin[i] <= ymax[j]) & (ymin[j] <= ymax[i])
+        i, j = i[keep], j[keep]
+        a, b = e[:, :2], e[:, 2:]
+        hit = (_side(a[i], b[i], a[j]) * _side(a[i], b[i], b[j]) < 0) & (
+            _side(a[j], b[j], a[i]) * _side(a[j], b[j], b[i]) < 0
+        )
+        for p, q in zip(i[hit], j[hit]):
+            key = tuple(sorted((int(owner[p]), int(owner[q]))))
             if key not in found:
-                found[key] = _intersection(a[i0 + i], b[i0 + i], a[j], b[j])
+                found[key] = _intersection(a[p], b[p], a[q], b[q])
     return [(p, q, point) for (p, q), point in found.items()]
+
+
+def _blocks(counts, block):
+    """Index ranges [i0, i1) of `counts` whose sums stay near `block` (bounded temporary memory)."""
+    i0, total = 0, 0
+    for i, c in enumerate(counts):
+        total += int(c)
+        if total >= block:
+            yield i0, i + 1
+            i0, total = i + 1, 0
+    if i0 < len(counts):
+        yield i0, len(counts)
 
 
 def _intersection(p, q, r, s) -> np.ndarray:

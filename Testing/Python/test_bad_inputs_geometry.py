@@ -572,3 +572,32 @@ def test_unset_scaling_reads_the_same_in_both_geometries(world, tmp_path, slope,
     expected = _ct_array()
     np.testing.assert_array_equal(np.asarray(io.read_volume(path).array), expected)
     np.testing.assert_array_equal(read_nifti_source(path).values(), expected)
+
+
+def test_crossings_agree_with_testing_every_pair_of_edges():
+    """The sweep in polygon_fill.crossings (edges sorted by x, only overlapping boxes tested, in memory blocks)
+    finds the same crossing outline pairs as the plain test of every pair of edges, on random outlines."""
+    from itertools import combinations
+
+    from DFM50NLib.io.polygon_fill import crossings
+
+    def side(p, q, r):
+        return np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+
+    def every_pair(polys):
+        edges = [(n, p[k], p[(k + 1) % len(p)]) for n, p in enumerate(polys) for k in range(len(p))]
+        return {
+            tuple(sorted((m, n)))
+            for (m, a, b), (n, c, d) in combinations(edges, 2)
+            if side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+        }
+
+    rng = np.random.default_rng(1)
+    found = 0
+    for _ in range(40):
+        polys = [rng.random((int(rng.integers(3, 9)), 2)) * 10 for _ in range(int(rng.integers(1, 4)))]
+        expected = every_pair(polys)
+        assert {(a, b) for a, b, _ in crossings(polys)} == expected
+        assert {(a, b) for a, b, _ in crossings(polys, block=3)} == expected
+        found += len(expected)
+    assert found > 20  # the random outlines do cross, often
