@@ -374,14 +374,14 @@ def check_dicom_series(files, folder) -> None:
             return  # a multi-frame (enhanced) image: its geometry is per frame, GDCM decides
         slices.append((f, ds))
     first_file, first = slices[0]
-    size = (int(first.Columns), int(first.Rows))
+    size = _size(first_file, first)
     _check_count(folder, (*size, len(files)), 1)  # the first slice's size, before GDCM allocates the volume
     ipp, iop = np.empty((len(slices), 3)), np.empty((len(slices), 6))
     for n, (f, ds) in enumerate(slices):
         ipp[n], iop[n] = _position(f, ds), _orientation(f, ds)
-        if (int(ds.Columns), int(ds.Rows)) != size:
+        if _size(f, ds) != size:
             raise InputError(
-                f"{f}: a slice of {int(ds.Columns)} x {int(ds.Rows)} pixels in a series whose first slice "
+                f"{f}: a slice of {' x '.join(map(str, _size(f, ds)))} pixels in a series whose first slice "
                 f"({first_file}) has {size[0]} x {size[1]}: two series mixed in one folder, or a scout image. "
                 "Keep only the CT series' slices in the folder."
             )
@@ -412,6 +412,11 @@ def _check_modality(path, ds):
         )
 
 
+def _size(path, ds) -> tuple:
+    why = "the slice's size is unknown; the file is damaged."
+    return int(_numbers(path, ds, "Columns", None, why)[0]), int(_numbers(path, ds, "Rows", None, why)[0])
+
+
 def _position(path, ds):
     return _numbers(
         path,
@@ -432,13 +437,14 @@ def _orientation(path, ds):
 
 
 def _numbers(path, ds, keyword, count, why) -> np.ndarray:
-    """`count` finite numbers from a header attribute, else InputError naming the file and what was found."""
+    """`count` finite numbers from a header attribute (None: one single value), else InputError naming the file
+    and what was found."""
     value = getattr(ds, keyword, None)
     try:
-        v = np.array([float(x) for x in value], float)
+        v = np.array([float(x) for x in (value if count else [value])], float)
     except (TypeError, ValueError):
         v = np.array([])
-    if v.shape != (count,) or not np.all(np.isfinite(v)):
+    if v.shape != (count or 1,) or not np.all(np.isfinite(v)):
         raise InputError(f"{path}: has no usable {keyword} (found {value!r}); {why}")
     return v
 
