@@ -494,9 +494,10 @@ def _check_stacking(ipp, normal, z, files, folder):
     span = z - z[0]
     slope = np.linalg.lstsq(np.column_stack([span, np.ones_like(span)]), offset, rcond=None)[0][0]
     tilt = float(np.degrees(np.arctan(np.linalg.norm(slope))))
+    what = f"tilted by {tilt:.1f} degrees from it (gantry tilt?)" if tilt >= 0.1 else "drifting in-plane"
     raise InputError(
-        f"DICOM series in {folder}: the slices do not stack along their normal: tilted by {tilt:.1f} degrees "
-        f"from it (gantry tilt?), and {files[worst]} lies {drift[worst]:.1f} mm beside the position one "
+        f"DICOM series in {folder}: the slices do not stack along their normal: {what}; {files[worst]} lies "
+        f"{drift[worst]:.1f} mm beside the position one "
         f"regular grid gives it (tolerance {DICOM_SLICE_OFFSET_TOLERANCE_MM} mm; {len(files)} slices). Read as "
         "one volume, its voxels and a lesion drawn in patient coordinates would not meet. Resample the series "
         "onto a regular grid first (dcm2niix corrects gantry tilt; so does Slicer's DICOM import with "
