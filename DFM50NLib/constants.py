@@ -47,3 +47,14 @@ FCIB_WEIGHTS_ENV = "DFM50N_FCIB_WEIGHTS"  # offline: path to model_weights.torch
 
 DISCLAIMER = "Research use only. Not a medical device; not for clinical decision making."
 DEMO_LABEL = "DEMO — not the published DFM50N classifier"
+
+# Inputs the tool must not score silently (METHOD.md §2.11).
+CT_MIN_EXTENT_MM = 10.0  # a CT thinner than this along an axis leaves more than 80 % of every cube as fill
+CT_MIN_VOXELS_PER_AXIS = 3  # fewer voxels along an axis cannot carry a cubic spline in that direction
+CUBE_FILL_WARN_SHARE = 0.05  # warn when more than 5 % of the cube's samples lie outside the CT (-1024 fill)
+LESION_MEAN_HU_WARN = -500.0  # a solid lesion is denser; a mean below this is a mask on air or lung
+LESION_MIN_VOLUME_MM3 = 65.0  # a 5 mm sphere (65.4 mm3): below the smallest nodule size measured for staging
+VOXEL_SPACING_RANGE_MM = (0.01, 100.0)  # a voxel edge outside this is a broken header, not a CT
+DICOM_SLICE_OFFSET_TOLERANCE_MM = 0.5  # slice position off the one regular grid ITK builds (tilt, drift)
+DICOM_ORIENTATION_TOLERANCE = 1e-3  # largest difference of a direction cosine between slices of one series
+NIFTI_QFORM_SFORM_TOLERANCE_MM = 1.0  # qform and sform place a corner voxel this far apart: refused

@@ -96,6 +96,8 @@ def run_batch(args) -> int:
 
     geo = geometry_kwargs(args)  # options first, then the output folder, then the inputs
     check_output_dir(args.out)
+    if args.dicom_sr is not None:
+        check_output_dir(args.dicom_sr, "--dicom-sr")
     if args.workers < 1 or args.batch_size < 1:
         raise InputError("--workers and --batch-size must be at least 1.")
     source = args.manifest or (args.images, args.masks)

@@ -131,6 +131,11 @@ def _check_writable(path, option, want_dir):
     from DFM50NLib.errors import InputError
 
     p = Path(path).expanduser()
+    if p.is_symlink() and not p.exists():
+        raise InputError(
+            f"{option} {p} is a symbolic link to {os.readlink(p)}, which does not exist; remove the link or "
+            "create its target."
+        )
     if p.exists():
         if want_dir and not p.is_dir():
             raise InputError(f"{option} {p} is a file; give a folder (it is created if missing).")
@@ -143,5 +148,7 @@ def _check_writable(path, option, want_dir):
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise InputError(f"{option} {p} lies under {probe}, which is a file, not a folder; choose another place.")
+    if probe.exists() and os.statvfs(probe).f_flag & os.ST_RDONLY:
+        raise InputError(f"{option} {p}: {probe} is on a read-only file system; choose another place.")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{option} {p}: cannot write in {probe} (permission denied); choose another place.")

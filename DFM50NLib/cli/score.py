@@ -101,6 +101,8 @@ def run_score(args) -> int:
     geo = geometry_kwargs(args)
     normalise_options(**geo)  # every option checked before any file is read
     check_output_dir(args.out)
+    if args.dicom_sr is not None:
+        check_output_dir(args.dicom_sr, "--dicom-sr")  # before the score, not after it
     case_id = args.case_id or default_case_id(args.image)
     if not args.overwrite:
         refuse_replacing_another_input(Path(args.out) / f"{safe_stem(case_id)}.dfm50n.json", args.image, args.mask)

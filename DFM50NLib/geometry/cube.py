@@ -256,18 +256,28 @@ def _sample_mask(pm, cube_to_ras) -> np.ndarray:
     return out
 
 
+def fill_fraction(ct: Volume, cube_to_ras) -> float:
+    """Share of the cube's samples outside the CT's extent, i.e. OUTSIDE_HU fill (the samplers' own test)."""
+    m = (ct.ras_to_ijk @ cube_to_ras)[:3]
+    idx = np.indices((CUBE_SIZE,) * 3, dtype=float).reshape(3, -1)
+    inside = np.all(_within(m[:, :3] @ idx + m[:, 3:4], np.asarray(ct.shape[:3])[:, None]), axis=0)
+    return 1.0 - float(inside.mean())
+
+
 def cube_stats(cube: Cube, pm) -> dict:
     """Mask samples in the cube; share of the lesion inside it; whether the mask reaches a cube face.
 
     coverage = CT-grid lesion voxels whose centres lie inside the cube's extent (continuous cube index in
     [-0.5, 49.5] on every axis) / all lesion voxels. Exact on the CT grid: 1.0 for a lesion fully inside.
+    The part of the lesion that lay outside the CT (`pm.outside_share`, cut off on the way to the CT grid)
+    counts as not seen: coverage = that ratio x (1 - outside_share).
     """
     ijk = np.argwhere(pm.volume.array)
     world = pm.volume.ijk_to_world(ijk)
     inv = np.linalg.inv(cube.cube_to_ras)
     c = world @ inv[:3, :3].T + inv[:3, 3]
     inside = np.all((c >= -0.5) & (c <= CUBE_SIZE - 0.5), axis=1)
-    coverage = float(inside.sum()) / max(len(ijk), 1)
+    coverage = float(inside.sum()) / max(len(ijk), 1) * (1.0 - float(getattr(pm, "outside_share", 0.0)))
     m = cube.mask
     faces = (m[0], m[-1], m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1])
     return {

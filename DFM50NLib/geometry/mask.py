@@ -23,6 +23,7 @@ class PreparedMask:
     voxels: int  # voxels of the largest 6-connected component
     volume_mm3: float  # voxels * CT voxel volume
     components_dropped: int
+    outside_share: float = 0.0  # share of the lesion's volume outside the CT's extent (cut off, not scored)
 
 
 def translation(offset) -> np.ndarray:
@@ -38,11 +39,13 @@ def prepare_mask(mask: Volume, ct: Volume, label: int | None = None) -> Prepared
     arr = _as_3d(mask.array, "mask")
     _as_3d(ct.array, "CT")
     lo, hi = _bounding_box(arr, label, mask.name)
+    outside = float((mask.meta or {}).get("outside_share", 0.0))  # e.g. RTSTRUCT contours beyond the CT
     if mask.same_grid(ct):
         offset = lo
         crop = _binarize(arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], label)
     else:
-        offset, crop = _resample_box(arr, mask, ct, label, lo, hi)
+        offset, crop, cut = _resample_box(arr, mask, ct, label, lo, hi)
+        outside = 1.0 - (1.0 - outside) * (1.0 - cut)
 
     labels, n = ndimage.label(crop, structure=ndimage.generate_binary_structure(3, 1))
     sizes = np.bincount(labels.ravel())
@@ -54,7 +57,7 @@ def prepare_mask(mask: Volume, ct: Volume, label: int | None = None) -> Prepared
     voxel_mm3 = abs(float(np.linalg.det(ct.ijk_to_ras[:3, :3])))
     vol = Volume(comp, ct.ijk_to_ras @ translation(offset), name=mask.name, meta={"label": label})
     voxels = int(sizes[keep])
-    return PreparedMask(vol, offset, voxels, voxels * voxel_mm3, int(n - 1))
+    return PreparedMask(vol, offset, voxels, voxels * voxel_mm3, int(n - 1), outside)
 
 
 def _as_3d(a, what):
@@ -165,6 +168,7 @@ def _resample_box(arr, mask: Volume, ct: Volume, label, lo, hi):
             "saved without its geometry: export the mask from the same study, aligned with the CT."
         )
     sub = _binarize(arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], label)
+    outside = _share_outside(sub, mask.ijk_to_ras @ translation(lo), ct)
     # CT voxel centre -> mask continuous index, one CT slice at a time
     m = mask.ras_to_ijk @ ct.ijk_to_ras
     ii, jj = np.meshgrid(np.arange(start[0], stop[0]), np.arange(start[1], stop[1]), indexing="ij")
@@ -186,7 +190,23 @@ def _resample_box(arr, mask: Volume, ct: Volume, label, lo, hi):
             "The lesion mask lies outside the CT, or is smaller than one CT voxel, once placed on the "
             "CT grid: no CT voxel centre falls inside it. Check that the mask belongs to this CT."
         )
-    return tuple(int(s) for s in start), out
+    return tuple(int(s) for s in start), out, outside
+
+
+def _share_outside(sub, sub_to_ras, ct: Volume) -> float:
+    """Share of the selected mask voxels whose centres lie outside the CT's extent (they are cut off by the
+    resampling; the coverage counts them as not seen). One slab at a time: no full-size index array."""
+    m = ct.ras_to_ijk @ sub_to_ras
+    limit = np.asarray(ct.shape[:3], float) - 0.5
+    total = outside = 0
+    for k in range(sub.shape[2]):
+        ij = np.argwhere(sub[:, :, k])
+        if not len(ij):
+            continue
+        idx = ij @ m[:3, :2].T + (m[:3, 2] * k + m[:3, 3])
+        outside += int(np.sum(np.any((idx < -0.5) | (idx > limit), axis=1)))
+        total += len(ij)
+    return outside / max(total, 1)
 
 
 def _fmt_box(points):

@@ -37,6 +37,11 @@ class VoxelSource:
             return self.raw[:, :, k0:k1]
         return self.slab(k0, k1)
 
+    def value_range(self) -> tuple:
+        """(min, max) of the float64 values, from the stored extremes (the scaling is linear): for the HU check."""
+        ends = self._fdata(np.array([np.min(self.raw), np.max(self.raw)], dtype=self.raw.dtype))
+        return float(np.min(ends)), float(np.max(ends))
+
     def values(self) -> np.ndarray:
         return self._fdata(self.raw)
 

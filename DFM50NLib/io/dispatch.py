@@ -15,17 +15,19 @@ from DFM50NLib.io.dicom_seg import dicom_seg_segments, is_dicom_seg, read_dicom_
 from DFM50NLib.io.filenames import file_stem
 from DFM50NLib.io.itk_image import read_itk, to_volume
 from DFM50NLib.io.seg_nrrd import is_seg_nrrd, read_seg_nrrd, read_segment_table
-from DFM50NLib.io.values import as_integer_labels, check_finite, check_finite_nifti
+from DFM50NLib.io.values import as_integer_labels, check_finite, check_finite_nifti, check_spacing
 
 
 def read_volume(path, series_uid: str | None = None) -> Volume:
     """Read a 3-D scalar image (file, or folder holding one DICOM series) as a RAS `Volume`.
 
-    Refuses (InputError): missing/unreadable files, 2-D or 4-D images, vector pixels, NaN/inf voxels.
+    Refuses (InputError): missing/unreadable files, 2-D or 4-D images, vector pixels, NaN/inf voxels, voxel
+    sizes outside VOXEL_SPACING_RANGE_MM (and, for NIfTI and DICOM, the header checks of integrity.py).
     A folder with several DICOM series needs `series_uid` (the error lists them).
     """
     vol = _read_fast(path)
     if vol is not None:
+        check_spacing(vol, path)
         check_finite(vol.array, path)  # the file's own values: NaN stays NaN on this path
         return vol
     img = read_itk(path, series_uid)
@@ -35,6 +37,7 @@ def read_volume(path, series_uid: str | None = None) -> Volume:
             "or multi-layer image); give a single-channel 3-D CT or label map."
         )
     vol = to_volume(img, path)
+    check_spacing(vol, path)
     check_finite(vol.array, path)
     if np.issubdtype(vol.array.dtype, np.floating) and str(path).lower().endswith((".nii", ".nii.gz")):
         check_finite_nifti(path)  # ITK's NIfTI reader silently turns NaN into 0: look at the file itself

@@ -4,8 +4,10 @@ SimpleITK fills the missing part of a truncated NIfTI / NRRD / MetaImage with ze
 word, so a CT cut to 60 % is scored as if the lesion's neighbourhood were air. Here, from the header alone plus
 one streaming pass over compressed data: the declared voxel count is bounded, the voxel data's length is compared
 with what the header declares (gzip streams fully decompressed, so their CRC-32 and ISIZE are checked too), and
-FIFOs / devices are refused before anything opens them (they would block forever). DICOM series: slice positions
-along the slice normal must be distinct and evenly spaced (a missing slice would be silently interpolated away).
+FIFOs / devices are refused before anything opens them (they would block forever). DICOM series: every slice's
+header is read (modality, size, position, orientation): positions along the slice normal must be distinct and
+evenly spaced (a missing slice would be silently interpolated away) and must not leave the normal (gantry tilt,
+drift). NIfTI: voxel sizes, intensity scaling and the qform / sform pair must be ones every reader agrees on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ import numpy as np
 
 import DFM50NLib.io.nifti_header as nifti_header
 import DFM50NLib.io.nrrd_header as nrrd_header
+from DFM50NLib.constants import (
+    DICOM_ORIENTATION_TOLERANCE,
+    DICOM_SLICE_OFFSET_TOLERANCE_MM,
+    NIFTI_QFORM_SFORM_TOLERANCE_MM,
+    VOXEL_SPACING_RANGE_MM,
+)
 from DFM50NLib.errors import InputError
 
 MAX_VOXELS = 2**31  # a 2048 x 2048 x 512 volume; a CT is ~512 x 512 x 600 (1.6e8)
@@ -204,12 +212,56 @@ def _check_nifti(path: Path, decompress=True):
     if not 1 <= ndim <= 7:
         raise InputError(f"{path}: the NIfTI header declares {ndim} dimensions; the file is corrupt.")
     shape = dims[1 : ndim + 1]
+    _check_nifti_geometry(path, hdr, shape)
     itemsize = bitpix / 8 if bitpix > 0 else 0
     data = _check_count(path, shape, 1)
     expected = offset + int(np.ceil(data * itemsize))
     found = _gzip_size(path, 0, expected, decompress) if gz else path.stat().st_size
     if found < expected:
         raise _truncated(path, "header and voxel data", expected, found)
+
+
+def _check_nifti_geometry(path, hdr, shape):
+    """Voxel sizes, intensity scaling and qform / sform that readers interpret differently: refused with the number.
+
+    ITK turns a pixdim of 0 or NaN into 1 mm; ITK applies scl_inter when scl_slope is 0 while the standard
+    (and nibabel, the reference mode's reader) applies no scaling; with qform and sform both set, readers
+    choose differently. Each would give a confident score from a geometry or HU scale the file does not have.
+    """
+    low, high = VOXEL_SPACING_RANGE_MM
+    for axis in range(min(len(shape), 3)):
+        size = float(hdr.pixdim[axis + 1])
+        if not (np.isfinite(size) and low <= size <= high):
+            raise InputError(
+                f"{path}: the NIfTI header gives voxel size pixdim[{axis + 1}] = {size:g} mm along axis "
+                f"{'ijk'[axis]}; a CT voxel is between {low:g} and {high:g} mm (a reader would substitute 1 mm "
+                "or use the number as it is). The header is damaged: export the image again."
+            )
+    slope, inter = float(hdr.scl_slope), float(hdr.scl_inter)
+    scaled = bool(np.isfinite(slope) and slope != 0.0)  # 0 or NaN: "no scaling" for the standard and nibabel
+    if not scaled and np.isfinite(inter) and inter != 0.0:
+        raise InputError(
+            f"{path}: the NIfTI header has scl_slope = {slope:g} with scl_inter = {inter:g}. The NIfTI standard "
+            f"reads such a slope as 'no scaling', but ITK applies the intercept, so readers differ by "
+            f"{abs(inter):g} HU. Set scl_slope to 1 (apply the intercept) or scl_inter to 0 (raw values are HU)."
+        )
+    if scaled and not np.isfinite(inter):
+        raise InputError(
+            f"{path}: the NIfTI intensity scaling is scl_slope = {slope:g} with scl_inter = {inter:g}, not a "
+            "number, so no Hounsfield unit can be computed. Export the image again."
+        )
+    if hdr.qform_code > 0 and hdr.sform_code > 0 and len(shape) >= 3:
+        corners = np.array(
+            [[a, b, c, 1.0] for a in (0, shape[0] - 1) for b in (0, shape[1] - 1) for c in (0, shape[2] - 1)]
+        )
+        apart = float(np.max(np.linalg.norm((corners @ hdr.qform().T - corners @ hdr.sform().T)[:, :3], axis=1)))
+        if not apart <= NIFTI_QFORM_SFORM_TOLERANCE_MM:
+            raise InputError(
+                f"{path}: the NIfTI header's qform (code {hdr.qform_code}) and sform (code {hdr.sform_code}) "
+                f"place the image up to {apart:.1f} mm apart (tolerance {NIFTI_QFORM_SFORM_TOLERANCE_MM:g} mm): "
+                "readers choose one or the other, so the lesion would land on other voxels. Make them agree "
+                "(e.g. nibabel: img.set_qform(img.get_sform())) or export the image again."
+            )
 
 
 # ----------------------------------------------------------------------------------------------------- NRRD
@@ -297,35 +349,121 @@ def _check_metaimage(path: Path, decompress=True):
 
 # ---------------------------------------------------------------------------------------------------- DICOM
 def check_dicom_series(files, folder) -> None:
-    """Declared size within MAX_VOXELS (Rows x Columns x files, before GDCM allocates it); slice positions along
-    the slice normal distinct and evenly spaced. Else InputError with the numbers."""
+    """Every slice's header (pydicom, no pixels) against one regular grid, before GDCM builds the volume.
+
+    Refused (InputError with the file and the numbers): a Modality other than CT; a slice without
+    ImagePositionPatient / ImageOrientationPatient (ITK would put it at 0 mm with 1 mm spacing); slices of
+    another size or orientation; a declared size beyond MAX_VOXELS; duplicate or unevenly spaced positions
+    along the slice normal (a missing slice); positions that leave the normal (gantry tilt, in-plane drift)
+    by more than DICOM_SLICE_OFFSET_TOLERANCE_MM, because ITK places every slice on one affine built from
+    the first slice and the normal, so a tilted slice would land beside its own ImagePositionPatient.
+    """
     try:
         import pydicom
     except ImportError:  # pragma: no cover - pydicom comes with highdicom, installed in CI
         return
-    positions, normal = [], None
-    tags = ["ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns"]
+    tags = ["ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "Modality", "NumberOfFrames"]
+    slices = []
     for f in files:
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=tags)
-            if normal is None:
-                _check_count(folder, (int(ds.Columns), int(ds.Rows), len(files)), 1)  # the first slice's size
-                if len(files) < 2:
-                    return
-                iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-                normal = np.cross(iop[:3], iop[3:])
-            ipp = [float(v) for v in ds.ImagePositionPatient]
-        except InputError:
-            raise
         except Exception:
-            return  # no positions or size (e.g. a multi-frame file): GDCM decides
-        positions.append(float(np.dot(ipp, normal)))
-    z = np.sort(np.array(positions))
+            return  # not readable by pydicom: GDCM decides (and reports)
+        _check_modality(f, ds)
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+            return  # a multi-frame (enhanced) image: its geometry is per frame, GDCM decides
+        slices.append((f, ds))
+    first_file, first = slices[0]
+    size = _size(first_file, first)
+    _check_count(folder, (*size, len(files)), 1)  # the first slice's size, before GDCM allocates the volume
+    ipp, iop = np.empty((len(slices), 3)), np.empty((len(slices), 6))
+    for n, (f, ds) in enumerate(slices):
+        ipp[n], iop[n] = _position(f, ds), _orientation(f, ds)
+        if _size(f, ds) != size:
+            raise InputError(
+                f"{f}: a slice of {' x '.join(map(str, _size(f, ds)))} pixels in a series whose first slice "
+                f"({first_file}) has {size[0]} x {size[1]}: two series mixed in one folder, or a scout image. "
+                "Keep only the CT series' slices in the folder."
+            )
+        turned = float(np.max(np.abs(iop[n] - iop[0])))
+        if turned > DICOM_ORIENTATION_TOLERANCE:
+            raise InputError(
+                f"{f}: its ImageOrientationPatient differs from the first slice's ({first_file}) by up to "
+                f"{turned:.4f} in a direction cosine ({_angle(iop[0], iop[n]):.2f} degrees): the slices are not one "
+                "regular grid. Keep only one series' slices in the folder."
+            )
+    if len(slices) < 2:
+        return
+    normal = np.cross(iop[0, :3], iop[0, 3:])
+    along = ipp @ normal
+    order = np.argsort(along, kind="stable")
+    z = along[order]
+    _check_spacing(z, folder, len(files))
+    _check_stacking(ipp[order], normal, z, [slices[i][0] for i in order], folder)
+
+
+def _check_modality(path, ds):
+    modality = str(getattr(ds, "Modality", "") or "").strip().upper()
+    if modality != "CT":
+        what = f"Modality {modality!r}" if modality else "no Modality (0008,0060)"
+        raise InputError(
+            f"{path}: this DICOM image has {what}, not 'CT'. DFM50N scores CT in Hounsfield units only; "
+            "give the CT series of the study."
+        )
+
+
+def _size(path, ds) -> tuple:
+    why = "the slice's size is unknown; the file is damaged."
+    return int(_numbers(path, ds, "Columns", None, why)[0]), int(_numbers(path, ds, "Rows", None, why)[0])
+
+
+def _position(path, ds):
+    return _numbers(
+        path,
+        ds,
+        "ImagePositionPatient",
+        3,
+        "without it the slice cannot be placed in the patient (a reader would put it at 0 mm with 1 mm slice "
+        "spacing). Export the series again from the scanner or PACS with its geometry.",
+    )
+
+
+def _orientation(path, ds):
+    why = "two orthogonal unit vectors are needed to know the slice's orientation. Export the series again."
+    c = _numbers(path, ds, "ImageOrientationPatient", 6, why)
+    if abs(np.linalg.norm(np.cross(c[:3], c[3:])) - 1) > 0.01:
+        raise InputError(f"{path}: its ImageOrientationPatient {c.tolist()} is not usable: {why}")
+    return c
+
+
+def _numbers(path, ds, keyword, count, why) -> np.ndarray:
+    """`count` finite numbers from a header attribute (None: one single value), else InputError naming the file
+    and what was found."""
+    value = getattr(ds, keyword, None)
+    try:
+        v = np.array([float(x) for x in (value if count else [value])], float)
+    except (TypeError, ValueError):
+        v = np.array([])
+    if v.shape != (count or 1,) or not np.all(np.isfinite(v)):
+        raise InputError(f"{path}: has no usable {keyword} (found {value!r}); {why}")
+    return v
+
+
+def _angle(a, b) -> float:
+    """Largest angle in degrees between the row (and the column) cosines of two ImageOrientationPatient values."""
+    cos = [
+        float(np.clip(np.dot(a[s], b[s]) / np.linalg.norm(a[s]) / np.linalg.norm(b[s]), -1, 1))
+        for s in (slice(0, 3), slice(3, 6))
+    ]
+    return float(np.degrees(np.arccos(min(cos))))
+
+
+def _check_spacing(z, folder, count):
     gaps = np.diff(z)
     dup = int(np.sum(gaps < 1e-3))
     if dup:
         raise InputError(
-            f"DICOM series in {folder}: {dup} slice position(s) occur twice among {len(files)} files (e.g. at "
+            f"DICOM series in {folder}: {dup} slice position(s) occur twice among {count} files (e.g. at "
             f"{z[1:][gaps < 1e-3][0]:.3f} mm along the slice normal): two series or duplicate files mixed in one "
             "folder. Keep one copy of each slice."
         )
@@ -337,6 +475,31 @@ def check_dicom_series(files, folder) -> None:
         raise InputError(
             f"DICOM series in {folder}: uneven slice spacing: {bad.size} gap(s) differ from the usual "
             f"{med:.3f} mm, e.g. {gaps[i]:.3f} mm between {z[i]:.3f} and {z[i + 1]:.3f} mm along the slice "
-            f"normal ({len(files)} slices; about {max(missing, 0)} slice(s) missing?). A missing slice would be "
+            f"normal ({count} slices; about {max(missing, 0)} slice(s) missing?). A missing slice would be "
             "interpolated away silently: copy the complete series again."
         )
+
+
+def _check_stacking(ipp, normal, z, files, folder):
+    """Slice positions (sorted along the normal) against the one affine ITK builds: first slice + k * gap * normal.
+
+    The in-plane offset of each slice from that affine is its drift; a straight-line fit of the offsets
+    against the position along the normal gives the tilt angle (a gantry tilt is a constant sideways step).
+    """
+    offset = (ipp - ipp[0]) - np.outer(z - z[0], normal)  # in-plane part of each slice's displacement
+    drift = np.linalg.norm(offset, axis=1)
+    worst = int(np.argmax(drift))
+    if drift[worst] <= DICOM_SLICE_OFFSET_TOLERANCE_MM:
+        return
+    span = z - z[0]
+    slope = np.linalg.lstsq(np.column_stack([span, np.ones_like(span)]), offset, rcond=None)[0][0]
+    tilt = float(np.degrees(np.arctan(np.linalg.norm(slope))))
+    what = f"tilted by {tilt:.1f} degrees from it (gantry tilt?)" if tilt >= 0.1 else "drifting in-plane"
+    raise InputError(
+        f"DICOM series in {folder}: the slices do not stack along their normal: {what}; {files[worst]} lies "
+        f"{drift[worst]:.1f} mm beside the position one "
+        f"regular grid gives it (tolerance {DICOM_SLICE_OFFSET_TOLERANCE_MM} mm; {len(files)} slices). Read as "
+        "one volume, its voxels and a lesion drawn in patient coordinates would not meet. Resample the series "
+        "onto a regular grid first (dcm2niix corrects gantry tilt; so does Slicer's DICOM import with "
+        "'Acquisition geometry regularization'), then give that volume."
+    )

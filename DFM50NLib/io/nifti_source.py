@@ -65,11 +65,16 @@ def _single_file_image(buf: bytes):
     return None
 
 
-def reference_cube_from_files(image_path, mask_path, center_method="dt_peak", label=None) -> ReferenceCube:
-    """Read both NIfTI files with nibabel and cut the upstream cube (METHOD.md §3)."""
+def reference_cube_from_files(
+    image_path, mask_path, center_method="dt_peak", label=None, check_ct=None
+) -> ReferenceCube:
+    """Read both NIfTI files with nibabel and cut the upstream cube (METHOD.md §3). `check_ct(source)` runs on
+    the CT as read, before any arithmetic (the caller's guards)."""
     from DFM50NLib.geometry.reference import reference_cube
 
     ct = read_nifti_source(image_path, mask_path)
+    if check_ct is not None:
+        check_ct(ct)
     mask = read_nifti_source(mask_path, image_path)
     if len(ct.shape) != 3 or len(mask.shape) != 3:
         raise InputError(f"Reference geometry needs 3-D NIfTI files; got shapes {ct.shape} and {mask.shape}.")
@@ -79,4 +84,21 @@ def reference_cube_from_files(image_path, mask_path, center_method="dt_peak", la
             f"assume it); CT shape {ct.shape}, mask shape {mask.shape}. Resample the mask onto "
             "the CT first, or use the default physical geometry."
         )
-    return reference_cube(ct, mask, ct.zooms, mask.zooms, center_method, label, affine=ct.affine)
+    ref = reference_cube(ct, mask, ct.zooms, mask.zooms, center_method, label, affine=ct.affine)
+    ref.stats.update(
+        ct_range=ct.value_range(),
+        ct_shape=ct.shape,
+        mask_box=lesion_box(mask, label),
+    )
+    return ref
+
+
+def lesion_box(mask: VoxelSource, label=None) -> tuple:
+    """Index box [lo, hi) of the mask's lesion voxels (> 0, or == label) on the file's grid, one slab at a time."""
+    lo, hi = np.array(mask.shape, int), np.zeros(3, int)
+    for k0 in range(0, mask.shape[2], 16):
+        slab = mask.native_slab(k0, min(k0 + 16, mask.shape[2]))
+        hit = np.argwhere(slab > 0 if label is None else slab == label)
+        if len(hit):
+            lo, hi = np.minimum(lo, hit.min(axis=0) + (0, 0, k0)), np.maximum(hi, hit.max(axis=0) + (1, 1, k0 + 1))
+    return tuple(int(v) for v in lo), tuple(int(v) for v in hi)

@@ -11,7 +11,12 @@ CT slice. They are rasterised here with a small numpy even-odd rasteriser instea
 * all closed contours of the ROI on one slice are combined by the even-odd rule: a contour inside
   another is a hole (DICOM's CLOSED_PLANAR convention, and what CLOSED_PLANAR_XOR states explicitly);
 * a contour must lie in a slice plane of the CT: off by up to `slice_tolerance_mm` it is snapped to the
-  nearest slice, further off it is refused with the distance (it was drawn on another grid).
+  nearest slice, further off it is refused with the distance (it was drawn on another grid);
+* never silently: ContourData that is not x, y, z triples of finite numbers is refused; contours of fewer
+  than 3 points are left out with a warning (refused above MAX_SHORT_SHARE of the ROI's contours); outlines
+  that cross themselves or each other on a slice are counted with the voxels the even-odd fill gets wrong
+  (polygon_fill.py): a warning up to MAX_MISFILL_SHARE of the ROI, refused beyond; the part of the ROI
+  outside the CT's field of view is measured (``meta["outside_share"]``), so coverage is not 1.0 after a cut.
 
 The structure set's Frame of Reference must be the CT's; a CT that did not come from DICOM cannot be
 checked, and the result carries a warning saying so.
@@ -25,10 +30,13 @@ import numpy as np
 
 from DFM50NLib.errors import InputError
 from DFM50NLib.geometry.volume import RAS_TO_LPS, Volume
+from DFM50NLib.io.polygon_fill import crossings, fill_even_odd, misfilled
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 CLOSED_TYPES = ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")
 MAX_SNAP_MM = 0.5  # contours within this distance of a slice plane (and a quarter slice) are snapped to it
+MAX_SHORT_SHARE = 0.1  # contours of fewer than 3 points: left out with a warning up to this share, else refused
+MAX_MISFILL_SHARE = 0.05  # voxels the even-odd fill gets wrong (crossing outlines): warned up to this share
 
 
 def is_rtstruct(path) -> bool:
@@ -81,12 +89,15 @@ def read_rtstruct(path, ct: Volume | None, label=None, segment=None) -> Volume:
             "open lines, or nothing); choose the ROI that outlines the lesion."
         )
     warnings = _check_frame_of_reference(path, ds, roi, ct)
-    polygons = [np.asarray(c.ContourData, dtype=float).reshape(-1, 3) for c in roi["contours"]]
-    arr, offset = rasterise(polygons, ct, where=f"{path}, ROI {roi['name']!r}")
+    where = f"{path}, ROI {roi['name']!r}"
+    polygons, notes = contour_points(roi["contours"], where)
+    arr, offset, fill = rasterise(polygons, ct, where=where)
+    warnings += notes + fill["warnings"]
     if not arr.any():
-        raise InputError(
-            f"{path}: ROI {roi['name']!r} covers no voxel centre of the CT (contours smaller than a voxel?)."
+        why = (
+            "it lies outside the CT's field of view" if fill["outside_share"] > 0 else "contours smaller than a voxel?"
         )
+        raise InputError(f"{path}: ROI {roi['name']!r} covers no voxel centre of the CT ({why}).")
     if segment is None and label is not None:
         arr = arr.astype(np.uint8 if roi["number"] < 256 else np.uint16) * roi["number"]
     ijk_to_ras = ct.ijk_to_ras.copy()
@@ -99,6 +110,7 @@ def read_rtstruct(path, ct: Volume | None, label=None, segment=None) -> Volume:
         "segment_number": roi["number"],
         "label_value": int(arr.max(initial=0)) or 1,
         "offset_ijk": tuple(int(v) for v in offset),
+        "outside_share": fill["outside_share"],
         "warnings": warnings,
     }
     return Volume(arr, ijk_to_ras, name=Path(str(path)).stem, meta=meta)
@@ -154,10 +166,52 @@ def _check_frame_of_reference(path, ds, roi, ct) -> list:
     return []
 
 
-def rasterise(polygons_lps, ct: Volume, where="contours"):
-    """Closed planar polygons (each (n, 3) LPS mm) -> (uint8 mask cropped to their box, its CT ijk offset).
+def contour_points(contours, where) -> tuple:
+    """Each contour's ContourData as an (n, 3) LPS array, and warnings; malformed data is refused.
 
-    Voxel centres inside an odd number of the polygons on their slice are set (even-odd rule).
+    Contours of fewer than 3 points enclose nothing: they are left out, said in a warning with their count,
+    and refused when they are more than MAX_SHORT_SHARE of the ROI's contours (a damaged structure set).
+    """
+    polygons, short = [], []
+    for n, c in enumerate(contours, start=1):
+        raw = getattr(c, "ContourData", None)
+        try:
+            values = np.array([float(v) for v in (raw or [])], float)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: contour {n}: ContourData is not a list of numbers ({raw!r:.80}).") from None
+        if values.size % 3:
+            raise InputError(
+                f"{where}: contour {n}: ContourData holds {values.size} numbers, not a multiple of 3 (x, y, z of "
+                "each point): the structure set is damaged. Export it again from the planning system or Slicer."
+            )
+        if not np.all(np.isfinite(values)):
+            bad = int(np.flatnonzero(~np.isfinite(values))[0]) // 3 + 1
+            raise InputError(
+                f"{where}: contour {n}: ContourData holds NaN or infinite coordinates (first at point {bad} of "
+                f"{values.size // 3}): the structure set is damaged. Export it again."
+            )
+        if values.size < 9:
+            short.append(n)
+            continue
+        polygons.append(values.reshape(-1, 3))
+    if not short:
+        return polygons, []
+    listed = ", ".join(map(str, short[:10])) + (", ..." if len(short) > 10 else "")
+    what = f"{len(short)} of {len(contours)} contours have fewer than 3 points (contour {listed})"
+    if len(short) > MAX_SHORT_SHARE * len(contours):
+        raise InputError(
+            f"{where}: {what}, more than {MAX_SHORT_SHARE:.0%}: such a contour encloses nothing, so the lesion "
+            "would be scored from the rest alone. The structure set is damaged; export it again."
+        )
+    return polygons, [f"{where}: {what}; they enclose nothing and were left out."]
+
+
+def rasterise(polygons_lps, ct: Volume, where="contours"):
+    """Closed planar polygons (each (n, 3) LPS mm) -> (uint8 mask cropped to their box and to the CT, its CT
+    ijk offset, {"outside_share", "warnings"}).
+
+    Voxel centres inside an odd number of the polygons on their slice are set (even-odd rule). The fill
+    reaches up to one CT width beyond the CT's field of view, so the share of the ROI cut off is measured.
     """
     lps_to_ijk = np.linalg.inv(RAS_TO_LPS @ ct.ijk_to_ras)
     dz = float(ct.spacing[2])
@@ -185,39 +239,40 @@ def rasterise(polygons_lps, ct: Volume, where="contours"):
     if not by_slice:
         raise InputError(f"{where}: no contour with at least 3 points.")
     allpts = np.concatenate([p for polys in by_slice.values() for p in polys])
-    lo = np.maximum(np.floor(allpts.min(axis=0)).astype(int), 0)
-    hi = np.minimum(np.ceil(allpts.max(axis=0)).astype(int) + 1, ct.shape[:2])
-    hi = np.maximum(hi, lo + 1)
+    n_ij = np.asarray(ct.shape[:2])
+    lo = np.clip(np.floor(allpts.min(axis=0)).astype(int), -n_ij, 2 * n_ij - 1)
+    hi = np.clip(np.ceil(allpts.max(axis=0)).astype(int) + 1, lo + 1, 2 * n_ij)
     ks = sorted(by_slice)
     out = np.zeros((hi[0] - lo[0], hi[1] - lo[1], ks[-1] - ks[0] + 1), np.uint8)
+    crossed = []  # (slice, contour a, contour b, point, voxels filled wrongly)
     for k, polys in by_slice.items():
         out[:, :, k - ks[0]] = fill_even_odd(polys, lo, hi)
-    return out, (int(lo[0]), int(lo[1]), ks[0])
+        pairs = crossings(polys)
+        crossed += [(k, a, b, point, misfilled(polys, [(a, b, point)], lo, hi)) for a, b, point in pairs]
+    total = int(out.sum(dtype=np.int64))
+    cut_lo, cut_hi = np.maximum(lo, 0), np.maximum(np.minimum(hi, n_ij), np.maximum(lo, 0) + 1)
+    inside = out[cut_lo[0] - lo[0] : cut_hi[0] - lo[0], cut_lo[1] - lo[1] : cut_hi[1] - lo[1]]
+    fill = {"outside_share": 1.0 - int(inside.sum(dtype=np.int64)) / max(total, 1), "warnings": []}
+    if crossed:
+        fill["warnings"].append(_crossing_report(crossed, total, ct, where))
+    return inside, (int(cut_lo[0]), int(cut_lo[1]), ks[0]), fill
 
 
-def fill_even_odd(polygons_ij, lo, hi) -> np.ndarray:
-    """Pixel centres (i, j) in [lo, hi) inside an odd number of polygon edges crossings -> uint8 [i, j] slab.
-
-    Crossing number along each row j: an edge counts when it spans j half-open (y0 <= j < y1 or the
-    reverse), so a vertex on the row is counted once; a centre is inside when an odd number of the
-    crossings lie to its right. Summing crossings of all polygons is the even-odd union (holes).
-    """
-    edges = []
-    for p in polygons_ij:
-        q = np.roll(p, -1, axis=0)
-        edges.append(np.concatenate([p, q], axis=1))
-    e = np.concatenate(edges)  # (m, 4): x0, y0, x1, y1
-    x0, y0, x1, y1 = e.T
-    rows = np.arange(lo[1], hi[1], dtype=float)
-    cols = np.arange(lo[0], hi[0], dtype=float)
-    out = np.zeros((len(cols), len(rows)), np.uint8)
-    spans = (y0[None, :] <= rows[:, None]) != (y1[None, :] <= rows[:, None])  # (rows, edges)
-    for r, j in enumerate(rows):
-        sel = spans[r]
-        if not sel.any():
-            continue
-        xs = x0[sel] + (j - y0[sel]) * (x1[sel] - x0[sel]) / (y1[sel] - y0[sel])
-        xs.sort()
-        right = len(xs) - np.searchsorted(xs, cols, side="right")  # crossings strictly right of the centre
-        out[:, r] = (right % 2).astype(np.uint8)
-    return out
+def _crossing_report(crossed, total, ct: Volume, where) -> str:
+    """Warning text for outlines that cross; InputError when they change more than MAX_MISFILL_SHARE of the ROI."""
+    selfs = sum(1 for _, a, b, _, _ in crossed if a == b)
+    wrong = sum(c[4] for c in crossed)
+    k, a, b, point, _ = crossed[0]
+    lps = RAS_TO_LPS @ ct.ijk_to_ras
+    at = lps[:3, :3] @ [point[0], point[1], k] + lps[:3, 3]
+    text = (
+        f"{where}: {selfs} contour(s) cross themselves and {len(crossed) - selfs} pair(s) of contours overlap on "
+        f"one slice (first near LPS ({at[0]:.1f}, {at[1]:.1f}, {at[2]:.1f}) mm); the even-odd fill differs from "
+        f"the drawn outlines in {wrong} of {total} voxels ({wrong / max(total, 1):.1%})"
+    )
+    if wrong > MAX_MISFILL_SHARE * total:
+        raise InputError(
+            f"{text}, more than {MAX_MISFILL_SHARE:.0%}: an overlap would be filled as a hole, a loop drawn twice "
+            "left empty. Correct the contours (one simple outline per part) and export the structure set again."
+        )
+    return text + "; the even-odd fill (the DICOM convention) was used."

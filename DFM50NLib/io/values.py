@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from DFM50NLib.constants import VOXEL_SPACING_RANGE_MM
 from DFM50NLib.errors import InputError
 from DFM50NLib.geometry.volume import Volume
 
@@ -17,17 +18,32 @@ FINITE_CHECK_SLAB = 16  # slices per chunk when looking for NaN/inf (bounded tem
 def check_ct_intensities(vol: Volume) -> list:
     """Warnings (not errors) when the values do not look like CT Hounsfield units, e.g. an MR or raw counts."""
     a = vol.array
-    lo, hi = float(np.min(a)), float(np.max(a))
-    notes = []
+    return hu_range_warnings(float(np.min(a)), float(np.max(a)))
+
+
+def hu_range_warnings(lo, hi) -> list:
+    """The range check of `check_ct_intensities` on a known value range (reference mode computes it itself)."""
     # CT HU: air/lung well below -200 in any chest CT, nothing denser than lung below -500 is implausible,
     # and values above ~4000 are beyond the HU scale (raw detector counts, an unrescaled export)
     if lo > -200 or hi < -500 or hi > 4000:
-        notes.append(
+        return [
             f"The image values range from {lo:g} to {hi:g}, which does not look like a CT in Hounsfield "
             "units (air about -1000, soft tissue 0-100). Check that it is a CT with rescale "
             "slope/intercept applied; the score is only meaningful for CT HU."
-        )
-    return notes
+        ]
+    return []
+
+
+def check_spacing(vol: Volume, path):
+    """Every format: a voxel edge of 0, NaN or an absurd size is a broken header, never a CT (refused with it)."""
+    low, high = VOXEL_SPACING_RANGE_MM
+    spacing = np.linalg.norm(np.asarray(vol.ijk_to_ras, float)[:3, :3], axis=0)
+    for axis, size in enumerate(spacing):
+        if not (np.isfinite(size) and low <= size <= high):
+            raise InputError(
+                f"{path}: its voxel size along axis {'ijk'[axis]} is {size:g} mm; a CT voxel is between {low:g} "
+                f"and {high:g} mm. The file's geometry is damaged: export the image again."
+            )
 
 
 def check_finite(array, path):

@@ -24,6 +24,7 @@ from DFM50NLib.constants import (
     DEFAULT_CENTER_METHOD,
     DEFAULT_ORIENTATION,
     GEOMETRY_MODES,
+    REFERENCE_PAD_VALUE,
     RISK_HIGH,
     RISK_LOW,
 )
@@ -136,12 +137,14 @@ def prepare_as_scored(ct: Volume, mask: Volume, result) -> PreparedCase:
 def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
     from DFM50NLib import io
     from DFM50NLib.geometry.center import find_center
-    from DFM50NLib.geometry.cube import cube_stats, extract_cube
+    from DFM50NLib.geometry.cube import cube_stats, extract_cube, fill_fraction
     from DFM50NLib.geometry.mask import prepare_mask
+    from DFM50NLib.scoring import guards
 
     timings, notes = {}, []
     t = time.perf_counter()
     ct = image if isinstance(image, Volume) else io.read_volume(image)
+    guards.check_ct_extent(ct.shape, ct.spacing, image if isinstance(image, (str, Path)) else ct.name or "CT")
     notes += io.check_ct_intensities(ct)
     mask_vol = (
         mask
@@ -168,10 +171,14 @@ def _prepare_physical(image, mask, case_id, options) -> PreparedCase:
     stats = dict(cube_stats(cube, pm))
     timings["cube"] = time.perf_counter() - t
     stats.update(
-        mask_voxels=int(pm.voxels), mask_volume_mm3=float(pm.volume_mm3), components_dropped=int(pm.components_dropped)
+        mask_voxels=int(pm.voxels),
+        mask_volume_mm3=float(pm.volume_mm3),
+        components_dropped=int(pm.components_dropped),
+        cube_fill_share=fill_fraction(ct, cube.cube_to_ras),
     )
 
     diam = _measure_diameters(pm, notes)
+    notes += guards.physical_warnings(ct, pm, stats["cube_fill_share"], _lesion_name(mask, mask_vol, options))
     notes += _geometry_warnings(stats)
     return PreparedCase(case_id, options, cube, center_ras, stats, ct, pm, diam, timings, notes)
 
@@ -185,11 +192,19 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
             "(NIfTI as the upstream scripts read it), not in-memory volumes."
         )
     from DFM50NLib.io.integrity import check_image_file
+    from DFM50NLib.io.values import hu_range_warnings
+    from DFM50NLib.scoring import guards
 
     for path in (image, mask):  # nibabel reads these: the same completeness checks as every other read
         check_image_file(path)
     t = time.perf_counter()
-    ref = reference_cube_from_files(image, mask, center_method=options["center"], label=options["label"])
+    ref = reference_cube_from_files(
+        image,
+        mask,
+        center_method=options["center"],
+        label=options["label"],
+        check_ct=lambda ct: guards.check_ct_extent(ct.shape, ct.zooms, image, REFERENCE_PAD_VALUE),
+    )
     timings = {"cube": time.perf_counter() - t}
     cube = ref.cube
     center_ras = np.asarray(ref.center_ras, dtype=float)
@@ -205,12 +220,23 @@ def _prepare_reference(image, mask, case_id, options) -> PreparedCase:
         )
     }
     stats["cube_padded"] = upstream_padded(ref.center_ijk, ref.zoomed_shape)
-    notes = _geometry_warnings(stats)
+    stats["cube_fill_share"] = guards.reference_fill_share(ref.center_ijk, ref.zoomed_shape)
+    notes = hu_range_warnings(*ref.stats["ct_range"])
+    notes += _geometry_warnings(stats)
     if stats["cube_padded"]:
         notes.append(
-            "The 50-voxel cube runs off the image and was padded with 0 (the upstream scripts' own QC flag "
-            "`touched_border`); the network sees an artificial edge."
+            f"The 50-voxel cube runs off the image: {stats['cube_fill_share']:.1%} of it was padded with 0 (the "
+            "upstream scripts' own QC flag `touched_border`); the network sees an artificial edge."
         )
+    name = f"'{Path(str(mask)).name}'"
+    notes += guards.edge_warning(name, *ref.stats["mask_box"], ref.stats["ct_shape"])
+    under = cube.ct[cube.mask > 0]
+    notes += guards.lesion_warnings(
+        name,
+        stats["mask_volume_mm3"],
+        stats["mask_voxels"],
+        float(under.mean()) if under.size else None,
+    )
     notes.append(
         "Reference geometry (METHOD.md §3): upstream-script arithmetic, not 1 mm isotropic; "
         "use only with a classifier trained on upstream cubes."
@@ -533,6 +559,15 @@ def write_outputs(result, prep, out_dir, *, write_cubes=False, report=False, sta
             )
         )
     return paths
+
+
+def _lesion_name(mask, mask_vol, options) -> str:
+    """The lesion as the user named it: the segment or ROI, else the mask file's name (for warnings)."""
+    segment = options.get("segment") or mask_vol.meta.get("segment")
+    where = Path(str(mask)).name if isinstance(mask, (str, Path)) else mask_vol.name
+    if segment and where:
+        return f"'{segment}' in {where}"
+    return f"'{segment or where or 'lesion'}'"
 
 
 def _case_id_from(image) -> str:
