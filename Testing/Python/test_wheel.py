@@ -65,23 +65,11 @@ def test_installed_wheel_scores_the_demo_outside_the_source_tree(wheel, tmp_path
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DFM50N_FCIB_WEIGHTS")}
-    where = subprocess.run(
-        [str(python), "-c", "import DFM50NLib; print(DFM50NLib.__file__)"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    probe = "import DFM50NLib.model.paths as p; print(p.__file__); print(p.bundled_model_dir())"
+    where, models = subprocess.run(
+        [str(python), "-c", probe], cwd=work, env=env, capture_output=True, text=True, check=True
+    ).stdout.split("\n")[:2]
     assert Path(where).is_relative_to(site), f"imported {where}, not the installed wheel"
-    models = subprocess.run(
-        [str(python), "-c", "from DFM50NLib.model.paths import bundled_model_dir as d; print(d())"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
     assert Path(models) == site / "DFM50NLib" / "models", models  # the wheel's copy, not the checkout's models/
 
     run = subprocess.run(
