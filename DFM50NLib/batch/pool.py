@@ -4,8 +4,9 @@ On a GPU the forward takes 600+ cubes/s while one process reads, masks and cubes
 network per worker the GPU idled 98 % of the time (issue 21). So `--workers N` starts N reader processes
 (no torch, no network: ~0.2 GB each instead of ~1 GB) that run `prepare` and send back the 50 mm cube,
 and `engine.run_tasks` forwards their cubes in full batches. A reader that dies (out of memory, a crash
-in a reader library) breaks its pool: the cases it had not returned go to a fresh pool once; cases that
-break a second pool too are reported as errors instead of stopping the job.
+in a reader library) breaks its pool and takes the cases in flight with it: those are prepared again one
+at a time in fresh pools, so only a case that kills its reader again is reported as an error (stage
+`worker`), and the job goes on.
 """
 
 from __future__ import annotations
@@ -32,32 +33,36 @@ def default_readers(device: str) -> int:
     return 1
 
 
-def run_pool(tasks, cfg: JobConfig, sink, workers: int, stats: Optional[dict] = None, attempts: int = 2) -> None:
+def run_pool(tasks, cfg: JobConfig, sink, workers: int, stats: Optional[dict] = None) -> None:
     """Score `tasks` with `workers` reader processes feeding the network of this process."""
-    run_tasks(tasks, cfg, sink, stats=stats, producer=partial(read_in_processes, readers=workers, attempts=attempts))
+    run_tasks(tasks, cfg, sink, stats=stats, producer=partial(read_in_processes, readers=workers))
 
 
-def read_in_processes(tasks, out: queue.Queue, stop: threading.Event, keep_volumes: bool, *, readers, attempts=2):
-    """engine.run_tasks's producer: prepared cases from `readers` processes, queued in the order they finish."""
+def read_in_processes(
+    tasks, out: queue.Queue, stop: threading.Event, keep_volumes: bool, *, readers, prepare=prepared_item
+):
+    """engine.run_tasks's producer: `prepare(task, keep_volumes)` in `readers` processes, queued as they finish."""
     try:
-        pending = list(tasks)
-        for _ in range(attempts):
-            if not pending or stop.is_set():
-                return
-            pending = _one_pool(pending, out, stop, keep_volumes, readers)
-        for task in pending:
-            exc = RuntimeError(
-                f"a reader process died while preparing this case, {attempts} times; score the case alone "
-                "(python -m DFM50NLib score) to see why"
-            )
-            if not put(out, (task, None, error_outcome(task, exc, "worker"), 0.0), stop):
-                return
+        lost = _one_pool(list(tasks), out, stop, keep_volumes, readers, prepare)
+        while lost and not stop.is_set():  # alone in its pool, a case that kills its reader is the culprit
+            again = _one_pool(lost, out, stop, keep_volumes, 1, prepare, ahead=1)
+            if again:
+                task, lost = again[0], again[1:]
+                exc = RuntimeError(
+                    "a reader process died while preparing this case, twice (the second time alone); score "
+                    "the case alone (python -m DFM50NLib score) to see why"
+                )
+                if not put(out, (task, None, error_outcome(task, exc, "worker"), 0.0), stop):
+                    return
+            else:
+                lost = []
     finally:
         put(out, DONE, stop)
 
 
-def _one_pool(tasks, out, stop, keep_volumes, readers) -> list:
-    """Prepare `tasks` in one pool; returns the tasks lost when a reader died (the pool is then broken)."""
+def _one_pool(tasks, out, stop, keep_volumes, readers, prepare, ahead=2) -> list:
+    """Prepare `tasks` in one pool, `ahead` cases per reader in flight; returns the tasks lost when a reader died
+    (the pool is then broken), the one that was in flight first."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -70,11 +75,14 @@ def _one_pool(tasks, out, stop, keep_volumes, readers) -> list:
     )
     try:
         while True:
-            while len(in_flight) < 2 * readers:  # two cases per reader: bounded memory, never an idle reader
+            while len(in_flight) < ahead * readers:  # bounded memory, never an idle reader
                 task = next(todo, None)
                 if task is None:
                     break
-                in_flight[pool.submit(prepared_item, task, keep_volumes)] = task
+                try:
+                    in_flight[pool.submit(prepare, task, keep_volumes)] = task
+                except BrokenProcessPool:  # a reader died between two cases
+                    return [*in_flight.values(), task, *todo]
             if not in_flight:
                 return []
             done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -88,8 +96,6 @@ def _one_pool(tasks, out, stop, keep_volumes, readers) -> list:
                     return [task, *in_flight.values(), *todo]
                 if not put(out, item, stop):
                     return []
-    except BrokenProcessPool:  # broken while submitting
-        return [*in_flight.values(), *todo]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
