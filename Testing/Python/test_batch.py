@@ -327,6 +327,15 @@ def test_reader_processes_write_results_bit_identical_to_the_per_case_path(cohor
         got = json.loads((tmp_path / "pool1" / "cases" / f"{cid}.json").read_text())
         for key in COMPARED + ("config_hash", "device"):
             assert got[key] == local[cid][key], (cid, key)  # exact: score and features to the last bit
+    # the device a score was computed on is in every output: JSON (above), results.csv, the report's provenance
+    from DFM50NLib.report.text import sections
+    from DFM50NLib.scoring.result import Result
+
+    assert {r["case_id"]: r["device"] for r in _csv(tmp_path / "pool1" / "results.csv")} == dict.fromkeys(
+        ids[:3], "cpu"
+    )
+    rows = [row for _, rows in sections(Result.from_dict(got)) for row in rows]
+    assert ("Device", "cpu") in rows
     in_process = score_cohort(cases[:3], tmp_path / "in2", weights=random_weights, batch_size=2, workers=1)
     pooled = score_cohort(cases[:3], tmp_path / "pool2", weights=random_weights, batch_size=2, workers=2)
     assert in_process.n_done == pooled.n_done == 3
