@@ -65,7 +65,7 @@ def score_cohort(
     out_dir,
     *,
     progress: Optional[Callable] = None,
-    workers: int = 1,
+    workers: Optional[int] = None,
     scheduler=None,
     batch_size: int = 4,
     save_features: Optional[int] = None,
@@ -90,7 +90,8 @@ def score_cohort(
     manifest_or_cases: a manifest CSV path, an (images_dir, masks_dir) pair, or a list of `Case` /
     dicts with case_id, image, mask (+ optional label, segment, center, smoking, spiculated,
     short_axis_cm, and any outcome keys). progress(done, total, case_id) is called after each case
-    (done counts skipped cases too). workers > 1: a local process pool; scheduler: a Dask scheduler
+    (done counts skipped cases too). workers > 1: that many reader processes prepare the cubes for the
+    network in this process (None: cores - 1 on CUDA, else 1 = a reader thread); scheduler: a Dask scheduler
     address or a `distributed.Client`. stability: also run the stability panel per case (8 more cubes
     each; recorded in result.stability and the reports; part of the config hash). features_format:
     "csv" or "parquet" (needs pyarrow) for the save_features tables. on_result(Result) is called for each case
@@ -203,6 +204,10 @@ def score_cohort(
 
 
 def _run(todo, cfg, sink, stats, workers, scheduler):
+    if workers is None:
+        from DFM50NLib.batch.pool import default_readers
+
+        workers = default_readers(cfg.device)
     if scheduler is not None:
         from DFM50NLib.batch.dask_cluster import run_dask
 
@@ -210,7 +215,7 @@ def _run(todo, cfg, sink, stats, workers, scheduler):
     elif workers and int(workers) > 1:
         from DFM50NLib.batch.pool import run_pool
 
-        run_pool(todo, cfg, sink, int(workers))
+        run_pool(todo, cfg, sink, int(workers), stats)
     else:
         from DFM50NLib.batch.engine import run_tasks
 

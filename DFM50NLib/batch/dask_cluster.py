@@ -5,6 +5,9 @@ Each task scores a chunk of cases on a worker (network built once per worker pro
 case id, so workers need the input files and the weights but no shared output folder. Task keys are
 derived from the cases' config hashes, so a task re-run by the scheduler after a worker died computes
 and returns the same thing, and the driver's write is the only one: exactly one result per case.
+With --device cuda every task asks for one unit of the `GPU` resource, so a worker started with
+`--resources GPU=1` runs one chunk at a time on its GPU (its cubes in full batches, engine.run_tasks)
+and CPU-only workers of the same cluster get none.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 
 from DFM50NLib.batch.engine import JobConfig, error_outcome, run_chunk
 from DFM50NLib.batch.pool import chunks
+from DFM50NLib.errors import InputError
 
 RESUBMITS = 2  # fresh submissions of a chunk whose future failed, on top of Dask's own retry
 
@@ -24,8 +28,6 @@ CONNECT_TIMEOUT_S = 15
 @contextlib.contextmanager
 def connect(address, timeout=CONNECT_TIMEOUT_S):
     """A `distributed.Client` for `address`, closed on exit; InputError (no traceback) if it cannot connect."""
-    from DFM50NLib.errors import InputError
-
     try:
         from distributed import Client
     except ImportError:
@@ -58,10 +60,13 @@ def run_dask(tasks, cfg: JobConfig, sink, scheduler) -> None:
     client = Client(scheduler) if own else scheduler
     try:
         futures = {}
+        needs = gpu_resources(client, cfg.device)
 
         def submit(chunk, attempt):
             key = "dfm50n-" + hashlib.sha256("".join(t.config_hash for t in chunk).encode()).hexdigest()[:32]
-            fut = client.submit(run_chunk, chunk, cfg, key=f"{key}-{attempt}" if attempt else key, retries=1)
+            fut = client.submit(
+                run_chunk, chunk, cfg, key=f"{key}-{attempt}" if attempt else key, retries=1, resources=needs
+            )
             futures[fut] = (chunk, attempt)
             return fut
 
@@ -85,3 +90,17 @@ def run_dask(tasks, cfg: JobConfig, sink, scheduler) -> None:
     finally:
         if own:
             client.close()
+
+
+def gpu_resources(client, device) -> dict | None:
+    """{"GPU": 1} for a CUDA job, after checking that a worker declares it (else every task would wait forever)."""
+    if not str(device).startswith("cuda"):
+        return None
+    workers = client.scheduler_info().get("workers", {})
+    if not any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers.values()):
+        raise InputError(
+            f"--device cuda on Dask: none of the {len(workers)} worker(s) of {client.scheduler.address} declares a "
+            "GPU. Start one worker per GPU with `dask worker SCHEDULER --nthreads 1 --resources GPU=1` "
+            "(CUDA_VISIBLE_DEVICES=N picks its GPU), or score on the CPU (--device cpu)."
+        )
+    return {"GPU": 1}

@@ -1,7 +1,9 @@
-"""The scoring loop of a cohort job, identical wherever it runs (this process, a pool worker, a Dask task).
+"""The scoring loop of a cohort job, identical wherever it runs (this process, a Dask task).
 
-One reader thread runs `prepare_case` ahead (read CT, mask, centre, cube) into a bounded queue while the
-calling thread pushes batches of cubes through the network, so CT I/O hides behind the forward pass.
+A producer runs `prepare_case` ahead (read CT, mask, centre, cube) into a bounded queue while the calling
+thread, the only one with the network, pushes full batches of cubes through it, so CT I/O hides behind the
+forward pass. The producer is one thread here (`_reader`), or a pool of reader processes (batch/pool.py)
+when one thread cannot prepare cubes as fast as the network takes them (a GPU takes 600+ cubes/s).
 The network is built once per process (`get_encoder`'s process cache); the classifier is cached here.
 Every case ends as an *outcome* dict (picklable): a result or an error, never an exception, so one
 bad case cannot stop the others. Only model-loading failures (weights, classifier) raise: they concern
@@ -22,7 +24,7 @@ import numpy as np
 
 from DFM50NLib.errors import DFM50NError, InputError
 
-_DONE = object()
+_DONE = DONE = object()  # the producer's last item
 _classifiers: dict = {}
 
 
@@ -122,24 +124,26 @@ def prepare(task: Task, keep_volumes=False):
     return prep
 
 
+def prepared_item(task: Task, keep_volumes: bool) -> tuple:
+    """(task, prepared case, None, seconds) or (task, None, error outcome, 0): what a producer queues."""
+    t = time.perf_counter()
+    try:
+        return (task, prepare(task, keep_volumes), None, time.perf_counter() - t)
+    except Exception as exc:
+        return (task, None, error_outcome(task, exc, "prepare"), 0.0)
+
+
 def _reader(tasks, out: queue.Queue, stop: threading.Event, keep_volumes: bool):
     """Prefetch thread: prepare cases ahead; always ends with _DONE so the consumer never waits forever."""
     try:
         for task in tasks:
-            if stop.is_set():
-                break
-            t = time.perf_counter()
-            try:
-                item = (task, prepare(task, keep_volumes), None, time.perf_counter() - t)
-            except Exception as exc:
-                item = (task, None, error_outcome(task, exc, "prepare"), 0.0)
-            if not _put(out, item, stop):
+            if stop.is_set() or not put(out, prepared_item(task, keep_volumes), stop):
                 break
     finally:
-        _put(out, _DONE, stop)
+        put(out, _DONE, stop)
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+def put(q: queue.Queue, item, stop: threading.Event) -> bool:
     """Blocking put that gives up once the consumer has stopped (no thread left hanging on a full queue)."""
     while True:
         try:
@@ -157,10 +161,13 @@ def run_tasks(
     *,
     stats: Optional[dict] = None,
     stop: Optional[threading.Event] = None,
+    producer: Optional[Callable] = None,
 ) -> None:
-    """Score `tasks` here: prefetch thread + batched forwards; `on_outcome(outcome)` per case, in order done.
+    """Score `tasks` here: a producer prepares, this thread forwards full batches; `on_outcome(outcome)` per case.
 
     `stats` (optional dict) receives wall seconds spent in the forward, in waiting for the reader, total.
+    `producer(tasks, queue, stop, keep_volumes)`: runs in a thread, queues `prepared_item`s, ends with
+    `DONE` (default: `_reader`, which prepares in that thread).
     """
     tasks = list(tasks)
     stats = stats if stats is not None else {}
@@ -170,10 +177,12 @@ def run_tasks(
         return
     t_start = time.perf_counter()
     bs = max(1, int(cfg.batch_size))
-    q: queue.Queue = queue.Queue(maxsize=bs + 1)
+    q: queue.Queue = queue.Queue(maxsize=2 * bs)  # the next full batch is read while this one is forwarded
     stop = stop or threading.Event()
     keep_volumes = cfg.report_dir is not None or cfg.stability or bool(cfg.dicom_sr_dir)  # they re-read the CT
-    reader = threading.Thread(target=_reader, args=(tasks, q, stop, keep_volumes), name="dfm50n-prefetch", daemon=True)
+    reader = threading.Thread(
+        target=producer or _reader, args=(tasks, q, stop, keep_volumes), name="dfm50n-prefetch", daemon=True
+    )
     reader.start()
     done = False
     try:
@@ -181,21 +190,17 @@ def run_tasks(
         stats["load_s"] = stats.get("load_s", 0.0) + time.perf_counter() - t_start
         while not done:
             t = time.perf_counter()
-            batch, first = [], q.get()
-            stats["wait_s"] += time.perf_counter() - t
-            items = [first]
-            while len(items) < bs and items[-1] is not _DONE:
-                try:
-                    items.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            for item in items:
+            batch = []
+            while len(batch) < bs:  # full batches: the network never runs a half-empty forward mid-cohort
+                item = q.get()
                 if item is _DONE:
                     done = True
-                elif item[1] is None:
+                    break
+                if item[1] is None:
                     on_outcome(item[2])
                 else:
                     batch.append(item)
+            stats["wait_s"] += time.perf_counter() - t
             if batch:
                 _score_batch(batch, encoder, classifier, cfg, on_outcome, stats)
     finally:
@@ -207,7 +212,8 @@ def run_tasks(
 def _score_batch(batch, encoder, classifier, cfg, on_outcome, stats):
     t = time.perf_counter()
     try:
-        feats = _forward(encoder, np.stack([np.asarray(p.cube.ct, dtype=np.float32) for _, p, _, _ in batch]))
+        cubes = np.stack([np.asarray(p.cube.ct, dtype=np.float32) for _, p, _, _ in batch])
+        feats = _forward(encoder, cubes, cfg.batch_size)
         per_case = (time.perf_counter() - t) / len(batch)
     except Exception:
         if len(batch) == 1:
@@ -231,12 +237,20 @@ def _score_batch(batch, encoder, classifier, cfg, on_outcome, stats):
     stats["finish_s"] += time.perf_counter() - t
 
 
-def _forward(encoder, cubes):
-    """All cubes in one forward (the encoder's own default batch may be smaller)."""
+def _forward(encoder, cubes, batch_size):
+    """The cubes in forwards of exactly `batch_size`, the last one padded with copies of the first cube.
+
+    float32 kernels change with the batch size (a cube's features moved by 5e-6 between batches of 1 and 4
+    on the CPU) but not with the other cubes of the batch: so a case's result does not depend on timing,
+    on which reader was faster or on where in the cohort it falls, and every run of a job is bit-identical.
+    """
+    n = len(cubes)
+    if n % batch_size:
+        cubes = np.concatenate([cubes, np.repeat(cubes[:1], batch_size - n % batch_size, axis=0)])
     try:
-        return encoder.features(cubes, batch_size=len(cubes))
+        return encoder.features(cubes, batch_size=batch_size)[:n]
     except TypeError:  # an encoder without the batch_size keyword
-        return encoder.features(cubes)
+        return encoder.features(cubes)[:n]
 
 
 def _current_exc():
@@ -310,20 +324,3 @@ def run_chunk(tasks, cfg: JobConfig) -> list:
     outcomes: list = []
     run_tasks(tasks, cfg, outcomes.append)
     return outcomes
-
-
-def pool_init(threads: int, parent_pid: Optional[int] = None):
-    """Process-pool initializer: share the cores between workers instead of oversubscribing them, and exit
-    when the driver dies (kill -9 leaves no orphan holding ~1 GB)."""
-    import warnings
-
-    import torch
-
-    from DFM50NLib.batch.orphan import exit_with_parent
-
-    exit_with_parent(parent_pid)
-    # a worker has no console of its own: what matters reaches Result.warnings; a library's notes would only
-    # interleave with the driver's progress bar
-    warnings.simplefilter("ignore")
-
-    torch.set_num_threads(max(1, int(threads)))

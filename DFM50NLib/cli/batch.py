@@ -46,9 +46,9 @@ def register(sub):
     r.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="local worker processes, each loading the network once (~1 GB each; default 1 = "
-        "in this process with a prefetch thread)",
+        default=None,
+        help="reader processes that prepare the cubes (read CT and mask, cut the cube) for the one network in "
+        "this process (~0.2 GB each); default: cores - 1 with --device cuda, else 1 = a prefetch thread",
     )
     r.add_argument(
         "--scheduler", default=None, help="Dask scheduler address (tcp://host:8786): run on that cluster instead"
@@ -98,7 +98,7 @@ def run_batch(args) -> int:
     check_output_dir(args.out)
     if args.dicom_sr is not None:
         check_output_dir(args.dicom_sr, "--dicom-sr")
-    if args.workers < 1 or args.batch_size < 1:
+    if (args.workers is not None and args.workers < 1) or args.batch_size < 1:
         raise InputError("--workers and --batch-size must be at least 1.")
     source = args.manifest or (args.images, args.masks)
     bar = None if args.no_progress else _Bar()

@@ -66,7 +66,7 @@ def add_model_arguments(p):
     g.add_argument(
         "--model",
         default=None,
-        help="classifier folder (default: the bundled DEMO forest in DFM50NLib/model/bundled/, which is NOT "
+        help="classifier folder (default: the bundled DEMO forest in the models/ folder, which is NOT "
         "the published DFM50N classifier)",
     )
     g.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where FCIB runs (default cpu)")

@@ -88,7 +88,7 @@ def register(sub):
         "seed. Its scores mean nothing clinically; it only lets the pipeline run end to end. Same "
         "seed + same scikit-learn version = byte-identical files.",
     )
-    d.add_argument("--out", default=None, help="folder to write (default: the bundled DFM50NLib/model/bundled/ folder)")
+    d.add_argument("--out", default=None, help="folder to write (default: the bundled models/ folder)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.set_defaults(func=run_demo)
 

@@ -59,8 +59,30 @@ def load_trunk(path, device="cpu"):
     for p in trunk.parameters():
         p.requires_grad_(False)
     if torch.device(device).type != "cpu":
+        use_full_fp32(device)
         trunk.to(device)
     return trunk
+
+
+def use_full_fp32(device) -> None:
+    """Full FP32 and deterministic cuDNN for a CUDA forward: the same score on every device (METHOD.md §2.6).
+
+    PyTorch lets cuDNN convolutions use TF32 (a 10-bit mantissa) by default on Ampere and newer GPUs:
+    FCIB's features then differ from the CPU's by up to 4e-3 and the score by up to 0.02, enough to move
+    a lesion near the 0.25 threshold to the other risk class. With TF32 off they agree to ~2e-5 and
+    repeat exactly. These are process-wide switches: set when a CUDA encoder is built and again before
+    each of its forwards (another library in the process may have turned TF32 back on).
+    No-op for the CPU, whose convolutions are FP32 already.
+    """
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return
+    # the legacy setters also set torch >= 2.9's per-operator fp32_precision (cuDNN conv, RNN, matmul) to "ieee"
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,6 +179,7 @@ class FCIBEncoder:
         x = _as_batch(cubes_hu)
         out = np.empty((len(x), N_FCIB_FEATURES), dtype=np.float32)
         bs = max(1, int(batch_size or self.batch_size))
+        use_full_fp32(self.device)
         with torch.inference_mode():
             for i in range(0, len(x), bs):
                 t = torch.from_numpy(normalize(x[i : i + bs]))[:, None].to(self.device)

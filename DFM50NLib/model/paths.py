@@ -16,8 +16,11 @@ DOWNLOAD_COMMAND = "python -m DFM50NLib weights download"
 
 
 def bundled_model_dir() -> Path:
-    """The bundled DEMO classifier: `bundled/` beside this module (inside the package, so wheels carry it)."""
-    return Path(__file__).resolve().parent / "bundled"
+    """The bundled DEMO classifier: the top-level `models/` folder (beside DFM50NLib/ in a checkout and in Slicer's
+    module folder), which an installed wheel carries as `DFM50NLib/models/` (pyproject.toml's package-dir)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "models"  # first: beside an installed package may lie anybody's `models/`
+    return installed if installed.is_dir() else package.parent / "models"
 
 
 def cache_dir() -> Path:

@@ -2,13 +2,17 @@
 
     python Testing/Benchmarks/benchmark_batch.py [--cases 30] [--broken 3] [--shape 256 256 120]
                                                  [--batch-size 4] [--weights PATH] [--workers 2]
+                                                 [--device cpu|cuda]
 
 Builds a synthetic cohort (N cases, k broken: missing file, empty mask, NaN CT; uncompressed NRRD CTs),
 then measures, on the same files with a warm page cache:
   - sequential single-case scoring: `score_case` in a loop, network already built (the baseline);
   - `score_cohort` in this process (prefetch thread + batched forwards): cases/s and the share of the
     engine's wall time spent in the network forward (target >= 70 % with warm CT loading);
-  - optionally a local pool of --workers processes (cold: includes each worker building the network).
+  - `score_cohort` with --workers reader processes feeding the one network of this process (issue 21):
+    cases/s, the forward's share of the engine's wall time (CPU target >= 70 % with N readers on N+1
+    cores) and the GPU's idle share (engine wall time outside the forward; on CUDA), and that its scores
+    and features are bit-identical to the in-process run's.
 It also checks N-k results, k errors, and that a re-run skips everything.
 Without --weights a random-weight checkpoint of the real architecture is made (timings are the same).
 """
@@ -62,13 +66,32 @@ def make_cohort(folder: Path, n: int, broken: int, shape) -> Path:
     return folder / "cases.csv"
 
 
+def engine_line(st: dict, device: str) -> str:
+    """Where the engine's wall time went: the forward (the network busy), waiting for cubes, the rest."""
+    work = st["wall_s"] - st.get("load_s", 0.0)  # the network is already built (warm): ~0
+    idle = f"GPU idle {1 - st['forward_s'] / work:.0%} of it" if device == "cuda" else "GPU idle: no GPU"
+    return (
+        f"engine wall {work:.1f} s: forward {st['forward_s']:.1f} s ({st['forward_s'] / work:.0%}, CPU target "
+        f">= 70 %; {idle}), waiting for cubes {st['wait_s']:.1f} s, finish {st['finish_s']:.1f} s"
+    )
+
+
+def results_of(out: Path) -> dict:
+    """case id -> (score, 9 features) of every result file in `out`."""
+    import json
+
+    res = (json.loads(p.read_text()) for p in (out / "cases").glob("*.json"))
+    return {r["case_id"]: (r["score"], r["features"]) for r in res}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=30)
     ap.add_argument("--broken", type=int, default=3)
     ap.add_argument("--shape", type=int, nargs=3, default=(256, 256, 120), metavar=("X", "Y", "Z"))
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=0, help="also time a local pool of this many workers")
+    ap.add_argument("--workers", type=int, default=None, help="reader processes (default 2; cores - 1 on CUDA)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where FCIB runs (default cpu)")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the generated cohort and outputs (else deleted)")
     args = ap.parse_args()
@@ -79,6 +102,7 @@ def main():
 
     from DFM50NLib.batch.cohort import score_cohort
     from DFM50NLib.batch.manifest import read_manifest
+    from DFM50NLib.batch.pool import default_readers
     from DFM50NLib.errors import DFM50NWarning
     from DFM50NLib.model import fcib
     from DFM50NLib.scoring.pipeline import load_encoder, score_case
@@ -89,20 +113,23 @@ def main():
     weights = args.weights or fcib.save_random_checkpoint(tmp / "random.torch")
     t = time.perf_counter()
     manifest = make_cohort(tmp / "cohort", args.cases, args.broken, args.shape)
+    device = args.device
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "no GPU used"
     print(
         f"{args.cases} cases ({args.broken} broken), CT {tuple(args.shape)} int16 uncompressed NRRD, "
-        f"{os.cpu_count()} cores; cohort built in {time.perf_counter() - t:.1f} s; weights {weights}"
+        f"{os.cpu_count()} cores, device {device} ({gpu}); cohort built in {time.perf_counter() - t:.1f} s; "
+        f"weights {weights}"
     )
 
     t = time.perf_counter()
-    load_encoder(weights)
+    load_encoder(weights, device)
     print(f"network build (once per process/worker): {time.perf_counter() - t:.2f} s")
 
     good = [c for c in read_manifest(manifest) if Path(c.mask).exists()]
     n_ok, t_seq, fw, c_seq = 0, time.perf_counter(), 0.0, time.process_time()
     for c in good:  # baseline: one case at a time; also warms the page cache for the batch run
         try:
-            r = score_case(c.image, c.mask, case_id=c.case_id, weights=weights)
+            r = score_case(c.image, c.mask, case_id=c.case_id, weights=weights, device=device)
             fw += r.timings.get("forward", 0.0)
             n_ok += 1
         except Exception:
@@ -115,7 +142,7 @@ def main():
 
     out = tmp / "out"
     t, c = time.perf_counter(), time.process_time()
-    s = score_cohort(manifest, out, weights=weights, batch_size=args.batch_size)
+    s = score_cohort(manifest, out, weights=weights, batch_size=args.batch_size, device=device, workers=1)
     t_batch, c_batch = time.perf_counter() - t, time.process_time() - c
     st = s.stats
     print(
@@ -123,12 +150,7 @@ def main():
         f"{t_batch:.1f} s = {s.n_done / t_batch:.2f} cases/s  ->  {t_seq / n_ok / (t_batch / s.n_done):.2f}x "
         f"sequential; CPU {c_batch / s.n_done:.2f} s/case"
     )
-    work = st["wall_s"] - st.get("load_s", 0.0)  # the network is already built (warm): ~0
-    print(
-        f"  engine wall {work:.1f} s: forward {st['forward_s']:.1f} s ({st['forward_s'] / work:.0%}, "
-        f"target >= 70 %), waiting for the reader {st['wait_s']:.1f} s, finish {st['finish_s']:.1f} s; "
-        f"job overhead (hashing weights, tables) {t_batch - st['wall_s']:.1f} s"
-    )
+    print(f"  {engine_line(st, device)}; job overhead (hashing weights, tables) {t_batch - st['wall_s']:.1f} s")
     with open(out / "errors.csv", newline="") as f:
         errors = list(csv.DictReader(f))
     with open(out / "results.csv", newline="") as f:
@@ -139,12 +161,12 @@ def main():
     assert len(results) == args.cases - args.broken and len(errors) == args.broken
 
     t = time.perf_counter()
-    again = score_cohort(manifest, out, weights=weights, batch_size=args.batch_size)
+    again = score_cohort(manifest, out, weights=weights, batch_size=args.batch_size, device=device)
     print(f"re-run (resume, nothing to do): {again.n_skipped} skipped in {time.perf_counter() - t:.2f} s")
 
     if args.batch_size != 1:  # prefetch alone, one cube per forward: separates the two gains
         t = time.perf_counter()
-        s1 = score_cohort(manifest, tmp / "out_bs1", weights=weights, batch_size=1)
+        s1 = score_cohort(manifest, tmp / "out_bs1", weights=weights, batch_size=1, device=device, workers=1)
         t1 = time.perf_counter() - t
         w1 = s1.stats["wall_s"] - s1.stats.get("load_s", 0.0)
         print(
@@ -152,14 +174,22 @@ def main():
             f"sequential; forward share {s1.stats['forward_s'] / w1:.0%}"
         )
 
-    if args.workers > 1:
-        t = time.perf_counter()
-        p = score_cohort(manifest, tmp / "out_pool", weights=weights, batch_size=args.batch_size, workers=args.workers)
-        tp = time.perf_counter() - t
-        print(
-            f"local pool, {args.workers} workers (cold: each builds the network): {p.n_done} ok in {tp:.1f} s "
-            f"= {p.n_done / tp:.2f} cases/s"
-        )
+    readers = args.workers or (default_readers(device) if device == "cuda" else 2)
+    t = time.perf_counter()
+    p = score_cohort(
+        manifest, tmp / "out_pool", weights=weights, batch_size=args.batch_size, device=device, workers=readers
+    )
+    tp = time.perf_counter() - t
+    print(
+        f"batch, {readers} reader processes -> the network in this process (batch {args.batch_size}): "
+        f"{p.n_done} ok, {p.n_failed} failed in {tp:.1f} s = {p.n_done / tp:.2f} cases/s "
+        f"({t_batch / tp:.2f}x the in-process run)"
+    )
+    print(f"  {engine_line(p.stats, device)} (includes starting the readers)")
+    pooled, single = results_of(tmp / "out_pool"), results_of(out)
+    same = sum(pooled[c] == single[c] for c in single)
+    print(f"  scores and 9 features bit-identical to the in-process run: {same} of {len(single)} cases")
+    assert same == len(single) == len(pooled)
     if args.keep:
         print(f"files left in {tmp}")
     else:

@@ -312,18 +312,36 @@ def test_dask_cluster_losing_a_worker_scores_every_case_once(cohort, random_weig
                 assert dask[cid][key] == local[cid][key], (cid, key)
 
 
-def test_local_process_pool_equals_in_process_run(cohort, random_weights, local_run, tmp_path):
-    """Two worker processes (each builds the network once), chunks of 2 cases, list-of-dicts input."""
-    cases = [
-        {"case_id": c, "image": cohort / f"{c}.nrrd", "mask": cohort / f"{c}_mask.nii.gz"} for c in ("p0", "p2", "p4")
-    ]
-    summary = score_cohort(cases, tmp_path, weights=random_weights, batch_size=2, workers=2)
-    assert (summary.n_done, summary.n_failed) == (3, 0)
+def test_reader_processes_write_results_bit_identical_to_the_per_case_path(cohort, random_weights, local_run, tmp_path):
+    """Two reader processes prepare the cubes, this process forwards them: the very same bits as the in-process
+    run (one case per forward = score_case, checked above), and with batches of 2 as the in-process run with
+    batches of 2 (a short last batch is padded, so a case's features never depend on its batch mates)."""
+    ids = ("p0", "p2", "p4", "p3")  # p3: its mask file is missing, an error from a reader process
+    cases = [{"case_id": c, "image": cohort / f"{c}.nrrd", "mask": cohort / f"{c}_mask.nii.gz"} for c in ids]
+    cases[3]["mask"] = cohort / "missing_mask.nii.gz"
+    summary = score_cohort(cases, tmp_path / "pool1", weights=random_weights, batch_size=1, workers=2)
+    assert (summary.n_done, summary.n_failed) == (3, 1)
+    assert "not found" in json.loads((tmp_path / "pool1" / "errors" / "p3.json").read_text())["message"]
     local = _results(local_run[0])
     for cid in ("p0", "p2", "p4"):
-        got = json.loads((tmp_path / "cases" / f"{cid}.json").read_text())
-        assert got["center_ras"] == local[cid]["center_ras"] and got["config_hash"] == local[cid]["config_hash"]
-        assert got["features"] == pytest.approx(local[cid]["features"], rel=1e-4, abs=1e-5)
+        got = json.loads((tmp_path / "pool1" / "cases" / f"{cid}.json").read_text())
+        for key in COMPARED + ("config_hash", "device"):
+            assert got[key] == local[cid][key], (cid, key)  # exact: score and features to the last bit
+    # the device a score was computed on is in every output: JSON (above), results.csv, the report's provenance
+    from DFM50NLib.report.text import sections
+    from DFM50NLib.scoring.result import Result
+
+    assert {r["case_id"]: r["device"] for r in _csv(tmp_path / "pool1" / "results.csv")} == dict.fromkeys(
+        ids[:3], "cpu"
+    )
+    rows = [row for _, rows in sections(Result.from_dict(got)) for row in rows]
+    assert ("Device", "cpu") in rows
+    in_process = score_cohort(cases[:3], tmp_path / "in2", weights=random_weights, batch_size=2, workers=1)
+    pooled = score_cohort(cases[:3], tmp_path / "pool2", weights=random_weights, batch_size=2, workers=2)
+    assert in_process.n_done == pooled.n_done == 3
+    for cid in ("p0", "p2", "p4"):
+        a, b = (json.loads((tmp_path / d / "cases" / f"{cid}.json").read_text()) for d in ("in2", "pool2"))
+        assert (a["score"], a["features"]) == (b["score"], b["features"]), cid
 
 
 def test_parquet_feature_tables_hold_the_results_values(cohort, random_weights, tmp_path):
@@ -367,3 +385,16 @@ def test_feature_format_refusals(cohort, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="pip install pyarrow"):
         score_cohort(cohort / "cases.csv", tmp_path, features_format="parquet", save_features=9)
     assert not (tmp_path / "cases").exists()  # refused before any work
+
+
+def test_a_short_batch_is_padded_so_a_cases_features_never_depend_on_its_batch_mates(random_weights):
+    """A last batch of 1 forwarded as a batch of 2 (padded) gives the bits that case gets beside any other cube."""
+    from DFM50NLib.batch.engine import _forward
+    from DFM50NLib.scoring.pipeline import load_encoder
+
+    encoder = load_encoder(random_weights)
+    cubes = np.random.default_rng(3).normal(-400.0, 350.0, size=(3, 50, 50, 50)).astype(np.float32)
+    alone = _forward(encoder, cubes[:1], 2)
+    assert alone.shape == (1, 4096)
+    assert np.array_equal(alone[0], _forward(encoder, cubes[[0, 2]], 2)[0])
+    assert np.array_equal(alone[0], _forward(encoder, cubes[[1, 0]], 2)[1])

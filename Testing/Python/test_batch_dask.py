@@ -71,3 +71,33 @@ def test_chunk_failing_every_submission_becomes_error_rows(client, tmp_path, mon
         assert not by_case[cid]["ok"] and err["stage"] == "dask" and err["error_type"] == "OSError"
         assert "simulated lost result of c0" in err["message"]
     assert all(by_case[c]["ok"] for c in ("c2", "c3", "c4", "c5"))
+
+
+def test_cuda_tasks_hold_a_gpu_resource_and_need_a_gpu_worker(client, tmp_path):
+    """--device cuda: each chunk runs holding the worker's one `GPU` unit; a cluster without one is refused."""
+    from distributed import Client, LocalCluster, get_worker
+
+    from DFM50NLib.errors import InputError
+
+    def run_chunk(tasks, cfg):  # what the worker has left of its GPU while this chunk runs
+        left = get_worker().state.available_resources.get("GPU")
+        return [{"case_id": t.case_id, "ok": True, "config_hash": t.config_hash, "gpu_left": left} for t in tasks]
+
+    cfg = JobConfig(weights="unused", batch_size=2, device="cuda")
+    with pytest.raises(InputError, match=r"none of the 1 worker\(s\) .* declares a GPU.*--resources GPU=1"):
+        batch_dask.run_dask(_tasks(2), cfg, [].append, client)
+    with (
+        LocalCluster(
+            n_workers=1, processes=False, threads_per_worker=2, resources={"GPU": 1}, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as gpu_client,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        mp.setattr(batch_dask, "run_chunk", run_chunk)
+        got = []
+        batch_dask.run_dask(_tasks(6), cfg, got.append, gpu_client)
+        cpu = []
+        batch_dask.run_dask(_tasks(2), JobConfig(weights="unused", batch_size=2), cpu.append, gpu_client)
+    assert sorted(o["case_id"] for o in got) == [f"c{i}" for i in range(6)]
+    assert {o["gpu_left"] for o in got} == {0}  # held the GPU: the worker's two threads never ran two chunks at once
+    assert {o["gpu_left"] for o in cpu} == {1}  # a CPU job asks for no GPU

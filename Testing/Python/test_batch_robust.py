@@ -146,3 +146,37 @@ def test_kill9_of_a_pool_driver_leaves_no_process_behind(cases, random_weights, 
     for p in alive:
         p.kill()
     assert not alive, [p.pid for p in alive]
+
+
+def prepare_or_die(task, keep_volumes):
+    """A reader's work that kills the reader process for the cases named 'crash...' (as a segfault would)."""
+    if task.case_id.startswith("crash"):
+        os._exit(11)
+    return (task, f"cube of {task.case_id} from pid {os.getpid()}", None, 0.0)
+
+
+def test_a_case_that_kills_its_reader_process_fails_alone(tmp_path):
+    """Reader processes die twice in one pool (two cases crash them): every other case is still prepared, once;
+    only the two culprits become errors, found by preparing the cases a dead reader took with it one at a time."""
+    import queue
+    import threading
+
+    from DFM50NLib.batch.engine import DONE, Task
+    from DFM50NLib.batch.pool import read_in_processes
+
+    ids = ["a0", "a1", "crash2", "a3", "a4", "crash5", "a6", "a7"]
+    tasks = [Task(c, f"{c}.nrrd", f"{c}_mask.nii.gz", {}, {}, f"{n:064x}", row=n) for n, c in enumerate(ids)]
+    out: queue.Queue = queue.Queue()
+    read_in_processes(tasks, out, threading.Event(), False, readers=2, prepare=prepare_or_die)
+    items = []
+    while (item := out.get_nowait()) is not DONE:
+        items.append(item)
+    assert out.empty()
+    assert sorted(i[0].case_id for i in items) == sorted(ids)  # each case exactly once
+    for task, prep, error, _ in items:
+        if task.case_id.startswith("crash"):
+            assert prep is None and error["error"]["stage"] == "worker"
+            assert "reader process died" in error["error"]["message"], error
+        else:
+            assert error is None and prep.startswith(f"cube of {task.case_id} from pid ")
+            assert int(prep.rsplit(" ", 1)[1]) != os.getpid()  # prepared in a reader process

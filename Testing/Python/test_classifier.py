@@ -18,7 +18,7 @@ from DFM50NLib.model.classifier import default_model_dir, load_classifier
 from DFM50NLib.model.demo_model import make_demo_model
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLED = ROOT / "DFM50NLib" / "model" / "bundled"
+BUNDLED = ROOT / "models"
 import sklearn
 from sklearn.ensemble import RandomForestClassifier
 

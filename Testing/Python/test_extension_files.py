@@ -43,8 +43,10 @@ def test_every_library_file_and_resource_is_packaged():
     scripts, resources = set(cmake_list("MODULE_PYTHON_SCRIPTS")), set(cmake_list("MODULE_PYTHON_RESOURCES"))
     need_scripts = {f for f in files if f.startswith("DFM50NLib/") and f.endswith(".py")} | {"DFM50N.py"}
     need_resources = {
-        f for f in files if f.startswith("Resources/") or (f.startswith("DFM50NLib/") and not f.endswith(".py"))
-    }  # e.g. the bundled DEMO model
+        f
+        for f in files
+        if f.startswith(("Resources/", "models/")) or (f.startswith("DFM50NLib/") and not f.endswith(".py"))
+    }  # models/: the bundled DEMO classifier
     assert sorted(need_scripts - scripts) == [], "add these to MODULE_PYTHON_SCRIPTS in CMakeLists.txt"
     assert sorted(need_resources - resources) == [], "add these to MODULE_PYTHON_RESOURCES in CMakeLists.txt"
     listed = scripts | resources

@@ -238,12 +238,68 @@ def test_cuda_requested_but_unavailable(random_weights):
         fcib.get_encoder(random_weights, device="gpu0")
 
 
+@pytest.fixture
+def backend_flags_restored():
+    """The process-wide cuDNN / matmul switches as they were before the test."""
+    b = torch.backends
+    saved = (b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark)
+    yield
+    b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = saved
+
+
+def _flags():
+    b = torch.backends
+    return {
+        "cudnn.allow_tf32": b.cudnn.allow_tf32,
+        "matmul.allow_tf32": b.cuda.matmul.allow_tf32,
+        "cudnn.deterministic": b.cudnn.deterministic,
+        "cudnn.benchmark": b.cudnn.benchmark,
+    }
+
+
+FULL_FP32 = {
+    "cudnn.allow_tf32": False,
+    "matmul.allow_tf32": False,
+    "cudnn.deterministic": True,
+    "cudnn.benchmark": False,
+}
+
+
+def test_a_cuda_encoder_forwards_in_full_fp32_with_deterministic_cudnn(backend_flags_restored):
+    """What a CUDA encoder sets (at build and before each forward), checked on the flags: runs without a GPU."""
+    b = torch.backends
+    # what PyTorch's defaults plus a speed-minded library leave behind
+    b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = True, True, False, True
+    fcib.use_full_fp32("cpu")
+    assert _flags() == {k: not v for k, v in FULL_FP32.items()}  # a CPU encoder leaves the process alone
+    for device in ("cuda", "cuda:1"):
+        b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.benchmark = True, True, True
+        fcib.use_full_fp32(device)
+        assert _flags() == FULL_FP32, device
+        assert torch.get_float32_matmul_precision() == "highest"
+        if hasattr(b.cudnn, "conv"):  # torch >= 2.9's per-operator switches agree (no TF32 left anywhere)
+            assert b.cudnn.conv.fp32_precision != "tf32" and b.cuda.matmul.fp32_precision == "ieee"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_matches_cpu(encoder, random_weights):
+def test_cuda_matches_cpu(encoder, random_weights, backend_flags_restored):
+    """Full FP32 on the GPU: features within 1e-4 of the CPU's, same risk class, flags set by the build."""
+    from DFM50NLib.model.classifier import load_classifier
+
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default: the encoder must turn it off itself
+    fcib.clear_encoder_cache()
     gpu = fcib.get_encoder(random_weights, device="cuda")
-    x = cubes(2, seed=7)
+    assert _flags() == FULL_FP32
+    x = cubes(8, seed=7)
     ref = encoder.features(x)
-    np.testing.assert_allclose(gpu.features(x), ref, rtol=0, atol=1e-3 * np.abs(ref).max())
+    torch.backends.cudnn.allow_tf32 = True  # switched back on by someone else: the forward sets it again
+    got = gpu.features(x)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+    assert np.array_equal(gpu.features(x), got)  # deterministic cuDNN: the same bits again
+    clf = load_classifier()
+    cpu_scores, gpu_scores = clf.predict_from_4096(ref), clf.predict_from_4096(got)
+    assert list(gpu_scores >= clf.threshold) == list(cpu_scores >= clf.threshold)
+    np.testing.assert_allclose(gpu_scores, cpu_scores, rtol=0, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------- cache

@@ -37,7 +37,10 @@ def test_wheel_holds_every_module_and_the_bundled_model(wheel):
     assert tracked, "git ls-files found nothing"
     missing = sorted(f for f in tracked if f not in names)
     assert missing == [], f"not in the wheel: {missing}"
-    assert "DFM50NLib/model/bundled/dfm50n_rf.forest.npz" in names
+    # the top-level models/ folder (the DEMO classifier) installs as DFM50NLib/models/ through a package-dir mapping
+    bundled = subprocess.run(["git", "ls-files", "models"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert "models/dfm50n_rf.forest.npz" in bundled and len(bundled) == 4, bundled
+    assert sorted(f"DFM50NLib/{f}" for f in bundled if f"DFM50NLib/{f}" not in names) == []
 
 
 def test_installed_wheel_scores_the_demo_outside_the_source_tree(wheel, tmp_path, random_weights):
@@ -62,15 +65,12 @@ def test_installed_wheel_scores_the_demo_outside_the_source_tree(wheel, tmp_path
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DFM50N_FCIB_WEIGHTS")}
-    where = subprocess.run(
-        [str(python), "-c", "import DFM50NLib; print(DFM50NLib.__file__)"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    probe = "import DFM50NLib.model.paths as p; print(p.__file__); print(p.bundled_model_dir())"
+    where, models = subprocess.run(
+        [str(python), "-c", probe], cwd=work, env=env, capture_output=True, text=True, check=True
+    ).stdout.split("\n")[:2]
     assert Path(where).is_relative_to(site), f"imported {where}, not the installed wheel"
+    assert Path(models) == site / "DFM50NLib" / "models", models  # the wheel's copy, not the checkout's models/
 
     run = subprocess.run(
         [str(python), "-m", "DFM50NLib", "demo", "--weights", str(random_weights), "--out", "out", "--no-report"],
@@ -87,3 +87,6 @@ def test_installed_wheel_scores_the_demo_outside_the_source_tree(wheel, tmp_path
     assert result["timings"]["fcib_process_import"] > 0  # the FCIB process found the installed package too
     # the classifier the installed package found is the bundled one, inside site-packages
     assert "DEMO" in run.stdout
+    from DFM50NLib.model.classifier import load_classifier
+
+    assert result["classifier_sha256"] == load_classifier(ROOT / "models").sha256
