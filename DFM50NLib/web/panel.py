@@ -235,7 +235,7 @@ class DFM50NAppUI:
             html.H2("2. Lesion", classes="text-subtitle-1")
             VSelect(
                 id="dfm-segment",
-                label="Lesion segment (draw it with the segment editor, left)",
+                label="Lesion segment (draw it on the left)",
                 items=("dfm_segments",),
                 v_model=("dfm_segment_id",),
                 update_modelValue=(app.segment_chosen, "[$event]"),

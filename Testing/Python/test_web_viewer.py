@@ -129,9 +129,11 @@ def test_views_read_like_a_radiology_viewer_and_keep_the_patient_after_score(ser
 
         # a lesion drawn in a new segment: bright and unlike the demo lesion's colour
         before = view_pixels(page, axial_view_box(page))
-        edge_before = body_wall_edge(before)
-        assert edge_before > 0, "the demo phantom's body wall is not in the axial view"
         add_segment_and_paint(page, STROKE)
+        wait_idle(page, 1000)
+        page.screenshot(path=str(tmp_path / "viewer-1280-painted.png"))
+        edge_before = body_wall_edge(view_pixels(page, axial_view_box(page)))
+        assert edge_before > 0, "the demo phantom's body wall is not in the axial view"
         segments = page.evaluate(f"window.trame.state.get('{SEGMENTS_KEY}')")
         colours = [tuple(int(s["color"][i : i + 2], 16) / 255 for i in (1, 3, 5)) for s in segments]
         assert len(colours) == 2
