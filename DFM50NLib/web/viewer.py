@@ -1,7 +1,6 @@
 """What a radiologist reads around the browser app's views: orientation letters on every slice view edge, the
 view's name, its slice position and window/level; a layout that keeps the axial view large on a laptop and on a
-desktop screen; segment colours that stand out on lung and never repeat; views redrawn for a page that
-(re)connects, so it never waits for the next interaction to see them.
+desktop screen; segment colours that stand out on lung and never repeat.
 
 trame-slicer draws only the images; the text here is HTML over each view, fed from the slice node (its
 SliceToRAS matrix, read as Slicer's own annotations read it) through trame state.
@@ -116,8 +115,7 @@ def layout():
 
 
 class ViewerAnnotations:
-    """Feeds each view's overlay (state `dfm_view_<tag>`) from its slice node and background volume, and redraws
-    every view when a page connects."""
+    """Feeds each view's overlay (state `dfm_view_<tag>`) from its slice node and its volumes."""
 
     def __init__(self, server, slicer_app):
         self.server = server
@@ -140,7 +138,6 @@ class ViewerAnnotations:
                     rca.slicer_view.modified.connect(lambda view, key=key: self.update(view, key))
                     self._connected.add(tag)
                     self.update(rca.slicer_view, key)
-        self.server.controller.on_client_connected.add(self.render_all)
 
     def update(self, view, key):
         node = view.get_view_node()
@@ -164,7 +161,7 @@ class ViewerAnnotations:
             self.server.state[key] = info
 
     def render_all(self, *_):
-        """A page that connects (first visit or reload) gets a fresh picture of every view at once."""
+        """Every view drawn now (a new case: the previous case's cube and lesion must not linger)."""
         for view in self.slicer_app.view_manager.get_views():
             view.schedule_render()
 

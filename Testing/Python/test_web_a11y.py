@@ -75,6 +75,29 @@ def test_axe_finds_no_serious_violation_and_every_control_is_named(page, tmp_pat
     assert page.evaluate(UNNAMED_CONTROLS)["unnamed"] == []
 
 
+def test_score_is_one_tab_away_and_focus_is_visible(page, tmp_path):
+    page.reload()  # a fresh page, focus at its start, a case already open
+    page.wait_for_selector("#dfm-score:not([disabled])")
+    presses = 0
+    while page.evaluate("document.activeElement?.id") != "dfm-score" and presses < 5:
+        page.keyboard.press("Tab")
+        presses += 1
+        if page.evaluate("document.activeElement?.textContent.trim()") == "Skip to Score":
+            page.screenshot(path=str(tmp_path / "a11y-skip-link.png"))
+            assert page.is_visible("a.dfm-skip-link:focus")  # shown when focused
+            page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement?.id") == "dfm-score"
+    assert presses == 1  # <= 5 asked; the skip link is the first stop
+    page.screenshot(path=str(tmp_path / "a11y-score-focused.png"))
+    ring = page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, parseFloat(s.outlineWidth), s.outlineColor]; })()"
+    )
+    assert ring[0] == "solid" and ring[1] >= 3 and ring[2] == "rgb(255, 179, 0)", ring
+    page.keyboard.press("Enter")  # Score by keyboard
+    page.wait_for_selector("#dfm-message:text-is('Done')", timeout=240_000)
+
+
 def test_no_label_in_the_panel_is_cut(page):
     cut = page.evaluate(
         """Array.from(document.querySelectorAll('#dfm-panel .v-label, #dfm-panel .v-btn__content'))
