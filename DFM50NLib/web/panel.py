@@ -181,22 +181,7 @@ class DFM50NAppUI:
                 size="small",
                 style="align-self: flex-start;",
             )
-            VFileInput(
-                id="dfm-upload",
-                label="Upload a CT",
-                density="compact",
-                hide_details=True,
-                disabled=("dfm_busy",),
-                accept=".nii,.gz,.nrrd,.nhdr,.mha,.zip",
-                change=(
-                    "const f = $event.target.files;"
-                    "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"
-                    "  dfm_error = 'The file is over the server upload limit of ' + dfm_max_upload_mb + ' MB.';"
-                    "} else if (f.length) {"
-                    f"  window.load_files_by_chunks(f, {{ trigger_name: '{upload}' }});"
-                    "}"
-                ),
-            )
+            _file_input("dfm-upload", "Upload a CT", ".nii,.gz,.nrrd,.nhdr,.mha,.zip", upload)
             html.Div("NIfTI (.nii, .nii.gz), NRRD or a zipped DICOM series (.zip)", classes="text-caption")
             VSelect(
                 v_if=("dfm_data_files.length",),
@@ -209,23 +194,8 @@ class DFM50NAppUI:
                 update_modelValue=(app.open_data_file, "[$event]"),
             )
             html.Div("{{ dfm_case_name }}", id="dfm-case", classes="text-caption")
-            VFileInput(
-                v_if=("dfm_case_name",),
-                id="dfm-upload-lesion",
-                label="Add an existing lesion",
-                density="compact",
-                hide_details=True,
-                disabled=("dfm_busy",),
-                accept=".nii,.gz,.nrrd,.dcm",
-                change=(
-                    "const f = $event.target.files;"
-                    "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"
-                    "  dfm_error = 'The file is over the server upload limit of ' + dfm_max_upload_mb + ' MB.';"
-                    "} else if (f.length) {"
-                    f"  window.load_files_by_chunks(f, {{ trigger_name: '{lesion_upload}' }});"
-                    "}"
-                ),
-            )
+            lesion = ("dfm-upload-lesion", "Add an existing lesion", ".nii,.gz,.nrrd,.dcm")
+            _file_input(*lesion, lesion_upload, v_if=("dfm_case_name",))
             html.Div(
                 "a label map, a Slicer .seg.nrrd, a DICOM-SEG or an RTSTRUCT (.dcm)",
                 v_if=("dfm_case_name",),
@@ -432,6 +402,27 @@ class DFM50NAppUI:
         except Exception as exc:
             self.app.state.dfm_error = f"Segmentation: {exc}"
             return None
+
+
+def _file_input(element_id, label, accept, trigger, **kwargs):
+    """A file field whose file goes to the server in chunks (`trigger`), or is refused at once over the limit."""
+    return VFileInput(
+        id=element_id,
+        label=label,
+        density="compact",
+        hide_details=True,
+        disabled=("dfm_busy",),
+        accept=accept,
+        change=(
+            "const f = $event.target.files;"
+            "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"
+            "  dfm_error = 'The file is over the server upload limit of ' + dfm_max_upload_mb + ' MB.';"
+            "} else if (f.length) {"
+            f"  window.load_files_by_chunks(f, {{ trigger_name: '{trigger}' }});"
+            "}"
+        ),
+        **kwargs,
+    )
 
 
 def _download(name_js, content_js, mime) -> str:
