@@ -19,6 +19,7 @@ from web_harness import (
     open_demo,
     require_browser,
     score_and_wait,
+    wait_for_cube_outline,
     wait_idle,
     web_server,
 )
@@ -143,6 +144,7 @@ def test_views_read_like_a_radiology_viewer_and_keep_the_patient_after_score(ser
             assert lightness >= viewer.MIN_LIGHTNESS and saturation >= viewer.MIN_SATURATION, c
 
         score_and_wait(page)
+        wait_for_cube_outline(page)
         wait_idle(page, 1500)
         page.screenshot(path=str(tmp_path / "viewer-1280-scored.png"))
         after = view_pixels(page, axial_view_box(page))
@@ -180,6 +182,7 @@ def test_messages_belong_to_the_case_and_lesion_and_the_table_keeps_earlier_case
         # a double click on Score scores once, with no error (not even after a reload)
         page.dblclick("#dfm-score")
         page.wait_for_selector("#dfm-message:text-is('Done')", timeout=240_000)
+        wait_for_cube_outline(page)
         wait_idle(page, 1000)
         assert page.locator("#dfm-error").count() == 0
         page.screenshot(path=str(tmp_path / "messages-scored.png"))
@@ -201,7 +204,7 @@ def test_messages_belong_to_the_case_and_lesion_and_the_table_keeps_earlier_case
         # a new case: no cube, no result card, no message; the first case's row stays, marked earlier
         page.click("#dfm-open-demo")
         page.wait_for_selector("#dfm-result", state="detached")
-        wait_idle(page, 300)
+        wait_for_cube_outline(page, present=False, timeout=5_000)  # gone with the old case, not later
         page.screenshot(path=str(tmp_path / "messages-new-case.png"))
         assert yellow_pixels(view_pixels(page, axial_view_box(page))) == 0
         assert page.inner_text("#dfm-message").strip() == ""
