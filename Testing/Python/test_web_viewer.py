@@ -159,6 +159,7 @@ def test_views_read_like_a_radiology_viewer_and_keep_the_patient_after_score(ser
         assert coloured_pixels(after) - coloured_pixels(before) > 500
 
     with browser_page(server_url, 1920, 1080) as page:  # a desktop screen, same scene
+        page.wait_for_function(AXIAL_IMAGE_BRIGHT, polling=200, timeout=30_000)  # a new page's views come late
         wait_idle(page, 1500)
         page.screenshot(path=str(tmp_path / "viewer-1920-scored.png"))
         axial = axial_view_box(page)
