@@ -423,10 +423,12 @@ class DFM50NLogic(_LogicBase):
         parent.GetTransformToWorld(to_world)
         return [float(v) for v in to_world.TransformPoint(p[:3].tolist())]
 
-    def jumpToCube(self, result, volumeNode):
-        """Centre every slice view on the cube centre (world RAS); returns that point."""
+    def jumpToCube(self, result, volumeNode, centered=True):
+        """Every slice view through the cube centre (world RAS), centred on it or (centered=False) only moved
+        along its normal, so the view keeps its framing; returns that point."""
         ras = self.cubeCenterWorld(result, volumeNode)
-        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *ras, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        mode = slicer.vtkMRMLSliceNode.CenteredJumpSlice if centered else slicer.vtkMRMLSliceNode.OffsetJumpSlice
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *ras, mode)
         return ras
 
     def showCube(self, result, volumeNode, segmentationNode=None, segmentId=None, cubeVolume=True):

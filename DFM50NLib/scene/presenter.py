@@ -321,12 +321,13 @@ class PanelPresenter:
                 return s
         return self.scored[0]
 
-    def showCube(self, segmentId=None):
+    def showCube(self, segmentId=None, cubeVolume=True, centered=True):
         """ROI + cube volume of the scored segment (reused per segment) and slices jumped to its centre
-        (world RAS). Returns (roi, cube volume node, world centre)."""
+        (world RAS). Returns (roi, cube volume node, world centre). The browser asks for the outline only and
+        for slices that move without panning (the patient stays in view)."""
         s = self.current(segmentId)
-        roi, cube = self.logic.showCube(s.result, s.volume_node, s.segmentation_node, s.segment_id)
-        return roi, cube, self.logic.jumpToCube(s.result, s.volume_node)
+        roi, cube = self.logic.showCube(s.result, s.volume_node, s.segmentation_node, s.segment_id, cubeVolume)
+        return roi, cube, self.logic.jumpToCube(s.result, s.volume_node, centered)
 
     def reportNode(self, segmentId=None):
         """The scored segment's report text node (exactly one per segment)."""

@@ -22,6 +22,7 @@ from trame_slicer.core import SlicerApp
 
 from DFM50NLib.errors import DFM50NError
 from DFM50NLib.web.files import DataFolder, UploadFolder
+from DFM50NLib.web.viewer import ViewerAnnotations
 
 log = logging.getLogger("DFM50N.web")
 
@@ -52,6 +53,9 @@ class DFM50NWebApp(TrameApp):
         self._refresh_pending = False
         self._upload_parts = []
         self._upload_bytes = 0
+        self._earlier_rows = []  # the scores table of the cases opened before this one (kept for comparison)
+        self._cases_opened = 0
+        self._coloured_segments = set()
 
         s = self.state
         s.trame__title = "DFM50N"
@@ -80,6 +84,8 @@ class DFM50NWebApp(TrameApp):
 
         self.ui_builder = DFM50NAppUI(self.server, self.viewer.layout_manager, self)
         self.viewer.set_ui(self.ui_builder)
+        self.annotations = ViewerAnnotations(self.server, self.slicer_app)
+        self.annotations.attach(self.viewer.layout_manager, self.viewer._layout_button_logic.data)
         editor = self.slicer_app.segmentation_editor
         editor.segmentation_modified.connect(self._on_segments_changed)
         editor.active_segment_id_changed.connect(self._on_active_segment)
@@ -202,6 +208,7 @@ class DFM50NWebApp(TrameApp):
         if self.state.dfm_busy:
             raise DFM50NError("Wait for the running score to finish (or Cancel it) before opening another case.")
         ct = read_volume(ct_path)
+        self._keep_rows_of_this_case()
         self.logic.removeObservers()
         self.slicer_app.scene.Clear()
         self._table_observed = None
@@ -223,9 +230,26 @@ class DFM50NWebApp(TrameApp):
         self.volume_node = volume_node
         self.state.dfm_case_name = str(title)
         self.state.dfm_result = None
-        self.state.dfm_rows = []
-        self.state.dfm_error = ""
+        self._clear_messages()
         self._on_segments_changed()
+        self.annotations.render_all()  # the previous case's cube and lesion leave every view at once
+
+    def _keep_rows_of_this_case(self):
+        """Before the scene is cleared for a new case: its rows stay in the table (no longer live: their nodes go)."""
+        self._cases_opened += 1
+        self._earlier_rows += [
+            dict(r, key=f"case{self._cases_opened}|{r['key']}", earlier=True)
+            for r in self.state.dfm_rows
+            if not r.get("earlier")
+        ]
+
+    def _clear_messages(self):
+        """Status and errors belong to the case and lesion they were about: gone when either changes."""
+        if self.state.dfm_busy:
+            return
+        self.state.dfm_message = ""
+        self.state.dfm_error = ""
+        self.state.dfm_progress = 0
 
     def _guard(self, fn):
         try:
@@ -250,13 +274,19 @@ class DFM50NWebApp(TrameApp):
             props = editor.get_all_segment_properties()
         except Exception:
             props = {}
+        seg = self.segmentation_node
+        if seg is not None:
+            self._coloured_segments = self.annotations.recolour_segments(seg, self._coloured_segments)
         self.state.dfm_segments = [{"title": p.name, "value": sid} for sid, p in props.items()]
         active = editor.get_active_segment_id()
         if self.state.dfm_segment_id not in props:
             self.state.dfm_segment_id = active or next(iter(props), None)
+        self._clear_messages()  # the lesion changed: "Done", "is empty" or a failed score no longer apply
         self._schedule_refresh()
 
     def segment_chosen(self, segment_id):
+        if segment_id != self.state.dfm_segment_id:
+            self._clear_messages()
         self.state.dfm_segment_id = segment_id
         self._schedule_refresh()
 
@@ -305,6 +335,8 @@ class DFM50NWebApp(TrameApp):
             presenter.setParameter(name, value)
 
     def score(self):
+        if self.state.dfm_busy or (self.presenter is not None and self.presenter.state() == "running"):
+            return  # a double click: the first one is scoring
         self.state.dfm_error = ""
         self.check_weights()
         if self.state.dfm_weights_missing:
@@ -373,7 +405,7 @@ class DFM50NWebApp(TrameApp):
         if result.geometry != "physical":
             return
         try:
-            roi, _cube, _centre = self.presenter.showCube(self._scoring_segment)
+            roi, _cube, _centre = self.presenter.showCube(self._scoring_segment, cubeVolume=False, centered=False)
             d = roi.GetDisplayNode()
             if d is not None:
                 d.SetFillVisibility(False)
@@ -431,7 +463,7 @@ class DFM50NWebApp(TrameApp):
                         "key": "|".join((row["volume_node_id"], row["segmentation_node_id"], row["segment_id"])),
                     }
                 )
-        self.state.dfm_rows = rows
+        self.state.dfm_rows = self._earlier_rows + rows
         self.state.dfm_segment_voxels = self._segment_voxels()
 
     def _segment_voxels(self) -> int:

@@ -6,7 +6,7 @@ Elements the tests and users rely on carry ids (`dfm-...`).
 
 from __future__ import annotations
 
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets.vuetify3 import (
     VAlert,
     VBtn,
@@ -38,6 +38,7 @@ from trame_slicer.app.ui.control_button import ControlButton
 from undo_stack import Signal
 
 from DFM50NLib.constants import DISCLAIMER
+from DFM50NLib.web import a11y
 
 CENTERS = [
     {"title": "Distance-transform peak (default)", "value": "dt_peak"},
@@ -90,10 +91,39 @@ class DFM50NAppUI:
                 )
             with self.layout.content:
                 layout_manager.initialize_layout_grid(self.layout)
-            with VNavigationDrawer(location="right", permanent=True, width=400, id="dfm-panel"):
+            with VNavigationDrawer(location="right", permanent=True, width=380, id="dfm-panel", aria_label="DFM50N"):
                 self._panel(ctrl)
+            client.Style(a11y.CSS)
+            client.Script(a11y.SCRIPT)
+            skip = [
+                html.A(
+                    f"Skip to {what}",
+                    href=f"#{target}",
+                    classes="dfm-skip-link",
+                    click=f"$event.preventDefault(); $event.target.ownerDocument.getElementById('{target}').focus()",
+                )
+                for what, target in (("Score", "dfm-score"), ("the case panel", "dfm-open-demo"))
+            ]
+        root = self.layout.root.children
+        for link in reversed(skip):  # first in the page, so the first Tab reaches them
+            root.remove(link)
+            root.insert(0, link)
+        self.layout.drawer.width = 300  # trame-slicer's 350 px editor leaves the views too little at 1280 px
+        self._name_landmarks()
+        a11y.name_icon_buttons(self.layout.root)
+        self.layout.flush_content()
 
     # ------------------------------------------------------------------ trame-slicer's tool drawer
+
+    def _name_landmarks(self):
+        """The page title is its heading; each side bar says what it holds (screen-reader landmarks)."""
+        a11y.set_attribute(self.layout.title, "role", "heading")
+        a11y.set_attribute(self.layout.title, "aria-level", "1")
+        a11y.set_attribute(self.layout.drawer, "aria-label", "Segment editor")
+        for child in self.layout.root.children:
+            if a11y.kind_of(child) == "vnavigationdrawer" and child is not self.layout.drawer:
+                if not child._impl.py_attr.get("aria_label"):
+                    a11y.set_attribute(child, "aria-label", "Tools")
 
     @property
     def data(self):
@@ -141,32 +171,18 @@ class DFM50NAppUI:
                 id="dfm-weights-missing",
                 density="compact",
             )
-            html.Div("1. Case", classes="text-subtitle-1")
-            with html.Div(classes="d-flex align-center", style="gap: 8px;"):
-                VBtn(
-                    "Open demo case",
-                    id="dfm-open-demo",
-                    click=app.open_demo,
-                    disabled=("dfm_busy",),
-                    prepend_icon="mdi-flask-outline",
-                    size="small",
-                )
-                VFileInput(
-                    id="dfm-upload",
-                    label="Upload CT (.nii.gz, .nrrd, DICOM .zip)",
-                    density="compact",
-                    hide_details=True,
-                    disabled=("dfm_busy",),
-                    accept=".nii,.gz,.nrrd,.nhdr,.mha,.zip",
-                    change=(
-                        "const f = $event.target.files;"
-                        "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"
-                        "  dfm_error = 'The file is over the server upload limit of ' + dfm_max_upload_mb + ' MB.';"
-                        "} else if (f.length) {"
-                        f"  window.load_files_by_chunks(f, {{ trigger_name: '{upload}' }});"
-                        "}"
-                    ),
-                )
+            html.H2("1. Case", classes="text-subtitle-1")
+            VBtn(
+                "Open demo case",
+                id="dfm-open-demo",
+                click=app.open_demo,
+                disabled=("dfm_busy",),
+                prepend_icon="mdi-flask-outline",
+                size="small",
+                style="align-self: flex-start;",
+            )
+            _file_input("dfm-upload", "Upload a CT", ".nii,.gz,.nrrd,.nhdr,.mha,.zip", upload)
+            html.Div("NIfTI (.nii, .nii.gz), NRRD or a zipped DICOM series (.zip)", classes="text-caption")
             VSelect(
                 v_if=("dfm_data_files.length",),
                 id="dfm-data-file",
@@ -178,33 +194,18 @@ class DFM50NAppUI:
                 update_modelValue=(app.open_data_file, "[$event]"),
             )
             html.Div("{{ dfm_case_name }}", id="dfm-case", classes="text-caption")
-            VFileInput(
-                v_if=("dfm_case_name",),
-                id="dfm-upload-lesion",
-                label="Add an existing lesion",
-                density="compact",
-                hide_details=True,
-                disabled=("dfm_busy",),
-                accept=".nii,.gz,.nrrd,.dcm",
-                change=(
-                    "const f = $event.target.files;"
-                    "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"
-                    "  dfm_error = 'The file is over the server upload limit of ' + dfm_max_upload_mb + ' MB.';"
-                    "} else if (f.length) {"
-                    f"  window.load_files_by_chunks(f, {{ trigger_name: '{lesion_upload}' }});"
-                    "}"
-                ),
-            )
+            lesion = ("dfm-upload-lesion", "Add an existing lesion", ".nii,.gz,.nrrd,.dcm")
+            _file_input(*lesion, lesion_upload, v_if=("dfm_case_name",))
             html.Div(
                 "a label map, a Slicer .seg.nrrd, a DICOM-SEG or an RTSTRUCT (.dcm)",
                 v_if=("dfm_case_name",),
                 classes="text-caption",
             )
 
-            html.Div("2. Lesion", classes="text-subtitle-1")
+            html.H2("2. Lesion", classes="text-subtitle-1")
             VSelect(
                 id="dfm-segment",
-                label="Lesion segment (draw it with the segment editor, left)",
+                label="Lesion segment (draw it on the left)",
                 items=("dfm_segments",),
                 v_model=("dfm_segment_id",),
                 update_modelValue=(app.segment_chosen, "[$event]"),
@@ -233,6 +234,7 @@ class DFM50NAppUI:
                     items=("dfm_yes_no", YES_NO),
                     v_model=("dfm_smoking",),
                     density="compact",
+                    hide_details=True,
                 )
                 VSelect(
                     label="Spiculated",
@@ -240,14 +242,15 @@ class DFM50NAppUI:
                     items=("dfm_yes_no",),
                     v_model=("dfm_spiculated",),
                     density="compact",
+                    hide_details=True,
                 )
-                VTextField(
-                    label="Short axis cm",
-                    v_model=("dfm_short_axis",),
-                    placeholder="measured",
-                    density="compact",
-                    id="dfm-short-axis",
-                )
+            VTextField(
+                label="Short axis (cm); empty: measured",
+                v_model=("dfm_short_axis",),
+                density="compact",
+                hide_details=True,
+                id="dfm-short-axis",
+            )
             with VExpansionPanels(variant="accordion"), VExpansionPanel():
                 VExpansionPanelTitle("Advanced")
                 with VExpansionPanelText():
@@ -358,18 +361,23 @@ class DFM50NAppUI:
 
     def _table(self):
         with html.Div(v_if=("dfm_rows.length",), id="dfm-table"):
-            html.Div("Scores", classes="text-subtitle-1")
+            html.H2("Scores", classes="text-subtitle-1")
             with html.Table(classes="text-caption", style="width: 100%; border-collapse: collapse;"):
                 with html.Tr():
-                    for h in ("Volume", "Segment", "Score", "Risk", ""):
+                    for h in ("Volume", "Segment", "Score", "Risk", "Notes"):
                         html.Th(h, style="text-align: left;")
-                with html.Tr(v_for="r in dfm_rows", key="r.key", raw_attrs=[':data-stale="r.stale ? 1 : 0"']):
+                with html.Tr(
+                    v_for="r in dfm_rows",
+                    key="r.key",
+                    raw_attrs=[':data-stale="r.stale ? 1 : 0"', ':data-earlier="r.earlier ? 1 : 0"'],
+                ):
                     html.Td("{{ r.volume }}")
                     html.Td("{{ r.segment }}")
                     html.Td("{{ r.score }}", style=("r.stale ? 'text-decoration: line-through' : ''",))
                     html.Td("{{ r.risk }}")
                     with html.Td():
-                        VChip("stale: score again", v_if=("r.stale",), color="orange", size="x-small")
+                        VChip("stale: score again", v_if=("r.stale && !r.earlier",), color="orange", size="x-small")
+                        VChip("earlier case", v_if=("r.earlier",), size="x-small")
                         VChip("DEMO", v_if=("r.demo && !r.stale",), size="x-small")
 
     # ------------------------------------------------------------------ downloads
@@ -394,6 +402,27 @@ class DFM50NAppUI:
         except Exception as exc:
             self.app.state.dfm_error = f"Segmentation: {exc}"
             return None
+
+
+def _file_input(element_id, label, accept, trigger, **kwargs):
+    """A file field whose file goes to the server in chunks (`trigger`), or is refused at once over the limit."""
+    return VFileInput(
+        id=element_id,
+        label=label,
+        density="compact",
+        hide_details=True,
+        disabled=("dfm_busy",),
+        accept=accept,
+        change=(
+            "const f = $event.target.files;"
+            "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"
+            "  dfm_error = 'The file is over the server upload limit of ' + dfm_max_upload_mb + ' MB.';"
+            "} else if (f.length) {"
+            f"  window.load_files_by_chunks(f, {{ trigger_name: '{trigger}' }});"
+            "}"
+        ),
+        **kwargs,
+    )
 
 
 def _download(name_js, content_js, mime) -> str:

@@ -172,3 +172,24 @@ def score_and_wait(page, timeout=240_000):
     page.click("#dfm-score")
     page.wait_for_selector("#dfm-message:text-is('Done')", timeout=timeout)
     return page.get_attribute("#dfm-score-value", "data-score")
+
+
+AXIAL_YELLOW_PIXELS = """() => {
+  const img = Array.from(document.querySelectorAll('img.image-display-area'))
+    .sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  if (!img || !img.complete || img.naturalWidth < 100) return 0;
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] > 160 && d[i + 2] < 90) n++;
+  return n;
+}"""
+
+
+def wait_for_cube_outline(page, present=True, timeout=30_000):
+    """Until the streamed axial image shows the yellow cube outline (or, present=False, no longer shows it): the
+    server draws the views a moment after the state that asked for them."""
+    test = f"({AXIAL_YELLOW_PIXELS})() {'> 100' if present else '=== 0'}"
+    page.wait_for_function(test, polling=200, timeout=timeout)

@@ -14,7 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from web_harness import add_segment_and_paint, browser_page, open_demo, score_and_wait, wait_idle, web_server
+from web_harness import (
+    add_segment_and_paint,
+    browser_page,
+    open_demo,
+    score_and_wait,
+    wait_for_cube_outline,
+    wait_idle,
+    web_server,
+)
 
 
 def main(argv=None):
@@ -27,6 +35,7 @@ def main(argv=None):
         open_demo(page)
         add_segment_and_paint(page, [(0.38, 0.44), (0.50, 0.40), (0.52, 0.52), (0.40, 0.56), (0.38, 0.46)])
         score = score_and_wait(page)
+        wait_for_cube_outline(page)
         wait_idle(page, quiet_ms=1500)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(args.out))
