@@ -169,7 +169,11 @@ class UploadStream:
                 f"{self.target.name}: the upload stopped at {self.written} of {self.size} bytes; upload it again."
             )
         if self.target.name.lower().endswith(".zip"):
-            return self.folder._unzip(self.target, self.target.parent / "series")
+            try:
+                return self.folder._unzip(self.target, self.target.parent / "series")
+            except BaseException:
+                self.abort()  # a refused zip leaves nothing behind
+                raise
         return self.target
 
     def abort(self):

@@ -91,7 +91,11 @@ def main(argv=None) -> int:
     with open(args.config, encoding="utf-8") as f:
         options = json.load(f)
     if args.write_www:
-        write_www(make_app(options), args.write_www)
+        app = make_app(options)
+        try:
+            write_www(app, args.write_www)
+        finally:
+            app.uploads.cleanup()
         return 0
     serve(options, args.port)
     return 0

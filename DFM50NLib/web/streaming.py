@@ -53,7 +53,11 @@ class UploadReceiver:
                 raise InputError("That upload was stopped on the server; choose the file again.")
             if message.get("done"):
                 del self._streams[stream_id]
-                self.on_done(stream.finish(), stream.target.name)
+                try:
+                    self.on_done(stream.finish(), stream.target.name)
+                except BaseException:
+                    stream.abort()  # a file the app could not open is not kept either
+                    raise
             else:
                 stream.write(int(message["offset"]), bytes(message["data"]))
             return True
