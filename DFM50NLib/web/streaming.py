@@ -17,12 +17,14 @@ PIECE_BYTES = 1 << 20  # 1 MiB per websocket message
 
 # window.dfm_stream_upload(file, trigger): {name, size} starts an upload (the server answers its id, or 0 when
 # it refuses it), then {id, offset, data} per piece, then {id, done}; any refusal stops the loop at once.
+# A piece travels as a DataView (msgpack binary, as trame sends a File's content): trame's argument decorators
+# would turn a Uint8Array (it has a length) into an array of a million numbers.
 UPLOAD_JS = f"""
 window.dfm_stream_upload = async function (file, trigger) {{
   const id = await trame.trigger(trigger, [{{ name: file.name, size: file.size }}]);
   if (!id) return false;
   for (let offset = 0; offset < file.size; offset += {PIECE_BYTES}) {{
-    const data = new Uint8Array(await file.slice(offset, offset + {PIECE_BYTES}).arrayBuffer());
+    const data = new DataView(await file.slice(offset, offset + {PIECE_BYTES}).arrayBuffer());
     if (!(await trame.trigger(trigger, [{{ id, offset, data }}]))) return false;
   }}
   return await trame.trigger(trigger, [{{ id, done: true }}]);
