@@ -74,10 +74,12 @@ def test_dicom_ct_and_rtstruct_score_as_the_cli_and_an_edit_makes_the_result_sta
         page.wait_for_function(f"({titles})().length === 2")
         assert page.evaluate(titles) == ["GTV-1", "Node 4R"]  # each ROI under its own name, in file order
         # the segment editor lists them as it lists drawn ones (before the fix it showed only '+ ADD SEGMENT')
-        editor = page.locator(".v-navigation-drawer:not(#dfm-panel)").first
-        editor_text = editor.inner_text()
-        assert "GTV-1" in editor_text and "Node 4R" in editor_text
-        assert editor.locator(".mdi-delete-outline").count() == 2
+        listed = (
+            "() => trame.state.get('SegmentEditorState__segment_list__SegmentListState__segments').map(s => s.name)"
+        )
+        assert page.evaluate(listed) == ["GTV-1", "Node 4R"]
+        assert page.locator(".mdi-delete-outline").count() == 2  # two rows, each with its delete button
+        assert page.get_by_text("Node 4R", exact=True).first.is_visible()  # (the panel shows only GTV-1)
         gtv_voxels = painted_voxels(page)
         page.click("#dfm-score")
         page.wait_for_selector("#dfm-message:text-is('Done')", timeout=300_000)

@@ -318,3 +318,60 @@ def _session_of(tmp: Path) -> int:
         if b"DFM50NLib.web.session" in args and str(tmp).encode() in args and b"--write-www" not in args:
             return int(proc.name)
     raise AssertionError("no session process")
+
+
+def test_behind_nginx_the_page_and_each_session_go_through_the_proxy(tmp_path, random_weights):
+    """The README's reverse-proxy setup, run: nginx (Debian's) in front of the launcher, the session's websocket
+    reached at /session/PORT/ws through it (--session-url with USE_HOST), the demo case opened that way."""
+    require_browser()
+    import shutil
+    import subprocess
+
+    from web_harness import browser_page, free_port
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert Path(nginx).exists(), "the browser tests need nginx (apt-get install nginx-light)"
+    session_port, proxy_port = free_port(), free_port()
+    conf = tmp_path / "nginx.conf"
+    with web_server(
+        tmp_path,
+        "--weights",
+        str(random_weights),
+        "--max-sessions",
+        "1",
+        "--session-ports",
+        f"{session_port}-{session_port}",
+        "--session-url",
+        "ws://USE_HOST/session/${port}/ws",
+    ) as url:
+        conf.write_text(
+            f"""daemon off; master_process off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/nginx.err;
+events {{}}
+http {{
+  access_log {tmp_path}/nginx.access; client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path};
+  server {{
+    listen 127.0.0.1:{proxy_port};
+    location / {{ proxy_pass {url}; proxy_read_timeout 300s; }}
+    location ~ ^/session/({session_port})/ws$ {{
+      proxy_pass http://127.0.0.1:$1/ws;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";
+      proxy_read_timeout 3600s;
+    }}
+  }}
+}}
+"""
+        )
+        proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf)], stderr=subprocess.PIPE)
+        try:
+            time.sleep(1)
+            assert proxy.poll() is None, proxy.stderr.read().decode()
+            with browser_page(f"http://127.0.0.1:{proxy_port}/") as page:
+                open_demo(page)
+                assert page.inner_text("#dfm-case") == "Demo phantom (synthetic)"
+            access = (tmp_path / "nginx.access").read_text()
+            assert f'GET /session/{session_port}/ws HTTP/1.1" 101' in access  # the websocket upgrade, proxied
+            assert 'POST /paraview/ HTTP/1.1" 200' in access  # the launcher's answer, proxied
+        finally:
+            proxy.terminate()
+            proxy.wait(20)
