@@ -1,6 +1,6 @@
 """The DFM50N browser app: trame-slicer's viewer and segment editor, plus the DFM50N panel (panel.py).
 
-State lives on the server (one shared session per process: every tab sees the same scene). Scoring is the
+State lives on the server, one scene per process (launcher.py starts a process per browser). Scoring is the
 Slicer panel's own flow: `PanelPresenter` (DFM50NLib.scene.presenter) captures the inputs, runs its background job
 and writes the results into the scene; this page only pushes its choices into the presenter's parameter node and
 polls it from the event loop (the panel polls from a QTimer). Every scene change happens on the event loop.
