@@ -286,6 +286,9 @@ def test_uploads_are_capped_before_they_arrive_and_removed_when_the_session_ends
             (uploads,) = tmp.glob("dfm50n-launcher-*/uploads")
             (session_dir,) = uploads.iterdir()  # this browser's session folder
             pid = _session_of(tmp)
+            (log,) = tmp.glob("dfm50n-launcher-*/logs/*.txt")  # the session's own log
+            assert "DFM50N session ready" in log.read_text()
+            assert "GetROINode" not in log.read_text()  # trame-slicer's crop switch no longer fails at start
             page.set_input_files("#dfm-upload", str(ct_path))
             page.wait_for_selector("#dfm-case:has-text('demo_phantom.nii.gz')", timeout=120_000)
             stored = [f.name for f in session_dir.rglob("*") if f.is_file()]
