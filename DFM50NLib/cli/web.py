@@ -19,7 +19,7 @@ def register(sub):
     p.add_argument("--weights", default=None, help="FCIB model_weights.torch (else $DFM50N_FCIB_WEIGHTS or cache)")
     p.add_argument("--model", default=None, help="classifier folder (default: the bundled DEMO classifier)")
     p.add_argument("--max-upload-mb", type=float, default=1024, help="largest upload accepted (default 1024 MB)")
-    p.add_argument("--max-sessions", type=int, default=4, help="users served at once (default 4; ~1-2.5 GB each)")
+    p.add_argument("--max-sessions", type=int, default=4, help="users served at once (default 4; 0.6-2 GB each)")
     p.add_argument(
         "--idle-timeout",
         type=int,
@@ -31,7 +31,7 @@ def register(sub):
         "--session-url",
         default=None,
         help="websocket URL the browser uses for a session, for a reverse "
-        "proxy, e.g. 'wss://USE_HOST/proxy?sessionId=${id}&path=ws' (default: ws://127.0.0.1:PORT/ws)",
+        "proxy, e.g. 'ws://USE_HOST/session/${port}/ws' (default: ws://127.0.0.1:PORT/ws)",
     )
     p.add_argument(
         "--proxy-file",

@@ -1,7 +1,7 @@
 """The browser app with a PACS/RT case: a zipped DICOM CT and its RTSTRUCT uploaded through the page score
 exactly as the command line scores the same files; the imported ROIs are editable segments; an edit turns the
 result card stale at once, the reports are refused until the lesion is scored again, and the PDF then
-describes the edited lesion only."""
+describes the edited lesion only; a DICOM-SEG comes in segment by segment as well."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from test_dicomseg import ct_datasets
+from test_dicomseg import ct_datasets, make_seg
 from test_rtstruct import contours_of, write_rtstruct
 from web_harness import browser_page, choose_effect, paint, painted_voxels, require_browser, wait_idle, web_server
 
@@ -20,8 +20,8 @@ SCRIBBLE = [(x, y) for y in (0.35, 0.45, 0.55, 0.65) for x in (0.15, 0.85)]  # c
 
 
 def dicom_case_with_rtstruct(tmp_path):
-    """The demo CT as a zipped DICOM series and an RTSTRUCT with two ROIs drawn on it: the demo lesion
-    ('GTV-1') and a small box ('Node 4R')."""
+    """The demo CT as a zipped DICOM series, an RTSTRUCT with two ROIs drawn on it: the demo lesion ('GTV-1')
+    and a small box ('Node 4R'), and a DICOM-SEG of the same two ('SEG lesion', 'SEG node')."""
     from DFM50NLib.io import read_volume
     from DFM50NLib.io.demo_case import write_demo_case
 
@@ -41,6 +41,8 @@ def dicom_case_with_rtstruct(tmp_path):
     lesion = (np.asarray(mask.array) > 0).astype(np.uint8)
     rois = {"GTV-1": contours_of(lesion, ct.ijk_to_ras), "Node 4R": contours_of(node, ct.ijk_to_ras)}
     rs = write_rtstruct(tmp_path / "RS_case.dcm", sources, rois)
+    segs = {"SEG lesion": lesion, "SEG node": node}
+    make_seg(sources, segs, tmp_path / "SEG_case.dcm", order=list(range(ct.shape[2])))
     return folder, archive, rs, ct
 
 
@@ -62,6 +64,7 @@ def test_dicom_ct_and_rtstruct_score_as_the_cli_and_an_edit_makes_the_result_sta
     from DFM50NLib.scoring.pipeline import score_case
 
     folder, archive, rs, ct = dicom_case_with_rtstruct(tmp_path)
+    seg_path = tmp_path / "SEG_case.dcm"
     threads = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # the server's torch, as this process's
     with (
         web_server(tmp_path, "--weights", str(random_weights), env=threads) as url,
@@ -116,6 +119,11 @@ def test_dicom_ct_and_rtstruct_score_as_the_cli_and_an_edit_makes_the_result_sta
         new_voxels = int(page.get_attribute("#dfm-lesion", "data-voxels"))
         assert new_voxels > page_voxels  # the scribble joined the lesion
         second_pdf = pdf_text(page, tmp_path, "second.pdf")
+        # a DICOM-SEG of the same CT: its segments come in under their own names too, voxel for voxel
+        page.set_input_files("#dfm-upload-lesion", str(seg_path))
+        page.wait_for_function(f"({titles})().length === 4")
+        assert page.evaluate(titles) == ["GTV-1", "Node 4R", "SEG lesion", "SEG node"]
+        page.wait_for_selector(f"#dfm-segment-voxels[data-voxels='{want.mask_voxels}']")  # 'SEG lesion' chosen
     assert f"{new_score:.3f}" in second_pdf
     volumes = volumes_in(second_pdf)
     assert round(new_voxels * voxel_mm3) in volumes and round(want.mask_voxels * voxel_mm3) not in volumes
