@@ -93,6 +93,7 @@ def launcher_config(work: Path, *, host, port, session_ports, session_url, proxy
 
 def _replace_wslink_choices():
     """Random secrets from `secrets`, and never one chosen by the client (see the module docstring)."""
+    import aiohttp.web as aiohttp_web
     import wslink.backends.aiohttp.launcher as aiohttp_launcher
     import wslink.launcher
 
@@ -109,6 +110,18 @@ def _replace_wslink_choices():
         def __init__(self, config):
             super().__init__(config)
             Processes.started.append(self)
+
+        def isReady(self, session, count=0):
+            """wslink calls a session that died at start 'ready' after 60 s and sends the browser to its port:
+            answer 503 at once instead, and put the session's last log lines in the server's output."""
+            if self.isRunning(session["id"]):
+                return super().isReady(session, count)
+            tail = self._getLogFilePath(session["id"]).read_text(encoding="utf-8", errors="replace")[-3000:]
+            print(f"DFM50N web: a session ended before it was ready (port {session['port']}):\n{tail}", flush=True)
+            raise aiohttp_web.HTTPServiceUnavailable(
+                text=json.dumps({"error": "The session could not start; see the server's log."}),
+                content_type="application/json",
+            )
 
     aiohttp_launcher.SessionManager = Sessions
     aiohttp_launcher.ProcessManager = Processes

@@ -25,6 +25,7 @@ def bound_websocket_messages(max_bytes=MAX_MESSAGE_BYTES):
     """wslink reassembles a chunked message into a buffer of the size its header declares, and lifts the
     limit to 4 GB once a client is authenticated: keep it at `max_bytes` (a larger message is refused and its
     connection closed before any allocation)."""
+    os.environ["WSLINK_MAX_MSG_SIZE"] = str(max_bytes)  # one websocket frame (aiohttp's max_msg_size), read at import
     import wslink.chunking
     import wslink.protocol
 
@@ -33,7 +34,6 @@ def bound_websocket_messages(max_bytes=MAX_MESSAGE_BYTES):
             super().set_max_message_size(min(int(size), max_bytes))
 
     wslink.protocol.UnChunker = BoundedUnChunker
-    os.environ["WSLINK_MAX_MSG_SIZE"] = str(max_bytes)  # one websocket frame (aiohttp's max_msg_size)
 
 
 def make_app(options: dict):

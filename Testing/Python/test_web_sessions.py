@@ -194,6 +194,26 @@ def test_launcher_gives_random_secrets_limits_sessions_and_bounds_messages(tmp_p
         assert alive(pid)  # the session itself lives on
 
 
+def test_a_session_that_cannot_start_is_answered_503_at_once(tmp_path):
+    """Its port taken by another program: the session process dies at start; the browser gets an error (not,
+    as wslink would after 60 s, the address of whatever listens there) and the server log says why."""
+    require_browser()
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with web_server(tmp_path, "--session-ports", f"{port}-{port}") as url:
+            t0 = time.time()
+            status, answer = ask_for_session(url)
+            waited = time.time() - t0
+            log = next(tmp_path.glob("server-*.log")).read_text()
+    assert status == 503 and "could not start" in answer["error"]
+    assert waited < 55, waited  # not wslink's 60 s
+    assert f"a session ended before it was ready (port {port})" in log
+
+
 # ---------------------------------------------------------------------------------------------- browsers
 
 
