@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 
 def register(sub):
     p = sub.add_parser(
         "web",
         help="serve the browser app (draw the lesion, score, report)",
         description="Start the DFM50N browser app: open the demo case, upload a CT or open a file under --data, "
-        "draw or edit the lesion with Slicer's segment editor, score it, download the report. Binds 127.0.0.1: "
-        "to serve a hospital network, put it behind a reverse proxy with authentication (the app has no accounts). "
-        "Needs the [web] extra.",
+        "draw or edit the lesion with Slicer's segment editor, score it, download the report. Every browser gets "
+        "a private session (its own process and scene, started by wslink's launcher; at most --max-sessions at "
+        "once, each ended --idle-timeout seconds after its browser left). Binds 127.0.0.1: to serve a hospital "
+        "network, put it behind a reverse proxy with authentication (README: Browser app). Needs the [web] extra.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
@@ -20,26 +19,62 @@ def register(sub):
     p.add_argument("--weights", default=None, help="FCIB model_weights.torch (else $DFM50N_FCIB_WEIGHTS or cache)")
     p.add_argument("--model", default=None, help="classifier folder (default: the bundled DEMO classifier)")
     p.add_argument("--max-upload-mb", type=float, default=1024, help="largest upload accepted (default 1024 MB)")
+    p.add_argument("--max-sessions", type=int, default=4, help="users served at once (default 4; 0.6-2 GB each)")
+    p.add_argument(
+        "--idle-timeout",
+        type=int,
+        default=300,
+        help="end a session this many seconds after its browser left (default 300); its uploads are deleted",
+    )
+    p.add_argument("--session-ports", default=None, help="ports for the sessions, e.g. 9101-9104 (default: free ones)")
+    p.add_argument(
+        "--session-url",
+        default=None,
+        help="websocket URL the browser uses for a session, for a reverse "
+        "proxy, e.g. 'ws://USE_HOST/session/${port}/ws' (default: ws://127.0.0.1:PORT/ws)",
+    )
+    p.add_argument(
+        "--proxy-file",
+        default=None,
+        help="where the launcher writes 'session-id host:port' lines for the reverse proxy's map (with --session-url)",
+    )
     p.set_defaults(func=run_web)
 
 
 def run_web(args) -> int:
     from DFM50NLib.errors import DFM50NError
 
-    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # headless: Mesa EGL, no display
     try:
-        from trame.app import get_server
+        import trame_slicer  # noqa: F401
+        import wslink.launcher  # noqa: F401
 
-        from DFM50NLib.web.app import DFM50NWebApp
+        from DFM50NLib.web.launcher import run_launcher
     except ImportError as exc:
         raise DFM50NError(f"The browser app needs the [web] extra: pip install 'dfm50n[web]' ({exc}).")
-    server = get_server("dfm50n", client_type="vue3")
-    app = DFM50NWebApp(
-        server, data_dir=args.data, weights=args.weights, model=args.model, max_upload_mb=args.max_upload_mb
+    if args.max_sessions < 1 or args.idle_timeout < 1:
+        raise DFM50NError("--max-sessions and --idle-timeout must be at least 1.")
+    if args.data is not None:
+        from DFM50NLib.web.files import DataFolder
+
+        DataFolder(args.data)  # a wrong --data fails here, not in every session
+    from pathlib import Path
+
+    def absolute(path):  # the sessions are other processes: no path may depend on where they start
+        return str(Path(path).resolve()) if path else None
+
+    options = {
+        "data": absolute(args.data),
+        "weights": absolute(args.weights),
+        "model": absolute(args.model),
+        "max_upload_mb": args.max_upload_mb,
+    }
+    return run_launcher(
+        host=args.host,
+        port=args.port,
+        max_sessions=args.max_sessions,
+        session_ports=args.session_ports,
+        idle_timeout=args.idle_timeout,
+        session_url=args.session_url,
+        proxy_file=args.proxy_file,
+        options=options,
     )
-    print(f"DFM50N web: http://{args.host}:{args.port}/", flush=True)
-    try:
-        app.server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=False)
-    finally:
-        app.uploads.cleanup()
-    return 0

@@ -1,6 +1,6 @@
 """The DFM50N browser app: trame-slicer's viewer and segment editor, plus the DFM50N panel (panel.py).
 
-State lives on the server (one shared session per process: every tab sees the same scene). Scoring is the
+State lives on the server, one scene per process (launcher.py starts a process per browser). Scoring is the
 Slicer panel's own flow: `PanelPresenter` (DFM50NLib.scene.presenter) captures the inputs, runs its background job
 and writes the results into the scene; this page only pushes its choices into the presenter's parameter node and
 polls it from the event loop (the panel polls from a QTimer). Every scene change happens on the event loop.
@@ -16,12 +16,14 @@ import threading
 from pathlib import Path
 
 from trame.app import TrameApp
+from trame.widgets import client
 from trame_slicer import module as trame_slicer_module
 from trame_slicer.app.logic import SegmentationAppLogic
 from trame_slicer.core import SlicerApp
 
 from DFM50NLib.errors import DFM50NError
-from DFM50NLib.web.files import DataFolder, UploadFolder
+from DFM50NLib.web.files import LESION_SUFFIXES, VOLUME_SUFFIXES, DataFolder, UploadFolder
+from DFM50NLib.web.streaming import UPLOAD_JS, UploadReceiver
 from DFM50NLib.web.viewer import ViewerAnnotations
 
 log = logging.getLogger("DFM50N.web")
@@ -34,7 +36,7 @@ class DFM50NWebApp(TrameApp):
     """One server = one scene. `weights`/`model` as for the CLI (None: $DFM50N_FCIB_WEIGHTS / cache; bundled
     DEMO forest)."""
 
-    def __init__(self, server=None, *, data_dir=None, weights=None, model=None, max_upload_mb=1024):
+    def __init__(self, server=None, *, data_dir=None, weights=None, model=None, max_upload_mb=1024, upload_root=None):
         super().__init__(server)
         from DFM50NLib.scene.logic import DFM50NLogic
         from DFM50NLib.web.panel import DFM50NAppUI
@@ -42,20 +44,26 @@ class DFM50NWebApp(TrameApp):
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
         self.viewer = SegmentationAppLogic(self.server, self.slicer_app)
+        _crop_switch_waits_for_a_volume(self.state, self.viewer._volume_properties_logic)
         self.logic = DFM50NLogic(scene=self.slicer_app.scene)
         self.data = DataFolder(data_dir)
-        self.uploads = UploadFolder(max_upload_mb)
+        self.uploads = UploadFolder(max_upload_mb, parent=upload_root)
         self.weights_option = weights
         self.model = model
         self.presenter = None  # the Slicer panel's PanelPresenter, made on the first Score
         self._dicom_files = {}  # SOPInstanceUID -> file of the open CT, when it came from a DICOM series
         self._table_observed = None
         self._refresh_pending = False
-        self._upload_parts = []
-        self._upload_bytes = 0
         self._earlier_rows = []  # the scores table of the cases opened before this one (kept for comparison)
         self._cases_opened = 0
         self._coloured_segments = set()
+        self._ct_upload = UploadReceiver(self.uploads, VOLUME_SUFFIXES, self._open_uploaded, self._show_error)
+        self._lesion_upload = UploadReceiver(
+            self.uploads,
+            LESION_SUFFIXES,
+            lambda path, name: self.add_lesion(path, name.split(".")[0]),
+            self._show_error,
+        )
 
         s = self.state
         s.trame__title = "DFM50N"
@@ -86,6 +94,8 @@ class DFM50NWebApp(TrameApp):
         self.viewer.set_ui(self.ui_builder)
         self.annotations = ViewerAnnotations(self.server, self.slicer_app)
         self.annotations.attach(self.viewer.layout_manager, self.viewer._layout_button_logic.data)
+        with self.ui_builder.layout:
+            client.Script(UPLOAD_JS)  # window.dfm_stream_upload, which the upload inputs call
         editor = self.slicer_app.segmentation_editor
         editor.segmentation_modified.connect(self._on_segments_changed)
         editor.active_segment_id_changed.connect(self._on_active_segment)
@@ -121,40 +131,20 @@ class DFM50NWebApp(TrameApp):
     def open_data_file(self, name):
         self._guard(lambda: self._open(self.data.resolve(name), None, name))
 
-    def upload_chunk(self, files):
-        """Files arrive in chunks (trame's `load_files_by_chunks`); an empty list ends the upload."""
-        if files:
-            for f in files:
-                size = int(f.get("size") or len(f.get("content") or b""))
-                self._upload_bytes += size
-            try:
-                self.uploads.check_size(self._upload_bytes)
-            except DFM50NError as exc:
-                self._upload_parts, self._upload_bytes = [], 0
-                self.state.dfm_error = str(exc)
-                return
-            self._upload_parts.extend(files)
-            return
-        parts, self._upload_parts, self._upload_bytes = self._upload_parts, [], 0
-        if parts:
-            self._guard(lambda: self._open_upload(parts))
+    def upload_chunk(self, message):
+        """A CT streamed from the page (streaming.UPLOAD_JS): one message per piece, written to disk as it comes."""
+        return self._ct_upload.receive(message)
 
-    def upload_lesion_chunk(self, files):
-        """An existing lesion segmentation for the open CT: a label map, a .seg.nrrd, a DICOM-SEG or an RTSTRUCT."""
-        if files:
-            self._upload_parts.extend(files)
-            return
-        parts, self._upload_parts, self._upload_bytes = self._upload_parts, [], 0
-        if parts:
-            self._guard(lambda: self._add_lesion_upload(parts))
+    def upload_lesion_chunk(self, message):
+        """An existing lesion segmentation for the open CT, streamed as the CT is: a label map, a .seg.nrrd,
+        a DICOM-SEG or an RTSTRUCT (.dcm)."""
+        if isinstance(message, dict) and "id" not in message and getattr(self, "volume_node", None) is None:
+            self.state.dfm_error = "Open the CT first, then add its lesion segmentation."
+            return False
+        return self._lesion_upload.receive(message)
 
-    def _add_lesion_upload(self, parts):
-        from trame.app.file_upload import ClientFile
-
-        if getattr(self, "volume_node", None) is None or self.segmentation_node is None:
-            raise DFM50NError("Open the CT first, then add its lesion segmentation.")
-        f = ClientFile(parts[0])
-        self.add_lesion(self.uploads.save(f.name, f.content), Path(f.name).name.split(".")[0])
+    def _show_error(self, message):
+        self.state.dfm_error = message
 
     def add_lesion(self, path, name):
         """An existing segmentation -> segments of the one being edited: each segment of a .seg.nrrd, DICOM-SEG
@@ -162,12 +152,20 @@ class DFM50NWebApp(TrameApp):
         from DFM50NLib.io import lesion_segments, read_volume
         from DFM50NLib.scene import mrml
 
+        editor = self.slicer_app.segmentation_editor
+        before = set(editor.get_segment_ids())
         named = lesion_segments(path, reference=mrml.volume_from_node(self.volume_node))
         if named is None:
             if not self._import_labelmap(read_volume(path), name):
                 raise DFM50NError(f"{name}: the label map is empty (no voxel above 0).")
         elif not sum(self._import_labelmap(vol, seg_name) for seg_name, vol in named):
             raise DFM50NError(f"{name}: none of its segments holds a voxel.")
+        # Copied segments do not modify the node, so trame-slicer's segment editor would not list them: make the
+        # first imported one the segment being edited and let the editor refresh its list (editable as drawn ones)
+        added = [sid for sid in editor.get_segment_ids() if sid not in before]
+        editor.set_active_segment_id(added[0])
+        editor.trigger_all_signals()
+        self.state.dfm_segment_id = added[0]
         self._on_segments_changed()
 
     def _import_labelmap(self, volume, name) -> int:
@@ -191,14 +189,8 @@ class DFM50NWebApp(TrameApp):
             scene.RemoveNode(label)
         return count
 
-    def _open_upload(self, parts):
-        from trame.app.file_upload import ClientFile
-
-        files = [ClientFile(p) for p in parts]
-        if len(files) != 1:
-            raise DFM50NError("Upload one file: a CT (.nii.gz / .nrrd) or one zipped DICOM series (.zip).")
-        path = self.uploads.save(files[0].name, files[0].content)
-        self._open(path, None, files[0].name)
+    def _open_uploaded(self, path, name):
+        self._open(path, None, name)
 
     def _open(self, ct_path, mask_path, title, node_name=None):
         """Read with DFM50N's own reader (same checks as the CLI), then put the CT into the scene."""
@@ -460,11 +452,14 @@ class DFM50NWebApp(TrameApp):
                         "risk": row["risk_label"],
                         "demo": bool(row["classifier_is_demo"]),
                         "stale": bool(row["stale"]),
-                        "key": "|".join((row["volume_node_id"], row["segmentation_node_id"], row["segment_id"])),
+                        "key": _row_key(row),
                     }
                 )
         self.state.dfm_rows = self._earlier_rows + rows
         self.state.dfm_segment_voxels = self._segment_voxels()
+        card = self.state.dfm_result
+        if card and not card.get("stale") and any(r["key"] == card["key"] and r["stale"] for r in rows):
+            self.state.dfm_result = {**card, "stale": True}  # the card says what the table says, at once
 
     def _segment_voxels(self) -> int:
         """Voxels of the chosen segment on the CT grid (the page shows it live while drawing)."""
@@ -480,12 +475,29 @@ class DFM50NWebApp(TrameApp):
 
     # ---------------------------------------------------------------- downloads
 
-    def report_bytes(self, fmt):
-        """The full report (HTML or PDF) of the result on the card, written by the panel's presenter."""
+    def _fresh_result_segment(self) -> str:
+        """The segment id of the result on the card, after checking its mask is still the one scored (the
+        report's pictures and the SR's SEG are drawn from the segment as it is now, so an edited lesion would
+        give a report that mixes two lesions): refused, and the card marked stale, when it changed."""
+        from DFM50NLib.scene import table as st
+
         card = self.state.dfm_result
         if not card or self.presenter is None:
             raise DFM50NError("Score a lesion first.")
-        segment_id = card["key"].split("|")[2]
+        table = self.logic.getTableNode(create=False)
+        keys = [_row_key(st.get_row(table, r)) for r in range(table.GetTable().GetNumberOfRows())] if table else []
+        stale = self.logic.refreshStale(table) if table else []  # the mask hashed again now, not a cached flag
+        if card["key"] not in keys or keys.index(card["key"]) in stale:
+            self.state.dfm_result = {**card, "stale": True}
+            raise DFM50NError(
+                f"The lesion '{card['segment']}' was edited after it was scored ({card['mask_voxels']} voxels then): "
+                "score it again, then download."
+            )
+        return card["key"].split("|")[2]
+
+    def report_bytes(self, fmt):
+        """The full report (HTML or PDF) of the result on the card, written by the panel's presenter."""
+        segment_id = self._fresh_result_segment()
         with tempfile.TemporaryDirectory(dir=self.uploads.path) as tmp:
             paths = self.presenter.writeReport(tmp, segmentId=segment_id, formats=(fmt,))
             return Path(paths[f"report_{fmt}"]).read_bytes()
@@ -496,13 +508,9 @@ class DFM50NWebApp(TrameApp):
         import io
         import zipfile
 
-        card = self.state.dfm_result
-        if not card or self.presenter is None:
-            raise DFM50NError("Score a lesion first.")
+        segment_id = self._fresh_result_segment()
         with tempfile.TemporaryDirectory(dir=self.uploads.path) as tmp:
-            paths = self.presenter.writeDicomSR(
-                tmp, segmentId=card["key"].split("|")[2], fileForInstance=self._dicom_files.get
-            )
+            paths = self.presenter.writeDicomSR(tmp, segmentId=segment_id, fileForInstance=self._dicom_files.get)
             buf = io.BytesIO()
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
                 for key in ("sr", "seg"):
@@ -544,6 +552,24 @@ def _remember_dicom_instances(volume_node, ct_path) -> dict:
     ]
     volume_node.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
     return dict(zip(uids, files))
+
+
+def _crop_switch_waits_for_a_volume(state, volume_logic):
+    """trame-slicer's Volume Properties handler for its crop switch assumes an open volume, and the first state
+    flush (server start, no CT yet) runs it: "'NoneType' object has no attribute 'GetROINode'" in every log.
+    Its change callbacks are wrapped to do nothing until a volume is shown."""
+    key = state.translator.translate_key(str(volume_logic.name.volume_crop_active))
+
+    def guarded(fn):
+        return lambda **kw: fn(**kw) if volume_logic._volume_node is not None else None
+
+    callbacks = state._change_callbacks.get(key, [])
+    state._change_callbacks[key] = [(guarded(fn), translator) for fn, translator in callbacks]
+
+
+def _row_key(row) -> str:
+    """volume|segmentation|segment node ids: the result card's key for its table row."""
+    return "|".join((row["volume_node_id"], row["segmentation_node_id"], row["segment_id"]))
 
 
 def _in_scene(params, scene) -> bool:

@@ -1,8 +1,8 @@
 """Where the web app may read case files from, and where uploads go.
 
-Safe by construction: uploads are size-limited and written into a private (0700) temporary folder owned by the
-server; a server path is reachable only as a name *under* `--data` (resolved, symlinks included, and checked to
-stay inside). Nothing else on the server can be named from the page.
+Safe by construction: uploads stream to disk with the size limit checked at every piece, into a private (0700)
+temporary folder of the session (removed with it); a server path is reachable only as a name *under* `--data`
+(resolved, symlinks included, and checked to stay inside). Nothing else on the server can be named from the page.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from DFM50NLib.errors import InputError
 
 DEFAULT_MAX_UPLOAD_MB = 1024
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd", ".zip")
+LESION_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".dcm")  # label maps, .seg.nrrd, SEG, RTSTRUCT
+MAX_ZIP_MEMBERS = 5000  # a thin-slice chest CT series is well under 2,000 images
 
 
 def has_volume_suffix(name: str) -> bool:
@@ -57,11 +59,14 @@ class DataFolder:
 
 
 class UploadFolder:
-    """A private temporary folder for uploaded files (deleted with the server); enforces the size limit."""
+    """A private temporary folder for one session's uploads (removed when the session ends). Every upload
+    streams into it piece by piece (`begin` -> `UploadStream`), so the size limit holds while the bytes arrive,
+    never after a whole file sits in memory; a zip is unpacked with a cap on members and unpacked bytes."""
 
-    def __init__(self, max_mb=DEFAULT_MAX_UPLOAD_MB):
+    def __init__(self, max_mb=DEFAULT_MAX_UPLOAD_MB, parent=None, max_zip_members=MAX_ZIP_MEMBERS):
         self.max_bytes = int(max_mb * 1024 * 1024)
-        self.path = Path(tempfile.mkdtemp(prefix="dfm50n-web-"))
+        self.max_zip_members = int(max_zip_members)
+        self.path = Path(tempfile.mkdtemp(prefix="dfm50n-web-", dir=parent))
         os.chmod(self.path, 0o700)
         self._n = 0
 
@@ -72,41 +77,111 @@ class UploadFolder:
                 "(start the server with a larger --max-upload-mb, or put the file under --data)."
             )
 
-    def save(self, name: str, content: bytes) -> Path:
-        """Write one uploaded file into a fresh sub-folder; a .zip (DICOM series) is unpacked safely."""
-        self.check_size(len(content))
+    def begin(self, name: str, size: int, suffixes=VOLUME_SUFFIXES) -> UploadStream:
+        """A new upload of `size` bytes (as the browser declares it): refused at once when over the limit or of
+        a kind this input does not take, before a byte is stored."""
+        safe = Path(str(name).replace("\\", "/")).name or "upload"
+        if not safe.lower().endswith(suffixes):
+            raise InputError(f"{safe}: {_kinds(suffixes)}.")
+        self.check_size(int(size))
         self._n += 1
         sub = self.path / f"upload{self._n}"
         sub.mkdir(mode=0o700)
-        safe = Path(str(name).replace("\\", "/")).name or "upload"
-        target = sub / safe
-        target.write_bytes(content)
-        if safe.lower().endswith(".zip"):
-            return self._unzip(target, sub / "series")
-        if not has_volume_suffix(safe):
-            raise InputError(f"{safe}: give a NIfTI (.nii/.nii.gz), NRRD (.nrrd) or a zipped DICOM series (.zip).")
-        return target
+        return UploadStream(self, sub / safe, int(size))
+
+    def save(self, name: str, content: bytes, suffixes=VOLUME_SUFFIXES) -> Path:
+        """A whole file at once (the same checks as a streamed one)."""
+        stream = self.begin(name, len(content), suffixes)
+        stream.write(0, content)
+        return stream.finish()
 
     def _unzip(self, archive: Path, dest: Path) -> Path:
+        """Unpack flat (member names never choose a server path) in one pass: at most `max_zip_members` files
+        and 4x the upload limit of unpacked bytes, counted as they are written (declared sizes may lie)."""
         try:
             zf = zipfile.ZipFile(archive)
         except zipfile.BadZipFile:
             raise InputError(f"{archive.name}: not a readable zip file.")
+        limit = 4 * self.max_bytes
         with zf:
-            total = sum(i.file_size for i in zf.infolist())
-            if total > 4 * self.max_bytes:
-                raise InputError(f"{archive.name}: unpacks to {total / 1e6:.0f} MB, over the server's limit.")
+            members = [i for i in zf.infolist() if not i.is_dir()]
+            if len(members) > self.max_zip_members:
+                raise InputError(
+                    f"{archive.name}: holds {len(members)} files, over the server's limit of "
+                    f"{self.max_zip_members}; zip the folder of one DICOM series."
+                )
+            if sum(i.file_size for i in members) > limit:
+                raise InputError(
+                    f"{archive.name}: unpacks to {sum(i.file_size for i in members) / 1e6:.0f} MB, over the "
+                    f"server's limit of {limit / 1e6:.0f} MB."
+                )
             dest.mkdir(mode=0o700)
-            for info in zf.infolist():  # flatten: member names never choose a server path
-                if info.is_dir():
-                    continue
-                out = dest / f"{len(list(dest.iterdir())):05d}_{Path(info.filename).name}"
+            written = 0
+            for k, info in enumerate(members):
+                out = dest / f"{k:05d}_{Path(info.filename).name}"
                 with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                    while block := src.read(1 << 20):
+                        written += len(block)
+                        if written > limit:
+                            raise InputError(
+                                f"{archive.name}: unpacks to over {limit / 1e6:.0f} MB (more than its members "
+                                "declare), over the server's limit."
+                            )
+                        dst.write(block)
         archive.unlink()
-        if not any(dest.iterdir()):
+        if not members:
             raise InputError(f"{archive.name}: the zip is empty; zip the folder of one DICOM series.")
         return dest
 
     def cleanup(self):
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+class UploadStream:
+    """One file arriving in pieces, written straight to disk; the limit and the declared size are checked at
+    each piece, so an oversized upload stops at the first piece past the limit."""
+
+    def __init__(self, folder: UploadFolder, target: Path, size: int):
+        self.folder, self.target, self.size = folder, target, size
+        self.written = 0
+        self._file = open(target, "wb")
+
+    def write(self, offset: int, data: bytes):
+        if offset != self.written:
+            self.abort()
+            raise InputError(
+                f"{self.target.name}: a piece of the upload went missing (at byte {offset}, expected "
+                f"{self.written}); upload the file again."
+            )
+        if self.written + len(data) > self.size:
+            self.abort()
+            raise InputError(f"{self.target.name}: more bytes arrived than the {self.size} announced; upload it again.")
+        self.written += len(data)
+        self.folder.check_size(self.written)
+        self._file.write(data)
+
+    def finish(self) -> Path:
+        """The stored file (a .zip unpacked into a folder), once every announced byte has arrived."""
+        self._file.close()
+        if self.written != self.size:
+            self.abort()
+            raise InputError(
+                f"{self.target.name}: the upload stopped at {self.written} of {self.size} bytes; upload it again."
+            )
+        if self.target.name.lower().endswith(".zip"):
+            try:
+                return self.folder._unzip(self.target, self.target.parent / "series")
+            except BaseException:
+                self.abort()  # a refused zip leaves nothing behind
+                raise
+        return self.target
+
+    def abort(self):
+        self._file.close()
+        shutil.rmtree(self.target.parent, ignore_errors=True)
+
+
+def _kinds(suffixes) -> str:
+    if ".dcm" in suffixes:
+        return "give a label map (.nii/.nii.gz/.nrrd), a Slicer .seg.nrrd, or a DICOM-SEG / RTSTRUCT (.dcm)"
+    return "give a NIfTI (.nii/.nii.gz), NRRD (.nrrd) or a zipped DICOM series (.zip)"

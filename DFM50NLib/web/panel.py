@@ -310,8 +310,9 @@ class DFM50NAppUI:
                 html.Span(
                     "{{ dfm_result.score }}",
                     id="dfm-score-value",
-                    raw_attrs=[':data-score="dfm_result.score_exact"'],
+                    raw_attrs=[':data-score="dfm_result.score_exact"', ':data-stale="dfm_result.stale ? 1 : 0"'],
                     classes="text-h4",
+                    style=("dfm_result.stale ? 'text-decoration: line-through' : ''",),
                 )
                 VChip(
                     "{{ dfm_result.risk }}",
@@ -321,6 +322,14 @@ class DFM50NAppUI:
                 )
                 VChip("DEMO", v_if=("dfm_result.demo",), id="dfm-demo", color="orange", variant="flat", size="small")
             with VCardText():
+                VAlert(
+                    "Stale: the lesion was edited after this score. Score again; until then reports are refused.",
+                    v_if=("dfm_result.stale",),
+                    id="dfm-result-stale",
+                    type="warning",
+                    density="compact",
+                    classes="mb-2",
+                )
                 html.Div("{{ dfm_result.segment }}", id="dfm-result-segment", classes="text-subtitle-2")
                 html.Div("DFM50N score; high risk at ≥ {{ dfm_result.threshold }} · {{ dfm_result.classifier }}")
                 html.Div(
@@ -405,7 +414,8 @@ class DFM50NAppUI:
 
 
 def _file_input(element_id, label, accept, trigger, **kwargs):
-    """A file field whose file goes to the server in chunks (`trigger`), or is refused at once over the limit."""
+    """A file field whose file streams to the server in pieces (`trigger`, web/streaming.py; capped there at every
+    piece), or is refused at once over the limit."""
     return VFileInput(
         id=element_id,
         label=label,
@@ -418,7 +428,7 @@ def _file_input(element_id, label, accept, trigger, **kwargs):
             "if (f.length && f[0].size > dfm_max_upload_mb * 1048576) {"
             "  dfm_error = 'The file is over the server upload limit of ' + dfm_max_upload_mb + ' MB.';"
             "} else if (f.length) {"
-            f"  window.load_files_by_chunks(f, {{ trigger_name: '{trigger}' }});"
+            f"  window.dfm_stream_upload(f[0], '{trigger}');"
             "}"
         ),
         **kwargs,

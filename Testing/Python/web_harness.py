@@ -82,7 +82,7 @@ def browser_page(url, width=1600, height=1000):
             page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
             page.set_default_timeout(60_000)
             page.goto(url)
-            page.wait_for_selector("#dfm-open-demo")
+            page.wait_for_selector("#dfm-open-demo", timeout=180_000)  # the launcher starts a session first
             yield page
         finally:
             browser.close()
