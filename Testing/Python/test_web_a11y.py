@@ -34,7 +34,7 @@ UNNAMED_CONTROLS = """() => {
 def page(tmp_path, random_weights):
     require_browser()
     if not AXE.is_file():
-        pytest.fail(f"{AXE} is missing: run `npm ci --prefix Testing` (.ci/run does)")
+        pytest.skip(f"{AXE} is missing: run `npm ci --prefix Testing` (.ci/run does; under CI this skip fails)")
     with (
         web_server(tmp_path, "--weights", str(random_weights)) as url,
         browser_page(url, 1280, 800) as page,
