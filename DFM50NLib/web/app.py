@@ -164,9 +164,8 @@ class DFM50NWebApp(TrameApp):
         # first imported one the segment being edited and let the editor refresh its list (editable as drawn ones)
         added = [sid for sid in editor.get_segment_ids() if sid not in before]
         editor.set_active_segment_id(added[0])
-        editor.trigger_all_signals()
+        editor.trigger_all_signals()  # its segmentation_modified runs _on_segments_changed (the list, colours, table)
         self.state.dfm_segment_id = added[0]
-        self._on_segments_changed()
 
     def _import_labelmap(self, volume, name) -> int:
         """Slicer's label map import into the segmentation being edited; a single segment takes `name`.
@@ -222,8 +221,7 @@ class DFM50NWebApp(TrameApp):
         self.volume_node = volume_node
         self.state.dfm_case_name = str(title)
         self.state.dfm_result = None
-        self._clear_messages()
-        self._on_segments_changed()
+        self._on_segments_changed()  # also clears the previous case's messages
         self.annotations.render_all()  # the previous case's cube and lesion leave every view at once
 
     def _keep_rows_of_this_case(self):
@@ -486,8 +484,8 @@ class DFM50NWebApp(TrameApp):
             raise DFM50NError("Score a lesion first.")
         table = self.logic.getTableNode(create=False)
         keys = [_row_key(st.get_row(table, r)) for r in range(table.GetTable().GetNumberOfRows())] if table else []
-        stale = self.logic.refreshStale(table) if table else []  # the mask hashed again now, not a cached flag
-        if card["key"] not in keys or keys.index(card["key"]) in stale:
+        # the card's mask hashed again now, not a cached flag (only its row: the others are not downloaded)
+        if card["key"] not in keys or self.logic.checkRow(table, keys.index(card["key"])):
             self.state.dfm_result = {**card, "stale": True}
             raise DFM50NError(
                 f"The lesion '{card['segment']}' was edited after it was scored ({card['mask_voxels']} voxels then): "

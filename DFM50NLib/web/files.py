@@ -110,9 +110,10 @@ class UploadFolder:
                     f"{archive.name}: holds {len(members)} files, over the server's limit of "
                     f"{self.max_zip_members}; zip the folder of one DICOM series."
                 )
-            if sum(i.file_size for i in members) > limit:
+            declared = sum(i.file_size for i in members)
+            if declared > limit:
                 raise InputError(
-                    f"{archive.name}: unpacks to {sum(i.file_size for i in members) / 1e6:.0f} MB, over the "
+                    f"{archive.name}: unpacks to {declared / 1e6:.0f} MB, over the "
                     f"server's limit of {limit / 1e6:.0f} MB."
                 )
             dest.mkdir(mode=0o700)
@@ -156,8 +157,7 @@ class UploadStream:
         if self.written + len(data) > self.size:
             self.abort()
             raise InputError(f"{self.target.name}: more bytes arrived than the {self.size} announced; upload it again.")
-        self.written += len(data)
-        self.folder.check_size(self.written)
+        self.written += len(data)  # <= size, which begin() checked against the limit
         self._file.write(data)
 
     def finish(self) -> Path:
