@@ -78,8 +78,7 @@ class ChildError(DFM50NError):
 class Call:
     """One request's answer, filled in by `ServiceProcess.poll()` when it arrives."""
 
-    def __init__(self, kind, on_done=None):
-        self.kind = kind
+    def __init__(self, on_done=None):
         self.done = False
         self.value = None
         self.error = None
@@ -132,7 +131,7 @@ class ServiceProcess:
     def call(self, msg, on_done=None) -> Call:
         """Send a request; its answer arrives in the returned Call. The child reads a request only when it has
         answered the ones before: send a large one (a cube) when `idle`, or the write waits for the child."""
-        c = Call(msg[0], on_done)
+        c = Call(on_done)
         if self._dead is not None:
             c.done, c.error = True, self._dead
             return c

@@ -118,8 +118,8 @@ class DFM50NLogic(_LogicBase):
                     mask_sha256=maskSha256,
                 ),
             )
-            self.observeSegmentation(segmentationNode, tableNode)
-            self._checkRow(tableNode, row)  # edited while it was being scored: stale at once
+            self.observeSegmentation(segmentationNode)
+            self.checkRow(tableNode, row)  # edited while it was being scored: stale at once
         if reportNode:
             self.reportTextNode(result, volumeNode, segmentationNode, segmentId)
         return tableNode
@@ -299,7 +299,7 @@ class DFM50NLogic(_LogicBase):
     def getTableNode(self, create=True):
         return st.get_table(self.scene, create=create)
 
-    def observeSegmentation(self, segmentationNode, tableNode=None):
+    def observeSegmentation(self, segmentationNode):
         """Keep the stale flags of this segmentation's rows (in every DFM50N table of the scene) equal to
         "the segment differs from what was scored" while the user edits it."""
         segmentation = segmentationNode.GetSegmentation()
@@ -330,9 +330,9 @@ class DFM50NLogic(_LogicBase):
                 continue
             state = _labelmapState(segmentationNode, row["segment_id"])
             if state is None or self._labelmapStates.get((segNodeId, row["segment_id"])) != state:
-                self._checkRow(table, r, row)
+                self.checkRow(table, r, row)
 
-    def _checkRow(self, table, r, row=None):
+    def checkRow(self, table, r, row=None):
         """Stale = the segment's voxels or geometry differ from the hash the row was scored with (or its
         nodes are gone). Returns the flag."""
         row = row or st.get_row(table, r)
@@ -365,10 +365,11 @@ class DFM50NLogic(_LogicBase):
         tables = [tableNode] if tableNode is not None else st.scores_tables(self.scene)
         for table in tables:
             for r in range(table.GetTable().GetNumberOfRows()):
-                seg = self.scene.GetNodeByID(st.get_row(table, r)["segmentation_node_id"] or "")
+                row = st.get_row(table, r)
+                seg = self.scene.GetNodeByID(row["segmentation_node_id"] or "")
                 if seg is not None and seg.IsA("vtkMRMLSegmentationNode"):
-                    self.observeSegmentation(seg, table)
-                self._checkRow(table, r)
+                    self.observeSegmentation(seg)
+                self.checkRow(table, r, row)
         shown = tableNode or self.getTableNode(create=False)
         if shown is None:
             return []

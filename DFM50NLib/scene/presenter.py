@@ -239,11 +239,12 @@ class PanelPresenter:
             self._error = status.error
             self._status = "Scoring failed."
             return
-        errors = list(job.errors)
+        errors, delivered = list(job.errors), []
         for s in job.results:
             if gone := _deletedInput(s):
                 errors.append((s.segment_name, f"{gone} was deleted while it was scored: its score was not written."))
-        delivered = [s for s in job.results if not _deletedInput(s)]
+            else:
+                delivered.append(s)
         table = self._jobOutputTable  # chosen at Score: leaving the module mid-run must not redirect the row
         table = table if table is not None and table.GetScene() is self.logic.scene else None
         table = table if table is not None or not delivered else self.logic.getTableNode()

@@ -11,12 +11,12 @@ neither needs scipy. Console without Sample Data: `from DFM50NLib.scene.sampleda
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import slicer
 
+from DFM50NLib.model.forest_io import sha256_file
 from DFM50NLib.scene import mrml
 
 DEMO_NAME = "DFM50N demo chest phantom"
@@ -87,6 +87,6 @@ def source_arguments(thumbnail, folder=FOLDER) -> dict:
         fileNames=[name for name, _, _ in FILES],
         nodeNames=[node for _, node, _ in FILES],
         loadFileTypes=[kind for _, _, kind in FILES],
-        checksums=[f"SHA256:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in paths],
+        checksums=[f"SHA256:{sha256_file(p)}" for p in paths],
         thumbnailFileName=str(thumbnail),
     )
