@@ -24,7 +24,7 @@ import numpy as np
 
 from DFM50NLib.errors import DFM50NError, InputError
 
-_DONE = DONE = object()  # the producer's last item
+DONE = object()  # the producer's last item
 _classifiers: dict = {}
 
 
@@ -134,13 +134,13 @@ def prepared_item(task: Task, keep_volumes: bool) -> tuple:
 
 
 def _reader(tasks, out: queue.Queue, stop: threading.Event, keep_volumes: bool):
-    """Prefetch thread: prepare cases ahead; always ends with _DONE so the consumer never waits forever."""
+    """Prefetch thread: prepare cases ahead; always ends with DONE so the consumer never waits forever."""
     try:
         for task in tasks:
             if stop.is_set() or not put(out, prepared_item(task, keep_volumes), stop):
                 break
     finally:
-        put(out, _DONE, stop)
+        put(out, DONE, stop)
 
 
 def put(q: queue.Queue, item, stop: threading.Event) -> bool:
@@ -193,7 +193,7 @@ def run_tasks(
             batch = []
             while len(batch) < bs:  # full batches: the network never runs a half-empty forward mid-cohort
                 item = q.get()
-                if item is _DONE:
+                if item is DONE:
                     done = True
                     break
                 if item[1] is None:

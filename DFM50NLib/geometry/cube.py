@@ -107,6 +107,14 @@ def _within(p, n):
     return (p >= -0.5) & (p <= n - 0.5)
 
 
+def _grid_in_ct(m, ct_shape):
+    """Every cube sample's continuous CT index (3 x 50^3, cube_to_ijk `m` applied to the cube grid) and whether
+    it lies inside the CT (the samplers' test: outside is OUTSIDE_HU fill)."""
+    idx = np.indices((CUBE_SIZE,) * 3, dtype=float).reshape(3, -1)
+    ijk = m[:, :3] @ idx + m[:, 3:4]
+    return ijk, np.all(_within(ijk, np.asarray(ct_shape[:3])[:, None]), axis=0)
+
+
 def _sample_tensor(ct, m, axis_of):
     """CT axis r depends on cube axis axis_of[r] only: three (50 x L) weight-matrix products."""
     shape = ct.shape[:3]
@@ -178,10 +186,7 @@ def _sample_general(ct, m):
     """Any affine grid: prefilter the whole block, then map_coordinates (64 taps a sample)."""
     from scipy import ndimage
 
-    shape = np.asarray(ct.shape[:3])
-    idx = np.indices((CUBE_SIZE,) * 3, dtype=float).reshape(3, -1)
-    ijk = m[:, :3] @ idx + m[:, 3:4]
-    inside = np.all(_within(ijk, shape[:, None]), axis=0)
+    ijk, inside = _grid_in_ct(m, ct.shape)
     out = np.full(ijk.shape[1], OUTSIDE_HU, dtype=float)
     if inside.any():
         pts = ijk[:, inside]
@@ -258,9 +263,7 @@ def _sample_mask(pm, cube_to_ras) -> np.ndarray:
 
 def fill_fraction(ct: Volume, cube_to_ras) -> float:
     """Share of the cube's samples outside the CT's extent, i.e. OUTSIDE_HU fill (the samplers' own test)."""
-    m = (ct.ras_to_ijk @ cube_to_ras)[:3]
-    idx = np.indices((CUBE_SIZE,) * 3, dtype=float).reshape(3, -1)
-    inside = np.all(_within(m[:, :3] @ idx + m[:, 3:4], np.asarray(ct.shape[:3])[:, None]), axis=0)
+    _, inside = _grid_in_ct((ct.ras_to_ijk @ cube_to_ras)[:3], ct.shape)
     return 1.0 - float(inside.mean())
 
 
@@ -277,7 +280,7 @@ def cube_stats(cube: Cube, pm) -> dict:
     inv = np.linalg.inv(cube.cube_to_ras)
     c = world @ inv[:3, :3].T + inv[:3, 3]
     inside = np.all((c >= -0.5) & (c <= CUBE_SIZE - 0.5), axis=1)
-    coverage = float(inside.sum()) / max(len(ijk), 1) * (1.0 - float(getattr(pm, "outside_share", 0.0)))
+    coverage = float(inside.sum()) / max(len(ijk), 1) * (1.0 - float(pm.outside_share))
     m = cube.mask
     faces = (m[0], m[-1], m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1])
     return {

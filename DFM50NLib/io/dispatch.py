@@ -64,7 +64,7 @@ def read_mask(path, label=None, segment=None, reference=None) -> Volume:
     as stored (integers); `label` then selects a value later, in `mask.prepare_mask`. A DICOM-SEG (needs
     highdicom) picks its segment by `segment` (SegmentLabel or SegmentDescription) or `label` (segment
     number) and comes back on its own grid; `prepare_mask` resamples it onto the CT in world space.
-    An RTSTRUCT (ROI by name or number) is rasterised onto `reference`, the CT Volume (geometry/rtstruct.py).
+    An RTSTRUCT (ROI by name or number) is rasterised onto `reference`, the CT Volume (io/rtstruct.py).
     """
     integrity.check_regular(path)  # a FIFO would block the header read below
     if is_seg_nrrd(path):

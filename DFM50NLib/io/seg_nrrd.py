@@ -43,7 +43,7 @@ def read_segment_table(path) -> list:
 
 
 def _nrrd_header(path):
-    """The NRRD header (geometry/nrrd_header.py); InputError when the file is not NRRD or cannot be read."""
+    """The NRRD header (io/nrrd_header.py); InputError when the file is not NRRD or cannot be read."""
     import DFM50NLib.io.nrrd_header as nrrd_header
 
     try:

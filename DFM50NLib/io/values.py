@@ -37,7 +37,7 @@ def hu_range_warnings(lo, hi) -> list:
 def check_spacing(vol: Volume, path):
     """Every format: a voxel edge of 0, NaN or an absurd size is a broken header, never a CT (refused with it)."""
     low, high = VOXEL_SPACING_RANGE_MM
-    spacing = np.linalg.norm(np.asarray(vol.ijk_to_ras, float)[:3, :3], axis=0)
+    spacing = vol.spacing
     for axis, size in enumerate(spacing):
         if not (np.isfinite(size) and low <= size <= high):
             raise InputError(

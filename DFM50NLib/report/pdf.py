@@ -135,7 +135,7 @@ def warnings_block(fig, x, y, width, notes, fontsize=8.0):
     y -= line * 1.2
     chars = int(width * A4[0] * 72 / (fontsize * 0.55))
     for note in notes:
-        oop = note.startswith("Out of population")
+        oop = rt.is_out_of_population(note)
         color, weight = (rf.HIGH_COLOR, "bold") if oop else ("#7a3a00", "normal")
         for i, part in enumerate(textwrap.wrap(note, int(chars * 0.9) if oop else chars)):
             fig.text(
@@ -442,7 +442,7 @@ def _warning_pages(rows) -> list:
             continue
         lines.append((title, True, False))
         for note in notes:
-            oop = note.startswith("Out of population")
+            oop = rt.is_out_of_population(note)
             for i, part in enumerate(textwrap.wrap(note, chars)):
                 lines.append((("▲ " if i == 0 else "   ") + part, False, oop))
     if not lines:
@@ -512,7 +512,7 @@ def warning_count(row) -> str:
     if not notes:
         return "—"
     count = f"{len(notes)} ▸"
-    return ("OUT OF POPULATION · " + count) if any(n.startswith("Out of population") for n in notes) else count
+    return ("OUT OF POPULATION · " + count) if any(rt.is_out_of_population(n) for n in notes) else count
 
 
 def _table(fig, y, rows, fontsize=7.5):

@@ -121,7 +121,12 @@ def plain_summary(result) -> list:
 
 def out_of_population(result) -> bool:
     """The result carries the out-of-population warning (long axis > 50 mm or lesion not inside the cube)."""
-    return any(str(w).startswith("Out of population") for w in (result.warnings or []))
+    return any(is_out_of_population(w) for w in (result.warnings or []))
+
+
+def is_out_of_population(note) -> bool:
+    """This warning is the out-of-population one (shown first and highlighted in every report)."""
+    return str(note).startswith("Out of population")
 
 
 def models_disagree(result) -> bool:

@@ -231,8 +231,7 @@ def case_html(result, views, stability=None) -> str:
     notes = rt.warnings_list(result)
     if notes:
         items = "".join(
-            f'<li class="oop">{esc(n)}</li>' if n.startswith("Out of population") else f"<li>{esc(n)}</li>"
-            for n in notes
+            f'<li class="oop">{esc(n)}</li>' if rt.is_out_of_population(n) else f"<li>{esc(n)}</li>" for n in notes
         )
         parts.append(f'<div class="warnings"><b>Warnings</b><ul>{items}</ul></div>')
     if views["ct"]:
@@ -363,6 +362,7 @@ def report_html_minimal(result) -> str:
 def cohort_rows(results) -> list:
     rows = []
     for r in results:
+        notes = rt.warnings_list(r)
         rows.append(
             {
                 "case_id": str(r.case_id),
@@ -372,8 +372,8 @@ def cohort_rows(results) -> list:
                 "combined": "—" if r.combined_probability is None else f"{r.combined_probability:.3f}",
                 "coverage": f"{100 * r.coverage:.0f} %",
                 "demo": bool(r.classifier_is_demo),
-                "warnings": "; ".join(rt.warnings_list(r)),
-                "notes": rt.warnings_list(r),
+                "warnings": "; ".join(notes),
+                "notes": notes,
             }
         )
     return rows

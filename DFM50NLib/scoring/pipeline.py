@@ -250,7 +250,9 @@ def upstream_padded(center_ijk, shape, half=CUBE_SIZE // 2) -> bool:
     Not the project's `touches_border` (the mask reaches a face of the cube): a small lesion near the edge of the
     scan pads without touching; a large central lesion touches without padding.
     """
-    return any(c - half < 0 or c + half > n for c, n in zip(center_ijk, shape))
+    from DFM50NLib.scoring import guards
+
+    return guards.reference_fill_share(center_ijk, shape, half) > 0  # a clipped axis is a share of padding
 
 
 def _weights_provenance(result, encoder):
