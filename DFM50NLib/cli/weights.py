@@ -132,9 +132,9 @@ def _verify(args):
 
     path = args.path or resolve_weights()
     info = verify_weights(path, progress=text_progress(label="SHA-256") if sys.stderr.isatty() else None)
-    note = _confirm_published(info, args)
+    note, mismatch = _confirm_published(info, args)
     prov = provenance(info["path"], info["sha256"]) if note is not None else info["provenance"]
-    rc, verdict = weights_verdict(info, prov, note)
+    rc, verdict = weights_verdict(info, prov, note, mismatch)
     print(verdict)
     print("  structure: the FCIB v1.0.0 trunk (322 entries, 184,477,824 parameters), loads strictly")
     print(
@@ -154,22 +154,23 @@ def _verify(args):
 
 def _confirm_published(info, args):
     """A hand-copied file of the published size has no publisher checksum beside it: read the record's MD5 once
-    (as `weights download` does) and keep it when it matches. Returns a note on what happened, None if not tried."""
+    (as `weights download` does) and keep it when it matches. Returns (a note on what happened or None if not
+    tried, whether the record lists another MD5)."""
     from DFM50NLib.model import published
 
     if info["provenance"]["verified"] or not info["published_size"] or published.read(info["path"]) or args.offline:
-        return None
+        return None, False
     url = args.record_url or published.RECORD_API_URL
     md5, why = published.fetch_published_md5(url)
     if md5 is None:
-        return f"the publisher's checksum could not be read ({why})"
+        return f"the publisher's checksum could not be read ({why})", False
     if md5 == info["md5"]:
         published.store(info["path"], md5, url)
-        return "confirmed now against the publisher's record"
-    return f"its MD5 {info['md5']} differs from the {md5} the publisher's record lists"
+        return "confirmed now against the publisher's record", False
+    return f"its MD5 {info['md5']} differs from the {md5} the publisher's record lists", True
 
 
-def weights_verdict(info, prov, note=None) -> tuple:
+def weights_verdict(info, prov, note=None, mismatch=False) -> tuple:
     """(exit code, first line): one verdict for the file, never OK followed by 'not the published file'."""
     path = info["path"]
     if prov["verified"]:
@@ -179,7 +180,7 @@ def weights_verdict(info, prov, note=None) -> tuple:
             f"NOT THE PUBLISHED FILE: {path} is an intact FCIB-shaped checkpoint of {info['size']:,} bytes, not the "
             f"published {FCIB_WEIGHTS_SIZE:,}: a different checkpoint; its scores are not DFM50N's."
         )
-    if note and "differs" in note:
+    if mismatch:
         return 1, f"NOT THE PUBLISHED FILE: {path}: {note}; its scores are not DFM50N's."
     return 1, (
         f"UNCONFIRMED: {path} is intact and has the published size, but "
