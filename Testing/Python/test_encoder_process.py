@@ -255,8 +255,11 @@ def test_kill_ends_the_child_and_what_it_started_at_once(random_weights):
     service = encoder_process.ServiceProcess(shell)
     service.kill()
     deadline = time.monotonic() + 1.0
-    while Path(f"/proc/{grandchild}").exists() and time.monotonic() < deadline:
-        state = (Path(f"/proc/{grandchild}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    while time.monotonic() < deadline:
+        try:
+            state = (Path(f"/proc/{grandchild}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:  # reaped already: gone, as wanted
+            break
         if state == "Z":
             break
         time.sleep(0.005)
