@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -111,6 +112,13 @@ def _replace_wslink_choices():
             super().__init__(config)
             Processes.started.append(self)
 
+        def startProcess(self, session):
+            proc = super().startProcess(session)
+            if proc is not None:
+                log = self._getLogFilePath(session["id"])
+                threading.Thread(target=report_end, args=(proc, session["port"], log), daemon=True).start()
+            return proc
+
         def isReady(self, session, count=0):
             """wslink calls a session that died at start 'ready' after 60 s and sends the browser to its port:
             answer 503 at once instead, and put the session's last log lines in the server's output."""
@@ -126,6 +134,18 @@ def _replace_wslink_choices():
     aiohttp_launcher.SessionManager = Sessions
     aiohttp_launcher.ProcessManager = Processes
     return Processes
+
+
+def report_end(proc, port, log: Path):
+    """Wait for one session process; when it ends other than by its idle timeout or the launcher's stop (exit
+    code 0), say so in the server's output with the end of its log (a crash's traceback is there: session.py
+    enables faulthandler), so an administrator, and a failing test, sees why a user's session went away."""
+    code = proc.wait()
+    if code != 0:
+        text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else "(no log)"
+        tail = text.split("\nExtension modules:")[0][-3000:]  # the stack, not faulthandler's list of modules
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        print(f"DFM50N web: the session on port {port} (pid {proc.pid}) ended with {how}:\n{tail}", flush=True)
 
 
 def run_launcher(*, host, port, max_sessions, session_ports, idle_timeout, session_url, proxy_file, options) -> int:

@@ -12,6 +12,7 @@ The process ends `idle_timeout` seconds after its last client left (wslink's tim
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import signal
@@ -83,6 +84,7 @@ def serve(options: dict, port: int):
 
 
 def main(argv=None) -> int:
+    faulthandler.enable()  # a crash (e.g. in rendering) leaves its stack in the session's log (launcher.report_end)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="the session options the launcher wrote (JSON)")
     ap.add_argument("--port", type=int, default=0)

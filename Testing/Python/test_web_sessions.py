@@ -15,7 +15,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from web_harness import CHROMIUM, open_demo, require_browser, wait_for_views, wait_idle, web_server
+from web_harness import (
+    CHROMIUM,
+    open_demo,
+    require_browser,
+    wait_for_session,
+    wait_for_views,
+    wait_idle,
+    watch_session,
+    web_server,
+)
 
 from DFM50NLib.errors import InputError
 
@@ -214,6 +223,30 @@ def test_a_session_that_cannot_start_is_answered_503_at_once(tmp_path):
     assert f"a session ended before it was ready (port {port})" in log
 
 
+def test_a_session_that_crashes_is_reported_with_its_stack_and_its_place_freed(tmp_path):
+    """A session process that dies later (here: a segmentation fault, sent as a signal) is named in the server's
+    output with how it ended and the Python stack faulthandler wrote into its log; its port serves the next
+    browser."""
+    require_browser()
+    import signal
+
+    with web_server(tmp_path, "--max-sessions", "1") as url:
+        status, answer = ask_for_session(url)
+        assert status == 200
+        pid = session_pid(answer["sessionURL"])
+        os.kill(pid, signal.SIGSEGV)
+        log = next(tmp_path.glob("server-*.log"))
+        port = answer["sessionURL"].rsplit(":", 1)[1].split("/")[0]
+        deadline = time.time() + 60
+        while f"on port {port} (pid {pid}) ended with signal 11" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        text = log.read_text()
+        assert f"the session on port {port} (pid {pid}) ended with signal 11" in text, text[-3000:]
+        assert "Fatal Python error: Segmentation fault" in text and 'File "' in text, text[-3000:]
+        again, other = ask_for_session(url)  # the one place of --max-sessions 1 is free again
+        assert again == 200 and other["id"] != answer["id"] and session_pid(other["sessionURL"]) != pid
+
+
 # ---------------------------------------------------------------------------------------------- browsers
 
 
@@ -233,10 +266,11 @@ def test_two_browsers_get_private_sessions(tmp_path, random_weights):
         for _ in range(2):
             page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
             page.set_default_timeout(60_000)
+            watch_session(page)
             with page.expect_response(lambda r: r.url.endswith("/paraview/"), timeout=240_000) as resp:
                 page.goto(url)
             answers.append(resp.value.json())
-            page.wait_for_selector("#dfm-open-demo", timeout=180_000)
+            wait_for_session(page)
             pages.append(page)
         a, b = pages
         assert answers[0]["sessionURL"] != answers[1]["sessionURL"] and answers[0]["secret"] != answers[1]["secret"]

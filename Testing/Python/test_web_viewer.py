@@ -20,6 +20,7 @@ from web_harness import (
     require_browser,
     score_and_wait,
     wait_for_cube_outline,
+    wait_for_session,
     wait_idle,
     web_server,
 )
@@ -215,7 +216,7 @@ def test_messages_belong_to_the_case_and_lesion_and_the_table_keeps_earlier_case
 
         # a reload is a new private session (web/launcher.py): nothing of the old one's messages comes along
         page.reload()
-        page.wait_for_selector("#dfm-open-demo", timeout=180_000)
+        wait_for_session(page)
         wait_idle(page, 1000)
         assert page.locator("#dfm-error").count() == 0 and page.locator("#dfm-result").count() == 0
         assert page.inner_text("#dfm-message").strip() == ""
@@ -247,7 +248,7 @@ def test_a_reloaded_page_is_a_fresh_session_whose_views_show_a_case(server_url, 
         for i in range(2):
             t0 = time.time()
             page.reload()
-            page.wait_for_selector("#dfm-open-demo", timeout=180_000)
+            wait_for_session(page)
             assert page.inner_text("#dfm-case").strip() == ""  # a new session: no case of the old one
             open_demo(page)
             page.wait_for_function(AXIAL_IMAGE_BRIGHT, polling=100, timeout=30_000)

@@ -16,6 +16,7 @@ import pytest
 
 CHROMIUM = os.environ.get("DFM50N_CHROMIUM", "/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
+SERVER_LOGS = {}  # url -> the server's output file, for a test's failure message
 
 
 def require_browser():
@@ -49,6 +50,7 @@ def web_server(tmp_path, *args, env=None, timeout=90):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
+    SERVER_LOGS[url] = Path(log.name)
     try:
         t0 = time.time()
         while True:
@@ -81,11 +83,53 @@ def browser_page(url, width=1600, height=1000):
         try:
             page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
             page.set_default_timeout(60_000)
-            page.goto(url)
-            page.wait_for_selector("#dfm-open-demo", timeout=180_000)  # the launcher starts a session first
+            goto_session(page, url)
             yield page
         finally:
             browser.close()
+
+
+def goto_session(page, url, timeout=180_000):
+    """Open the page and wait for its session's panel (the launcher starts a session process first)."""
+    watch_session(page)
+    page.goto(url)
+    wait_for_session(page, timeout)
+
+
+def watch_session(page):
+    """Record what the page sees of its session (the launcher's answer, the websocket, the console), once."""
+    if page in _SEEN:
+        return
+    seen = _SEEN[page] = []
+
+    def websocket(ws):
+        seen.append(f"websocket {ws.url.split('?')[0]} opened")
+        ws.on("close", lambda _: seen.append("websocket closed"))
+
+    page.on("console", lambda m: seen.append(f"console {m.type}: {m.text}"))
+    page.on("response", lambda r: seen.append(f"launcher answered {r.status}") if "/paraview" in r.url else None)
+    page.on("websocket", websocket)
+
+
+_SEEN = {}
+
+
+def wait_for_session(page, timeout=180_000):
+    """Until the session's panel shows (after goto_session, or a reload of a watched page). If it never does,
+    fail with what the page and the server saw; a session's crash is in the server's output
+    (launcher.report_end)."""
+    t0 = time.time()
+    try:
+        page.wait_for_selector("#dfm-open-demo", timeout=timeout)
+    except Exception as exc:
+        origin = "/".join(page.url.split("/")[:3]) + "/"
+        log = SERVER_LOGS.get(origin)
+        server = log.read_text(errors="replace")[-4000:] if log and log.is_file() else "(no server log)"
+        lines = "\n".join(_SEEN.get(page, [])[-40:])
+        raise AssertionError(
+            f"the session's panel did not show within {time.time() - t0:.0f} s ({exc.__class__.__name__}).\n"
+            f"page:\n{lines}\nserver output:\n{server}"
+        ) from None
 
 
 def open_demo(page):
