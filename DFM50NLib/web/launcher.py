@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from DFM50NLib.errors import DFM50NError
+from DFM50NLib.web import waiting_room
 from DFM50NLib.web.session import READY_LINE
 
 ENDPOINT = "paraview"  # where trame's client POSTs for a session by default
@@ -170,6 +171,7 @@ def run_launcher(*, host, port, max_sessions, session_ports, idle_timeout, sessi
             proxy_file=proxy_file,
         )
         _write_www(work)
+        waiting_room.adapt_page(work / "www", places=len(ports[:max_sessions]))
         print(f"DFM50N web: http://{host}:{port}/ ({len(ports[:max_sessions])} sessions at most)", flush=True)
         backends.launcher_start(SimpleNamespace(debug=False), config, backend="aiohttp")
     finally:

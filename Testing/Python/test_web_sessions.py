@@ -302,6 +302,45 @@ def test_two_browsers_get_private_sessions(tmp_path, random_weights):
         browser.close()
 
 
+def test_a_full_server_says_so_and_retries_and_an_ended_session_says_so(tmp_path):
+    """--max-sessions 1: a second browser is told the server is full (not trame's endless "Loading...") and
+    gets the place by itself once it is free; a browser whose session died is told so, with a reload button."""
+    require_browser()
+    import signal
+
+    from playwright.sync_api import sync_playwright
+
+    from DFM50NLib.web import waiting_room
+
+    status = "#dfm-session-status"
+    with web_server(tmp_path, "--max-sessions", "1") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        first, second = (browser.new_context(viewport={"width": 1280, "height": 800}).new_page() for _ in range(2))
+        assert {first.title(), second.title()} == {""}  # nothing loaded yet
+        watch_session(first)
+        with first.expect_response(lambda r: r.url.endswith("/paraview/"), timeout=240_000) as resp:
+            first.goto(url)
+        wait_for_session(first)
+        assert first.title() == "DFM50N" and first.locator(status).count() == 0
+        pid = session_pid(resp.value.json()["sessionURL"])
+
+        watch_session(second)
+        second.goto(url)
+        second.wait_for_selector(f"{status}:has-text('The one place on this DFM50N server is in use')")
+        told = second.inner_text(status)
+        assert f"tries again every {waiting_room.RETRY_SECONDS} s (try 1 of {waiting_room.RETRIES})" in told, told
+        second.screenshot(path=str(tmp_path / "server-full.png"))
+
+        os.kill(pid, signal.SIGSEGV)  # the first user's session fails
+        first.wait_for_selector(f"{status}:has-text('Your DFM50N session has ended')", timeout=60_000)
+        assert first.locator(f"{status} button:text-is('Reload the page')").count() == 1
+        first.screenshot(path=str(tmp_path / "session-ended.png"))
+
+        wait_for_session(second, timeout=4 * waiting_room.RETRY_SECONDS * 1000)  # its next try gets the place
+        assert second.locator(status).count() == 0
+        browser.close()
+
+
 def _side_by_side(browser, pngs, out, captions):
     """Two screenshots in one picture (drawn by the browser itself: no image library needed)."""
     import base64
