@@ -26,6 +26,13 @@ def register(sub):
         default=300,
         help="end a session this many seconds after its browser left (default 300); its uploads are deleted",
     )
+    p.add_argument(
+        "--session-start-timeout",
+        type=int,
+        default=90,
+        help="a session not ready after this many seconds (usually 3-10) is stopped and the page tries again; "
+        "its Python stack is printed a third of the way (default 90)",
+    )
     p.add_argument("--session-ports", default=None, help="ports for the sessions, e.g. 9101-9104 (default: free ones)")
     p.add_argument(
         "--session-url",
@@ -51,8 +58,8 @@ def run_web(args) -> int:
         from DFM50NLib.web.launcher import run_launcher
     except ImportError as exc:
         raise DFM50NError(f"The browser app needs the [web] extra: pip install 'dfm50n[web]' ({exc}).")
-    if args.max_sessions < 1 or args.idle_timeout < 1:
-        raise DFM50NError("--max-sessions and --idle-timeout must be at least 1.")
+    if args.max_sessions < 1 or args.idle_timeout < 1 or args.session_start_timeout < 3:
+        raise DFM50NError("--max-sessions and --idle-timeout must be at least 1, --session-start-timeout at least 3.")
     if args.data is not None:
         from DFM50NLib.web.files import DataFolder
 
@@ -74,6 +81,7 @@ def run_web(args) -> int:
         max_sessions=args.max_sessions,
         session_ports=args.session_ports,
         idle_timeout=args.idle_timeout,
+        start_timeout=args.session_start_timeout,
         session_url=args.session_url,
         proxy_file=args.proxy_file,
         options=options,

@@ -15,11 +15,13 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -57,7 +59,7 @@ def parse_ports(text: str) -> list:
     return ports
 
 
-def launcher_config(work: Path, *, host, port, session_ports, session_url, proxy_file, start_timeout=180):
+def launcher_config(work: Path, *, host, port, session_ports, session_url, proxy_file, start_timeout=90):
     """wslink's launcher configuration: one application (a DFM50N session), one resource per session port."""
     return {
         "configuration": {
@@ -122,14 +124,31 @@ def _replace_wslink_choices():
 
         def isReady(self, session, count=0):
             """wslink calls a session that died at start 'ready' after 60 s and sends the browser to its port:
-            answer 503 at once instead, and put the session's last log lines in the server's output."""
+            answer 503 at once instead (report_end prints its log's end). wslink asks once a second (`count`);
+            a session still not ready a third of the way to the start timeout has its threads' stacks printed
+            (session.py: faulthandler on SIGUSR1), so a hang shows where it hangs."""
             if self.isRunning(session["id"]):
-                return super().isReady(session, count)
-            tail = self._getLogFilePath(session["id"]).read_text(encoding="utf-8", errors="replace")[-3000:]
-            print(f"DFM50N web: a session ended before it was ready (port {session['port']}):\n{tail}", flush=True)
+                ready = super().isReady(session, count)
+                if not ready and count == max(1, self.config["configuration"]["timeout"] // 3):
+                    self._print_stacks(session, count)
+                return ready
+            print(f"DFM50N web: a session ended before it was ready (port {session['port']})", flush=True)
             raise aiohttp_web.HTTPServiceUnavailable(
                 text=json.dumps({"error": "The session could not start; see the server's log."}),
                 content_type="application/json",
+            )
+
+        def _print_stacks(self, session, waited):
+            proc = self.processes[session["id"]]
+            log = self._getLogFilePath(session["id"])
+            size = log.stat().st_size
+            os.kill(proc.pid, signal.SIGUSR1)
+            time.sleep(0.5)  # faulthandler writes at once, from the signal handler
+            stacks = log.read_text(encoding="utf-8", errors="replace")[size:][-6000:]
+            print(
+                f"DFM50N web: the session on port {session['port']} (pid {proc.pid}) is not ready after {waited} s; "
+                f"where its threads are:\n{stacks}",
+                flush=True,
             )
 
     aiohttp_launcher.SessionManager = Sessions
@@ -149,7 +168,9 @@ def report_end(proc, port, log: Path):
         print(f"DFM50N web: the session on port {port} (pid {proc.pid}) ended with {how}:\n{tail}", flush=True)
 
 
-def run_launcher(*, host, port, max_sessions, session_ports, idle_timeout, session_url, proxy_file, options) -> int:
+def run_launcher(
+    *, host, port, max_sessions, session_ports, idle_timeout, session_url, proxy_file, options, start_timeout=90
+) -> int:
     """Serve the page on host:port until stopped; every session process and upload is gone afterwards."""
     from wslink import backends
 
@@ -169,6 +190,7 @@ def run_launcher(*, host, port, max_sessions, session_ports, idle_timeout, sessi
             session_ports=ports[:max_sessions],
             session_url=session_url,
             proxy_file=proxy_file,
+            start_timeout=start_timeout,
         )
         _write_www(work)
         waiting_room.adapt_page(work / "www", places=len(ports[:max_sessions]))

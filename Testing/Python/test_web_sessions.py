@@ -247,6 +247,41 @@ def test_a_session_that_crashes_is_reported_with_its_stack_and_its_place_freed(t
         assert again == 200 and other["id"] != answer["id"] and session_pid(other["sessionURL"]) != pid
 
 
+def test_a_session_that_hangs_at_start_shows_where_and_is_given_up(tmp_path):
+    """A session process that never gets ready (here: its import of trame blocks, injected through a
+    sitecustomize on PYTHONPATH) has its threads' stacks printed a third of the way to --session-start-timeout,
+    and the browser is answered 503 at the timeout (the page then tries again, waiting_room.py)."""
+    require_browser()
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        "if b'--authKey' in open('/proc/self/cmdline', 'rb').read():  # session processes only\n"
+        "    class HangOnTrame:\n"
+        "        def find_spec(self, name, path=None, target=None):\n"
+        "            if name == 'trame.app':\n"
+        "                dfm_test_session_blocks_importing_trame()\n"
+        "    def dfm_test_session_blocks_importing_trame():\n"
+        "        time.sleep(3600)\n"
+        "    sys.meta_path.insert(0, HangOnTrame())\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    with web_server(tmp_path, "--session-start-timeout", "12", env=env) as url:
+        t0 = time.time()
+        status, answer = ask_for_session(url)
+        waited = time.time() - t0
+        log = next(tmp_path.glob("server-*.log"))
+        deadline = time.time() + 30
+        while "ended with signal" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)  # the stopped session's end is reported too
+        text = log.read_text()
+    assert status == 503 and "did not start before timeout" in answer["error"], answer
+    assert 11 < waited < 40, waited
+    assert "is not ready after 4 s; where its threads are" in text, text[-3000:]
+    assert "dfm_test_session_blocks_importing_trame" in text and "find_spec" in text, text[-3000:]
+    assert "ended with signal 15" in text, text[-3000:]
+
+
 # ---------------------------------------------------------------------------------------------- browsers
 
 
