@@ -84,6 +84,8 @@ def test_dicom_ct_and_rtstruct_score_as_the_cli_and_an_edit_makes_the_result_sta
         assert page.locator(".mdi-delete-outline").count() == 2  # two rows, each with its delete button
         names = page.locator("input").evaluate_all("els => els.filter(e => e.offsetParent).map(e => e.value)")
         assert "Node 4R" in names  # the editor's rows show the names (the panel's list shows GTV-1 only)
+        # the active segment's count follows the segment list by a state update: wait for it, do not sample it
+        page.wait_for_function("Number(document.querySelector('#dfm-segment-voxels')?.dataset.voxels) > 0")
         gtv_voxels = painted_voxels(page)
         page.click("#dfm-score")
         page.wait_for_selector("#dfm-message:text-is('Done')", timeout=300_000)
