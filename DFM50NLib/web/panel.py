@@ -95,6 +95,7 @@ class DFM50NAppUI:
                 self._panel(ctrl)
             client.Style(a11y.CSS)
             client.Script(a11y.SCRIPT)
+            client.Script(SHOW_NEW_RESULT_JS)
             skip = [
                 html.A(
                     f"Skip to {what}",
@@ -411,6 +412,20 @@ class DFM50NAppUI:
         except Exception as exc:
             self.app.state.dfm_error = f"Segmentation: {exc}"
             return None
+
+
+SHOW_NEW_RESULT_JS = """
+(() => {  // a new score scrolls its card into view: under Score, it is below the fold at 1280x800
+  let shown = null;
+  new MutationObserver(() => {
+    const value = document.getElementById('dfm-score-value');
+    const segment = document.getElementById('dfm-result-segment');
+    const key = value && `${value.dataset.score}|${segment ? segment.textContent : ''}`;
+    if (key && key !== shown) document.getElementById('dfm-result').scrollIntoView({block: 'nearest'});
+    shown = key;
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-score']});
+})();
+"""
 
 
 def _file_input(element_id, label, accept, trigger, **kwargs):

@@ -94,6 +94,8 @@ def test_dicom_ct_and_rtstruct_score_as_the_cli_and_an_edit_makes_the_result_sta
         assert page.inner_text("#dfm-result-segment") == "GTV-1"
         assert page.get_attribute("#dfm-score-value", "data-stale") == "0"
         wait_idle(page, quiet_ms=1500)
+        card = page.locator("#dfm-result").bounding_box()  # at 1280x800 the new score is scrolled into view
+        assert card["height"] > 0 and 0 <= card["y"] and card["y"] + card["height"] <= 800, card
         shots = Path(os.environ.get("DFM50N_WEB_SHOTS") or tmp_path)
         page.screenshot(path=str(shots / "web-dicom-rtstruct.png"))
         first_pdf = pdf_text(page, tmp_path, "first.pdf")
