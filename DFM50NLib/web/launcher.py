@@ -126,7 +126,7 @@ def _replace_wslink_choices():
             """wslink calls a session that died at start 'ready' after 60 s and sends the browser to its port:
             answer 503 at once instead (report_end prints its log's end). wslink asks once a second (`count`);
             a session still not ready a third of the way to the start timeout has its threads' stacks printed
-            (session.py: faulthandler on SIGUSR1), so a hang shows where it hangs."""
+            (session.py: faulthandler on SIGUSR2), so a hang shows where it hangs."""
             if self.isRunning(session["id"]):
                 ready = super().isReady(session, count)
                 if not ready and count == max(1, self.config["configuration"]["timeout"] // 3):
@@ -142,7 +142,7 @@ def _replace_wslink_choices():
             proc = self.processes[session["id"]]
             log = self._getLogFilePath(session["id"])
             size = log.stat().st_size
-            os.kill(proc.pid, signal.SIGUSR1)
+            os.kill(proc.pid, signal.SIGUSR2)
             time.sleep(0.5)  # faulthandler writes at once, from the signal handler
             stacks = log.read_text(encoding="utf-8", errors="replace")[size:][-6000:]
             print(

@@ -85,7 +85,7 @@ def serve(options: dict, port: int):
 
 def main(argv=None) -> int:
     faulthandler.enable()  # a crash (e.g. in rendering) leaves its stack in the session's log (launcher.report_end)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a slow start: the launcher asks where it is
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # a slow start: the launcher asks where it is
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="the session options the launcher wrote (JSON)")
     ap.add_argument("--port", type=int, default=0)

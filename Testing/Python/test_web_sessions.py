@@ -109,14 +109,18 @@ def test_zip_member_and_size_caps_and_linear_unpacking(tmp_path):
         refused = time.perf_counter() - t0
         assert list(up.path.iterdir()) == []  # the refused upload's folder is gone
         # unpacking is linear in the member count: 4,000 members take ~4x what 1,000 take (the old code
-        # re-listed the folder per member: ~16x); generous bound for a loaded machine
+        # re-listed the folder per member: ~16x); each the best of 3 runs, as a burst of load on the shared
+        # machine can triple one run (seen once: 0.44 s against 5.3 s)
         times = {}
         for n in (1000, 4000):
             data = zipped(n)
-            t0 = time.perf_counter()
-            folder = up.save(f"s{n}.zip", data)
-            times[n] = time.perf_counter() - t0
-            assert len(list(folder.iterdir())) == n
+            runs = []
+            for k in range(3):
+                t0 = time.perf_counter()
+                folder = up.save(f"s{n}_{k}.zip", data)
+                runs.append(time.perf_counter() - t0)
+                assert len(list(folder.iterdir())) == n
+            times[n] = min(runs)
         print(
             f"zip: 12,000 members refused in {refused:.3f} s; unpack 1,000 {times[1000]:.3f} s, 4,000 "
             f"{times[4000]:.3f} s (ratio {times[4000] / times[1000]:.1f})"
