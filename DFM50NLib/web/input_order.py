@@ -28,7 +28,10 @@ INPUT_ORDER_JS = """
   const queue = [];  // not yet sent, in the user's order: {session, args} (a view event) or {run} (an action)
   const settling = [];  // actions that came right after view input: the views may still hold some of it
   let inFlight = false, lastViewInput = -1e9, lastHandover = -1e9, settleTimer = null, busyClient = null;
-  const order = (window.dfmInputOrder = { sent: 0, merged: 0, waited: 0, heldState: 0 });  // counts, for the tests
+  // for the tests: counts, and what is still to be sent or answered
+  const order = (window.dfmInputOrder = {
+    sent: 0, merged: 0, waited: 0, heldState: 0, pending: () => queue.length + settling.length + (inFlight ? 1 : 0),
+  });
 
   for (const type of ["pointerdown", "pointermove", "pointerup", "wheel"]) {
     window.addEventListener(type, (e) => {

@@ -115,7 +115,7 @@ def test_paint_stroke_and_score_at_once_scores_the_stroke(slow_server_url, tmp_p
             # once everything sent has been handled, the segment holds exactly what was scored: nothing came late
             wait_idle(page, 1500)
             drawn = int(page.get_attribute("#dfm-segment-voxels", "data-voxels"))
-            stats = page.evaluate("window.dfmInputOrder")
+            stats = page.evaluate("({...window.dfmInputOrder, pending: window.dfmInputOrder.pending()})")
             print(f"round {round_}: scored {scored} voxels, {drawn} drawn once idle; input queue {stats}")
             assert scored == drawn
             # the brush (5 % of the view height) swept 15 % of the view's width: far more than a dab at one end
