@@ -135,7 +135,7 @@ INPUT_ORDER_JS = """
   // trame holds state changes back while the client is busy (any call unanswered, its own state pushes too) and
   // sends them once it is idle: a click right after a choice (smoking: yes) would reach the server before that
   // choice. A trigger first pushes the changes still held, and goes after them.
-  let pushingHeldState = false, stateQueued = null;
+  let pushingHeldState = false, stateQueued = null, triggersQueued = Promise.resolve();  // triggers keep their order
   function pushHeldState() {
     const state = window.trame.state;
     if (!state || !state.dirtyKeys || !state.dirtyKeys.size) return Promise.resolve();
@@ -154,9 +154,12 @@ INPUT_ORDER_JS = """
     ...r,
     Trame: {
       ...r.Trame,
-      trigger: async (...a) => {
-        await pushHeldState();
-        return queueAction(() => r.Trame.trigger(...a));
+      trigger: (...a) => {
+        let sent;
+        triggersQueued = triggersQueued.then(pushHeldState).then(() => {
+          sent = queueAction(() => r.Trame.trigger(...a));
+        });
+        return triggersQueued.then(() => sent);
       },
       updateState: (...a) => {
         const sent = queueAction(() => r.Trame.updateState(...a));
