@@ -35,7 +35,7 @@ INPUT_ORDER_JS = """
 
   for (const type of ["pointerdown", "pointermove", "pointerup", "wheel"]) {
     window.addEventListener(type, (e) => {
-      if (e.target && e.target.closest && e.target.closest(".image-region")) lastViewInput = performance.now();
+      if (e.target.closest && e.target.closest(".remote-controlled-area")) lastViewInput = performance.now();
     }, true);
   }
 
