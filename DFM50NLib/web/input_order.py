@@ -4,14 +4,16 @@ it after that click.
 
 Why: trame-rca's views send their mouse events one at a time, each waiting for the server's answer, while a
 button's `trame.trigger` went at once. On a busy server a Score clicked right after a stroke overtook the stroke's
-release (where Paint applies) and scored an empty segment. The server handles its messages in the order they
-arrive (wslink awaits each one), so ordering the page's messages is enough.
+release (where Paint applies) and scored an empty segment. trame also holds state changes back while any call is
+unanswered, so a choice made right before Score (smoking: yes) could reach the server after it. The server
+handles its messages in the order they arrive (wslink awaits each one), so ordering the page's messages is enough.
 
 How: a page script (`INPUT_ORDER_JS`, loaded before the views mount) gives trame's client a session whose view
 events and a remote whose triggers and state updates go through one queue, sent in order; view events keep
-trame-rca's backpressure (one unanswered at a time, consecutive moves merged, by trame-rca's own rule). The
-views hand their events to the queue at once (their own queue no longer waits for the server), so a click
-needs only to wait until the view input given just before it (SETTLE_MS) has been handed over.
+trame-rca's backpressure (one unanswered at a time, consecutive moves merged, by trame-rca's own rule); a
+trigger first pushes the state changes trame holds back. The views hand their events to the queue at once
+(their own queue no longer waits for the server), so a click needs only to wait until the view input given
+just before it (SETTLE_MS) has been handed over.
 """
 
 from __future__ import annotations
