@@ -22,6 +22,7 @@ from trame_slicer.app.logic import SegmentationAppLogic
 from trame_slicer.core import SlicerApp
 
 from DFM50NLib.errors import DFM50NError
+from DFM50NLib.web import input_order
 from DFM50NLib.web.files import LESION_SUFFIXES, VOLUME_SUFFIXES, DataFolder, UploadFolder
 from DFM50NLib.web.streaming import UPLOAD_JS, UploadReceiver
 from DFM50NLib.web.viewer import ViewerAnnotations
@@ -42,6 +43,7 @@ class DFM50NWebApp(TrameApp):
         from DFM50NLib.web.panel import DFM50NAppUI
 
         self.server.enable_module(trame_slicer_module)
+        input_order.install(self.server)  # a click never overtakes the strokes drawn before it
         self.slicer_app = SlicerApp()
         self.viewer = SegmentationAppLogic(self.server, self.slicer_app)
         _crop_switch_waits_for_a_volume(self.state, self.viewer._volume_properties_logic)

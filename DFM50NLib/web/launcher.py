@@ -5,7 +5,7 @@ which trame's client then connects to. The pool size is the session limit (a bro
 503); a session ends `idle_timeout` seconds after its browser left, and its port returns to the pool.
 
 Two choices of wslink's are replaced here, both for safety: its session secret (16 characters from `random`,
-which is not a cryptographic generator) by `secrets.token_urlsafe`, and a secret the client may send in its
+which is not a cryptographic generator) by `secrets.token_hex`, and a secret the client may send in its
 POST is dropped (each session always gets the launcher's own).
 """
 
@@ -101,7 +101,7 @@ def _replace_wslink_choices():
     import wslink.backends.aiohttp.launcher as aiohttp_launcher
     import wslink.launcher
 
-    wslink.launcher.generatePassword = lambda: secrets.token_urlsafe(32)
+    wslink.launcher.generatePassword = lambda: secrets.token_hex(32)  # never '-...', which argparse takes for an option
 
     class Sessions(wslink.launcher.SessionManager):
         def createSession(self, options):

@@ -165,7 +165,7 @@ def drag(page, points, steps=12):
 
 def add_segment_and_paint(page, rel_points):
     """Add a segment, choose Paint in the segment editor, drag through `rel_points` (fractions of the axial view)
-    until the server counts painted voxels (a stroke sent before the views are live is retried)."""
+    and return the voxel count the server reports."""
     n = page.locator(".mdi-delete-outline").count()
     page.locator("button:has(.mdi-plus)").first.click()
     page.wait_for_function(f"document.querySelectorAll('.mdi-delete-outline').length > {n}")
@@ -178,9 +178,10 @@ def painted_voxels(page) -> int:
 
 
 def wait_idle(page, quiet_ms=500):
-    """Until the server has answered every pending call (trame's busy counter) for `quiet_ms`."""
+    """Until the server has answered every pending call (trame's busy counter) and every view event
+    (web/input_order.py's queue) for `quiet_ms`."""
     page.wait_for_function(
-        """(q) => { const b = window.trame && window.trame.state.get('trame__busy');
+        """(q) => { const b = window.trame && (window.trame.state.get('trame__busy') || window.dfmInputOrder.pending());
                   if (b) { window.__dfmIdle = 0; return false; }
                   window.__dfmIdle = window.__dfmIdle || Date.now(); return Date.now() - window.__dfmIdle > q; }""",
         arg=quiet_ms,
@@ -194,22 +195,22 @@ def choose_effect(page, icon):
     page.wait_for_selector(f".v-card-item button.v-btn--active:has(.{icon})")
 
 
-def paint(page, rel_points, tries=4):
-    """Drag on the axial view; returns the voxel count the server reports once it changed."""
+def paint(page, rel_points, timeout=60_000):
+    """Drag on the axial view once; returns the voxel count the server reports once it changed. No retry: the
+    page sends the stroke in order after every earlier click (web/input_order.py), so a stroke that paints
+    nothing is a failure."""
     before = painted_voxels(page)
-    for _ in range(tries):
-        wait_idle(page)
-        box = axial_view_box(page)
-        drag(page, [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in rel_points])
-        wait_idle(page)
-        try:
-            page.wait_for_function(
-                f"Number(document.querySelector('#dfm-segment-voxels').dataset.voxels) !== {before}", timeout=15_000
-            )
-            return painted_voxels(page)
-        except Exception:
-            continue
-    raise AssertionError("painting on the axial view changed no voxel")
+    wait_idle(page)
+    box = axial_view_box(page)
+    drag(page, [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in rel_points])
+    wait_idle(page)
+    try:
+        page.wait_for_function(
+            f"Number(document.querySelector('#dfm-segment-voxels').dataset.voxels) !== {before}", timeout=timeout
+        )
+    except Exception:
+        raise AssertionError(f"painting on the axial view changed no voxel ({before} before and after)") from None
+    return painted_voxels(page)
 
 
 def score_and_wait(page, timeout=240_000):
