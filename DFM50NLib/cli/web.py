@@ -26,6 +26,13 @@ def register(sub):
         default=300,
         help="end a session this many seconds after its browser left (default 300); its uploads are deleted",
     )
+    p.add_argument(
+        "--spare-sessions",
+        type=int,
+        default=1,
+        help="sessions started ahead of their browsers, so a page (or a reload) gets its views at once (default 1; "
+        "0 = start each session when its browser asks); they count against --max-sessions",
+    )
     p.add_argument("--session-ports", default=None, help="ports for the sessions, e.g. 9101-9104 (default: free ones)")
     p.add_argument(
         "--session-url",
@@ -53,6 +60,8 @@ def run_web(args) -> int:
         raise DFM50NError(f"The browser app needs the [web] extra: pip install 'dfm50n[web]' ({exc}).")
     if args.max_sessions < 1 or args.idle_timeout < 1:
         raise DFM50NError("--max-sessions and --idle-timeout must be at least 1.")
+    if args.spare_sessions < 0:
+        raise DFM50NError(f"--spare-sessions {args.spare_sessions}: give 0 (none) or more.")
     if args.data is not None:
         from DFM50NLib.web.files import DataFolder
 
@@ -77,4 +86,5 @@ def run_web(args) -> int:
         session_url=args.session_url,
         proxy_file=args.proxy_file,
         options=options,
+        spare_sessions=args.spare_sessions,
     )

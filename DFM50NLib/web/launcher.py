@@ -2,7 +2,8 @@
 served by the launcher; each browser that opens it POSTs to /paraview/, the launcher starts one session
 process (session.py) on a free port of its pool and answers that session's websocket URL and random secret,
 which trame's client then connects to. The pool size is the session limit (a browser beyond it is answered
-503); a session ends `idle_timeout` seconds after its browser left, and its port returns to the pool.
+503); a session ends `idle_timeout` seconds after its browser left, and its port returns to the pool. A warm
+spare session (spares.py) is started ahead, so the next browser does not wait for a cold start.
 
 Two choices of wslink's are replaced here, both for safety: its session secret (16 characters from `random`,
 which is not a cryptographic generator) by `secrets.token_urlsafe`, and a secret the client may send in its
@@ -24,6 +25,7 @@ from types import SimpleNamespace
 
 from DFM50NLib.errors import DFM50NError
 from DFM50NLib.web.session import READY_LINE
+from DFM50NLib.web.spares import session_log_tail, with_spares
 
 ENDPOINT = "paraview"  # where trame's client POSTs for a session by default
 DIRECT_SESSION_URL = "ws://${host}:${port}/ws"  # the browser reaches the session port itself (same machine)
@@ -91,8 +93,9 @@ def launcher_config(work: Path, *, host, port, session_ports, session_url, proxy
     }
 
 
-def _replace_wslink_choices():
-    """Random secrets from `secrets`, and never one chosen by the client (see the module docstring)."""
+def _replace_wslink_choices(spare_sessions=1):
+    """Random secrets from `secrets`, never one chosen by the client (see the module docstring), and
+    `spare_sessions` sessions started ahead of their browsers (spares.py)."""
     import aiohttp.web as aiohttp_web
     import wslink.backends.aiohttp.launcher as aiohttp_launcher
     import wslink.launcher
@@ -116,7 +119,7 @@ def _replace_wslink_choices():
             answer 503 at once instead, and put the session's last log lines in the server's output."""
             if self.isRunning(session["id"]):
                 return super().isReady(session, count)
-            tail = self._getLogFilePath(session["id"]).read_text(encoding="utf-8", errors="replace")[-3000:]
+            tail = session_log_tail(self, session)
             print(f"DFM50N web: a session ended before it was ready (port {session['port']}):\n{tail}", flush=True)
             raise aiohttp_web.HTTPServiceUnavailable(
                 text=json.dumps({"error": "The session could not start; see the server's log."}),
@@ -125,16 +128,20 @@ def _replace_wslink_choices():
 
     aiohttp_launcher.SessionManager = Sessions
     aiohttp_launcher.ProcessManager = Processes
+    wslinks_own = getattr(aiohttp_launcher.LauncherResource, "wslinks_own", aiohttp_launcher.LauncherResource)
+    aiohttp_launcher.LauncherResource = with_spares(wslinks_own, spare_sessions)
     return Processes
 
 
-def run_launcher(*, host, port, max_sessions, session_ports, idle_timeout, session_url, proxy_file, options) -> int:
+def run_launcher(
+    *, host, port, max_sessions, session_ports, idle_timeout, session_url, proxy_file, options, spare_sessions=1
+) -> int:
     """Serve the page on host:port until stopped; every session process and upload is gone afterwards."""
     from wslink import backends
 
     work = Path(tempfile.mkdtemp(prefix="dfm50n-launcher-"))
     os.chmod(work, 0o700)
-    processes = _replace_wslink_choices()
+    processes = _replace_wslink_choices(spare_sessions)
     try:
         (work / "logs").mkdir()
         (work / "uploads").mkdir(mode=0o700)
