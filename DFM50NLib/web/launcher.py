@@ -29,6 +29,8 @@ from DFM50NLib.web.spares import session_log_tail, with_spares
 
 ENDPOINT = "paraview"  # where trame's client POSTs for a session by default
 DIRECT_SESSION_URL = "ws://${host}:${port}/ws"  # the browser reaches the session port itself (same machine)
+TRAME_LOADING = '<div class="trame__message">Loading...</div>'
+STARTING = "Starting your private session…"  # said under trame's spinner instead of "Loading..."
 
 
 def free_ports(count: int, host="127.0.0.1") -> list:
@@ -172,6 +174,13 @@ def _write_www(work: Path):
     done = subprocess.run([*cmd, "--write-www", str(work / "www")], capture_output=True, text=True)
     if done.returncode != 0 or not (work / "www" / "index.html").is_file():
         raise DFM50NError(f"Could not prepare the page's files:\n{done.stderr[-2000:]}")
+    loading = work / "www" / "loading.tpl"  # what trame's page shows until its session answers
+    loading.write_text(
+        loading.read_text(encoding="utf-8").replace(
+            TRAME_LOADING, f'<div class="trame__message" role="status">{STARTING}</div>'
+        ),
+        encoding="utf-8",
+    )
 
 
 def _stop_sessions(manager):

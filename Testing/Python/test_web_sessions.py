@@ -249,6 +249,8 @@ def test_a_warm_spare_waits_unended_is_handed_out_once_and_counts_against_the_li
     work.mkdir()
     with web_server(tmp_path, "--max-sessions", "2", "--idle-timeout", "5", env={"TMPDIR": str(work)}) as url:
         spare, log = wait_for_spare(work)
+        loading = urllib.request.urlopen(url + "loading.tpl", timeout=30).read().decode()
+        assert 'role="status">Starting your private session…<' in loading  # until a session answers, not "Loading..."
         time.sleep(8)  # longer than the idle timeout: a spare nobody has does not end
         assert alive(spare) and HANDED not in log.read_text()
         t0 = time.time()
