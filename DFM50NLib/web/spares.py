@@ -18,8 +18,9 @@ import time
 
 from DFM50NLib.web.session import CLAIM_SIGNAL
 
-NEXT_SPARE_DELAY_S = 1.5  # a new spare's start (~3 s of CPU) waits this long after a hand-off: the handed
-# session's first images and the browser's page come first
+NEXT_SPARE_DELAY_S = 10.0  # a new spare's start (3-5 s of CPU) waits this long after a hand-off: the page
+# and the case its user opens at once come first (a spare started 1.5 s after made opening the demo 1.5-2.5 s
+# slower on 2 cores)
 READY_POLL_S = 0.1  # how often a starting session's log is read for its ready line (wslink: every second)
 
 

@@ -86,7 +86,15 @@ def main(argv=None):
 def page_starts(spares, reloads) -> list:
     """(way, load, seconds to the views' first images, to the demo CT shown, the session's own start) per load."""
     from playwright.sync_api import sync_playwright
-    from web_harness import AXIAL_IMAGE_BRIGHT, CHROMIUM, VIEW_FRAMES, handed_sessions, timeline, web_server
+    from web_harness import (
+        AXIAL_IMAGE_BRIGHT,
+        CHROMIUM,
+        VIEW_FRAMES,
+        handed_sessions,
+        timeline,
+        wait_for_spare,
+        web_server,
+    )
 
     way = "warm spare" if spares else "started at the page's request"
     rows = []
@@ -100,7 +108,9 @@ def page_starts(spares, reloads) -> list:
                 viewport={"width": 1280, "height": 800}
             )
             for load in range(reloads + 1):
-                time.sleep(8)  # the user looks at the page before reloading; a spare has time to start
+                time.sleep(8)  # the user looks at the page before reloading
+                if spares:
+                    wait_for_spare(work)  # started NEXT_SPARE_DELAY_S after the last hand-off
                 t0 = time.time()
                 page.goto(url) if load == 0 else page.reload()
                 page.wait_for_function(VIEW_FRAMES, polling=50, timeout=180_000)
