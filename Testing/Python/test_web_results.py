@@ -84,6 +84,7 @@ def test_dicom_ct_and_rtstruct_score_as_the_cli_and_an_edit_makes_the_result_sta
         assert page.locator(".mdi-delete-outline").count() == 2  # two rows, each with its delete button
         names = page.locator("input").evaluate_all("els => els.filter(e => e.offsetParent).map(e => e.value)")
         assert "Node 4R" in names  # the editor's rows show the names (the panel's list shows GTV-1 only)
+        page.wait_for_selector("#dfm-segment-voxels:not([data-voxels='0'])")  # counted after the list (a refresh)
         gtv_voxels = painted_voxels(page)
         page.click("#dfm-score")
         page.wait_for_selector("#dfm-message:text-is('Done')", timeout=300_000)
