@@ -27,6 +27,13 @@ def register(sub):
         help="end a session this many seconds after its browser left (default 300); its uploads are deleted",
     )
     p.add_argument(
+        "--spare-sessions",
+        type=int,
+        default=1,
+        help="sessions started ahead of their browsers, so a page (or a reload) gets its views at once (default 1; "
+        "0 = start each session when its browser asks); they count against --max-sessions",
+    )
+    p.add_argument(
         "--session-start-timeout",
         type=int,
         default=90,
@@ -60,6 +67,8 @@ def run_web(args) -> int:
         raise DFM50NError(f"The browser app needs the [web] extra: pip install 'dfm50n[web]' ({exc}).")
     if args.max_sessions < 1 or args.idle_timeout < 1 or args.session_start_timeout < 3:
         raise DFM50NError("--max-sessions and --idle-timeout must be at least 1, --session-start-timeout at least 3.")
+    if args.spare_sessions < 0:
+        raise DFM50NError(f"--spare-sessions {args.spare_sessions}: give 0 (none) or more.")
     if args.data is not None:
         from DFM50NLib.web.files import DataFolder
 
@@ -85,4 +94,5 @@ def run_web(args) -> int:
         session_url=args.session_url,
         proxy_file=args.proxy_file,
         options=options,
+        spare_sessions=args.spare_sessions,
     )

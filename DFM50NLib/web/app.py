@@ -30,7 +30,6 @@ from DFM50NLib.web.viewer import ViewerAnnotations
 log = logging.getLogger("DFM50N.web")
 
 SEGMENT_NAME_FOR_DEMO = "demo lesion"
-YES_NO_PARAM = {"not given": "unknown", "yes": "yes", "no": "no"}  # page wording -> parameter node value
 
 
 class DFM50NWebApp(TrameApp):
@@ -74,8 +73,8 @@ class DFM50NWebApp(TrameApp):
         s.dfm_segments = []
         s.dfm_segment_id = None
         s.dfm_center = "dt_peak"
-        s.dfm_smoking = "not given"
-        s.dfm_spiculated = "not given"
+        s.dfm_smoking = "unknown"  # the page's selects hold the parameter node's values (panel.choices)
+        s.dfm_spiculated = "unknown"
         s.dfm_short_axis = ""
         s.dfm_orientation = "LPS"
         s.dfm_geometry = "physical"
@@ -320,8 +319,8 @@ class DFM50NWebApp(TrameApp):
             ("orientation", s.dfm_orientation),
             ("geometry", s.dfm_geometry),
             ("device", s.dfm_device),
-            ("smoking", YES_NO_PARAM[s.dfm_smoking]),
-            ("spiculation", YES_NO_PARAM[s.dfm_spiculated]),
+            ("smoking", s.dfm_smoking),
+            ("spiculation", s.dfm_spiculated),
             ("shortAxisCm", short_cm),
         ):
             presenter.setParameter(name, value)

@@ -2,7 +2,8 @@
 served by the launcher; each browser that opens it POSTs to /paraview/, the launcher starts one session
 process (session.py) on a free port of its pool and answers that session's websocket URL and random secret,
 which trame's client then connects to. The pool size is the session limit (a browser beyond it is answered
-503); a session ends `idle_timeout` seconds after its browser left, and its port returns to the pool.
+503); a session ends `idle_timeout` seconds after its browser left, and its port returns to the pool. A warm
+spare session (spares.py) is started ahead, so the next browser does not wait for a cold start.
 
 Two choices of wslink's are replaced here, both for safety: its session secret (16 characters from `random`,
 which is not a cryptographic generator) by `secrets.token_hex`, and a secret the client may send in its
@@ -28,9 +29,12 @@ from types import SimpleNamespace
 from DFM50NLib.errors import DFM50NError
 from DFM50NLib.web import waiting_room
 from DFM50NLib.web.session import READY_LINE
+from DFM50NLib.web.spares import with_spares
 
 ENDPOINT = "paraview"  # where trame's client POSTs for a session by default
 DIRECT_SESSION_URL = "ws://${host}:${port}/ws"  # the browser reaches the session port itself (same machine)
+TRAME_LOADING = '<div class="trame__message">Loading...</div>'
+STARTING = "Starting your private session…"  # said under trame's spinner instead of "Loading..."
 
 
 def free_ports(count: int, host="127.0.0.1") -> list:
@@ -95,8 +99,9 @@ def launcher_config(work: Path, *, host, port, session_ports, session_url, proxy
     }
 
 
-def _replace_wslink_choices():
-    """Random secrets from `secrets`, and never one chosen by the client (see the module docstring)."""
+def _replace_wslink_choices(spare_sessions=1):
+    """Random secrets from `secrets`, never one chosen by the client (see the module docstring), and
+    `spare_sessions` sessions started ahead of their browsers (spares.py)."""
     import aiohttp.web as aiohttp_web
     import wslink.backends.aiohttp.launcher as aiohttp_launcher
     import wslink.launcher
@@ -129,8 +134,10 @@ def _replace_wslink_choices():
             (session.py: faulthandler on SIGUSR2), so a hang shows where it hangs."""
             if self.isRunning(session["id"]):
                 ready = super().isReady(session, count)
-                if not ready and count == max(1, self.config["configuration"]["timeout"] // 3):
-                    self._print_stacks(session, count)
+                if not ready and count >= max(1, self.config["configuration"]["timeout"] // 3):
+                    if not session.get("stacks_printed"):  # asked every READY_POLL_S: once is enough
+                        session["stacks_printed"] = True
+                        self._print_stacks(session, count)
                 return ready
             print(f"DFM50N web: a session ended before it was ready (port {session['port']})", flush=True)
             raise aiohttp_web.HTTPServiceUnavailable(
@@ -153,6 +160,8 @@ def _replace_wslink_choices():
 
     aiohttp_launcher.SessionManager = Sessions
     aiohttp_launcher.ProcessManager = Processes
+    wslinks_own = getattr(aiohttp_launcher.LauncherResource, "wslinks_own", aiohttp_launcher.LauncherResource)
+    aiohttp_launcher.LauncherResource = with_spares(wslinks_own, spare_sessions)
     return Processes
 
 
@@ -169,14 +178,24 @@ def report_end(proc, port, log: Path):
 
 
 def run_launcher(
-    *, host, port, max_sessions, session_ports, idle_timeout, session_url, proxy_file, options, start_timeout=90
+    *,
+    host,
+    port,
+    max_sessions,
+    session_ports,
+    idle_timeout,
+    session_url,
+    proxy_file,
+    options,
+    start_timeout=90,
+    spare_sessions=1,
 ) -> int:
     """Serve the page on host:port until stopped; every session process and upload is gone afterwards."""
     from wslink import backends
 
     work = Path(tempfile.mkdtemp(prefix="dfm50n-launcher-"))
     os.chmod(work, 0o700)
-    processes = _replace_wslink_choices()
+    processes = _replace_wslink_choices(spare_sessions)
     try:
         (work / "logs").mkdir()
         (work / "uploads").mkdir(mode=0o700)
@@ -209,6 +228,13 @@ def _write_www(work: Path):
     done = subprocess.run([*cmd, "--write-www", str(work / "www")], capture_output=True, text=True)
     if done.returncode != 0 or not (work / "www" / "index.html").is_file():
         raise DFM50NError(f"Could not prepare the page's files:\n{done.stderr[-2000:]}")
+    loading = work / "www" / "loading.tpl"  # what trame's page shows until its session answers
+    loading.write_text(
+        loading.read_text(encoding="utf-8").replace(
+            TRAME_LOADING, f'<div class="trame__message" role="status">{STARTING}</div>'
+        ),
+        encoding="utf-8",
+    )
 
 
 def _stop_sessions(manager):

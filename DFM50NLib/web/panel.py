@@ -38,19 +38,17 @@ from trame_slicer.app.ui.control_button import ControlButton
 from undo_stack import Signal
 
 from DFM50NLib.constants import DISCLAIMER
+from DFM50NLib.scene import params
 from DFM50NLib.web import a11y
 
-CENTERS = [
-    {"title": "Distance-transform peak (default)", "value": "dt_peak"},
-    {"title": "Centroid", "value": "centroid"},
-]
-YES_NO = ["not given", "yes", "no"]
-ORIENTATIONS = ["LPS", "RAS"]
-GEOMETRIES = [
-    {"title": "Physical (1 mm, patient-aligned)", "value": "physical"},
-    {"title": "Reference (upstream parity)", "value": "reference"},
-]
-DEVICES = ["cpu", "cuda"]
+
+def choices(name) -> list:
+    """The items of the select for the parameter `name`: the parameter node's values, worded as the Slicer
+    panel's combo boxes word them (params.CHOICE_LABELS, one source for both front ends)."""
+    return [
+        {"title": title, "value": value}
+        for value, title in zip(params.FIELD_BY_NAME[name].choices, params.choice_labels(name))
+    ]
 
 
 class _NoUpload:
@@ -223,7 +221,7 @@ class DFM50NAppUI:
             )
             VSelect(
                 label="Cube centre",
-                items=("dfm_centers", CENTERS),
+                items=("dfm_centers", choices("centerMethod")),
                 v_model=("dfm_center",),
                 density="compact",
                 hide_details=True,
@@ -232,7 +230,7 @@ class DFM50NAppUI:
                 VSelect(
                     label="Smoking",
                     id="dfm-smoking",
-                    items=("dfm_yes_no", YES_NO),
+                    items=("dfm_yes_no", choices("smoking")),
                     v_model=("dfm_smoking",),
                     density="compact",
                     hide_details=True,
@@ -257,17 +255,22 @@ class DFM50NAppUI:
                 with VExpansionPanelText():
                     VSelect(
                         label="Orientation",
-                        items=("dfm_orients", ORIENTATIONS),
+                        items=("dfm_orients", choices("orientation")),
                         v_model=("dfm_orientation",),
                         density="compact",
                     )
                     VSelect(
                         label="Geometry",
-                        items=("dfm_geoms", GEOMETRIES),
+                        items=("dfm_geoms", choices("geometry")),
                         v_model=("dfm_geometry",),
                         density="compact",
                     )
-                    VSelect(label="Device", items=("dfm_devices", DEVICES), v_model=("dfm_device",), density="compact")
+                    VSelect(
+                        label="Device",
+                        items=("dfm_devices", choices("device")),
+                        v_model=("dfm_device",),
+                        density="compact",
+                    )
             VCheckbox(label="Show the 50 mm cube", v_model=("dfm_show_cube",), density="compact", hide_details=True)
 
             with html.Div(classes="d-flex", style="gap: 8px;"):

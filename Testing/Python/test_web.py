@@ -23,6 +23,7 @@ from web_harness import (
 )
 
 from DFM50NLib.errors import InputError
+from DFM50NLib.scene.params import CHOICE_LABELS
 
 STROKE = [(0.40, 0.45), (0.55, 0.45), (0.55, 0.55), (0.40, 0.55)]  # fractions of the axial view
 
@@ -64,9 +65,10 @@ def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(
     page = page_on_server
     open_demo(page)
     add_segment_and_paint(page, STROKE)
-    for field, value in (("smoking", "yes"), ("spiculated", "no")):  # the panel's clinical inputs
+    for field, param, value in (("smoking", "smoking", "yes"), ("spiculated", "spiculation", "no")):
+        label = CHOICE_LABELS[param][value]  # the panel's clinical inputs, clicked by the Slicer panel's words
         page.locator(f".v-field:has(#dfm-{field})").click()
-        page.locator(".v-overlay--active .v-list-item").filter(has_text=re.compile(rf"^\s*{value}\s*$")).click()
+        page.locator(".v-overlay--active .v-list-item").filter(has_text=re.compile(rf"^\s*{label}\s*$")).click()
         page.wait_for_selector(".v-overlay--active .v-list-item", state="detached")
     page_score = score_and_wait(page)
     segment_name = page.inner_text("#dfm-result-segment")

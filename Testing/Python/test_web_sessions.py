@@ -5,6 +5,7 @@ and websocket messages are bounded while they arrive, not after."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -17,9 +18,15 @@ from pathlib import Path
 import pytest
 from web_harness import (
     CHROMIUM,
+    HANDED,
+    handed_sessions,
     open_demo,
     require_browser,
+    session_pid_on,
+    session_processes,
+    timeline,
     wait_for_session,
+    wait_for_spare,
     wait_for_views,
     wait_idle,
     watch_session,
@@ -44,15 +51,7 @@ def ask_for_session(url):
 
 def session_pid(session_url) -> int:
     """The process serving a session: the one started with `--port <its port>` by the launcher."""
-    port = session_url.rsplit(":", 1)[1].split("/")[0]
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"DFM50NLib.web.session" in args and b"--port" in args and args[args.index(b"--port") + 1] == port.encode():
-            return int(proc.name)
-    raise AssertionError(f"no session process on port {port}")
+    return session_pid_on(session_url.rsplit(":", 1)[1].split("/")[0])
 
 
 def rss_mb(pid) -> float:
@@ -83,6 +82,22 @@ async def hello(ws, secret):
         answer = unchunker.process_chunk((await ws.receive(timeout=60)).data)
         if answer is not None:
             return answer
+
+
+@contextlib.contextmanager
+def connected(session_url):
+    """A client on the session's websocket (as a browser's page is) until the block ends."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(session_url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+        s.sendall(
+            f"GET {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert s.recv(4096).startswith(b"HTTP/1.1 101"), "the session refused the websocket"
+        yield
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -286,6 +301,73 @@ def test_a_session_that_hangs_at_start_shows_where_and_is_given_up(tmp_path):
     assert "ended with signal 15" in text, text[-3000:]
 
 
+def test_a_warm_spare_waits_unended_is_handed_out_once_and_counts_against_the_limit(tmp_path):
+    """--max-sessions 2 --idle-timeout 5: the spare started ahead outlives the idle timeout while nobody has it;
+    a browser gets that very process (its secret, not the next spare's); the next spare is a new process with a
+    new secret that the first browser's secret does not open; with one handed session and one spare the limit
+    of 2 is reached: a third browser is refused and no third process starts; a handed session nobody uses ends
+    after the idle timeout, and a spare takes its place."""
+    require_browser()
+    import aiohttp
+
+    work = tmp_path / "tmp"
+    work.mkdir()
+    with web_server(tmp_path, "--max-sessions", "2", "--idle-timeout", "5", env={"TMPDIR": str(work)}) as url:
+        spare, log = wait_for_spare(work)
+        loading = urllib.request.urlopen(url + "loading.tpl", timeout=30).read().decode()
+        assert 'role="status">Starting your private session…<' in loading  # until a session answers, not "Loading..."
+        time.sleep(8)  # longer than the idle timeout: a spare nobody has does not end
+        assert alive(spare) and HANDED not in log.read_text()
+        t0 = time.time()
+        status, a = ask_for_session(url)
+        answered = time.time() - t0
+        assert status == 200 and session_pid(a["sessionURL"]) == spare  # the process started ahead
+        cold_start = timeline(log.read_text(), "listening")
+        print(f"spare handed in {answered:.2f} s; a cold start took {cold_start:.2f} s to listen")
+        assert answered < cold_start
+        with connected(a["sessionURL"]):  # its browser is on it
+            second, _ = wait_for_spare(work)  # a new process, with a secret of its own
+            assert second != spare and session_processes(work) == sorted([spare, second])
+            status, b = ask_for_session(url)
+            assert status == 200 and session_pid(b["sessionURL"]) == second and b["secret"] != a["secret"]
+            status, refused = ask_for_session(url)  # the limit: one handed session + one handed spare = 2
+            assert status == 503 and "resources are currently taken" in refused["error"]
+            time.sleep(3)
+            assert session_processes(work) == sorted([spare, second])  # no third process, no spare past the limit
+
+        async def first_secret_on_second_session():
+            async with aiohttp.ClientSession() as http, http.ws_connect(b["sessionURL"]) as ws:
+                return await hello(ws, a["secret"])
+
+        assert asyncio.run(first_secret_on_second_session())["error"]["message"] == "Authentication failed"
+        t0 = time.time()  # nobody uses the handed sessions: they end after the idle timeout
+        while (alive(spare) or alive(second)) and time.time() - t0 < 60:
+            time.sleep(0.5)
+        assert not alive(spare) and not alive(second), "handed sessions nobody uses must end when idle"
+        third, _ = wait_for_spare(work)  # a freed port gets a spare again
+        assert third not in (spare, second)
+
+
+def test_a_spare_whose_launcher_was_killed_ends_after_the_idle_timeout(tmp_path):
+    """A spare waits without an idle end only while a launcher could hand it out: its launcher killed
+    (SIGKILL: no clean-up), it ends like an idle session instead of living on."""
+    require_browser()
+    import signal
+
+    work = tmp_path / "tmp"
+    work.mkdir()
+    with web_server(tmp_path, "--idle-timeout", "3", env={"TMPDIR": str(work)}):
+        spare, log = wait_for_spare(work)
+        launcher = int(Path(f"/proc/{spare}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(launcher, signal.SIGKILL)
+        t0 = time.time()
+        while alive(spare) and time.time() - t0 < 60:
+            time.sleep(0.5)
+        print(f"spare ended {time.time() - t0:.1f} s after its launcher was killed (idle timeout 3 s)")
+        assert not alive(spare)
+        assert "the launcher is gone" in log.read_text()
+
+
 # ---------------------------------------------------------------------------------------------- browsers
 
 
@@ -416,15 +498,14 @@ def test_uploads_are_capped_before_they_arrive_and_removed_when_the_session_ends
     with web_server(tmp_path, "--max-upload-mb", "5", "--idle-timeout", "8", env=env) as url:
         with browser_page(url) as page:
             (uploads,) = tmp.glob("dfm50n-launcher-*/uploads")
-            (session_dir,) = uploads.iterdir()  # this browser's session folder
-            pid = _session_of(tmp)
-            (log,) = tmp.glob("dfm50n-launcher-*/logs/*.txt")  # the session's own log
-            assert "DFM50N session ready" in log.read_text()
-            assert "GetROINode" not in log.read_text()  # trame-slicer's crop switch no longer fails at start
+            ((pid, log),) = handed_sessions(tmp)  # this browser's session and its own log
+            assert "DFM50N session ready" in log
+            assert "GetROINode" not in log  # trame-slicer's crop switch no longer fails at start
             page.set_input_files("#dfm-upload", str(ct_path))
             page.wait_for_selector("#dfm-case:has-text('demo_phantom.nii.gz')", timeout=120_000)
-            stored = [f.name for f in session_dir.rglob("*") if f.is_file()]
-            assert stored == ["demo_phantom.nii.gz"]
+            (stored,) = [f for f in uploads.rglob("*") if f.is_file()]  # a spare's folder is empty
+            session_dir = uploads / stored.relative_to(uploads).parts[0]  # this browser's session folder
+            assert stored.name == "demo_phantom.nii.gz"
             before = rss_mb(pid)
             page.evaluate("() => trame.state.set('dfm_max_upload_mb', 100000)")  # the page's check is off
             for field in ("#dfm-upload", "#dfm-upload-lesion"):
@@ -439,20 +520,8 @@ def test_uploads_are_capped_before_they_arrive_and_removed_when_the_session_ends
         while alive(pid) and time.time() - t0 < 120:
             time.sleep(1)
         assert not alive(pid), "the idle session did not end"
-        assert not session_dir.exists() and list(uploads.iterdir()) == []
+        assert not session_dir.exists() and [f for f in uploads.rglob("*") if f.is_file()] == []
     assert list(tmp.glob("dfm50n-launcher-*")) == []  # the launcher's own folder goes when it stops
-
-
-def _session_of(tmp: Path) -> int:
-    """The one session process of the launcher whose work folder is under `tmp`."""
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"DFM50NLib.web.session" in args and str(tmp).encode() in args and b"--write-www" not in args:
-            return int(proc.name)
-    raise AssertionError("no session process")
 
 
 def test_behind_nginx_the_page_and_each_session_go_through_the_proxy(tmp_path, random_weights):

@@ -132,6 +132,78 @@ def wait_for_session(page, timeout=180_000):
         ) from None
 
 
+VIEW_FRAMES = "Array.from(document.querySelectorAll('img')).filter(i => i.naturalWidth > 100).length >= 3"
+HANDED = "handed to a browser"  # DFM50NLib.web.session's timeline, when the launcher gives a session away
+
+
+def session_logs(work) -> dict:
+    """Log text of every session the launcher under `work` (the server's TMPDIR) started, by log file."""
+    return {log: log.read_text(errors="replace") for log in Path(work).glob("dfm50n-launcher-*/logs/*.txt")}
+
+
+def timeline(log_text, what) -> float | None:
+    """Seconds from the session process's start to the first timeline line that starts with `what`."""
+    for line in log_text.splitlines():
+        head, _, said = line.partition(" s: ")
+        if "DFM50N session timeline" in head and said.startswith(what):
+            return float(head.rsplit("+", 1)[1])
+    return None
+
+
+def session_port(log_text) -> int:
+    return int(log_text.split("listening on port ", 1)[1].split()[0])
+
+
+def session_pid_on(port) -> int:
+    """The session process the launcher started with `--port <port>`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            b"DFM50NLib.web.session" in args
+            and b"--port" in args
+            and args[args.index(b"--port") + 1] == str(port).encode()
+        ):
+            return int(proc.name)
+    raise AssertionError(f"no session process on port {port}")
+
+
+def handed_sessions(work) -> list:
+    """(pid, log text) of the sessions the launcher under `work` gave to a browser, in the order they were given."""
+    logs = [t for t in session_logs(work).values() if HANDED in t]
+    logs.sort(key=lambda t: t.split(HANDED)[0].rsplit("DFM50N session timeline ", 1)[1][:15])
+    return [(session_pid_on(session_port(t)), t) for t in logs]
+
+
+def session_processes(work) -> list:
+    """Pids of the session processes of the launcher under `work`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"DFM50NLib.web.session" in args and str(work).encode() in args and b"--write-www" not in args:
+            pids.append(int(proc.name))
+    return sorted(pids)
+
+
+def wait_for_spare(work, timeout=180) -> tuple:
+    """(pid, log file) of a started session that waits for its browser (a warm spare), once there is one."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        for log, text in session_logs(work).items():
+            if "listening on port" in text and HANDED not in text:
+                try:
+                    return session_pid_on(session_port(text)), log
+                except AssertionError:
+                    pass  # it ended meanwhile
+        time.sleep(0.2)
+    raise AssertionError(f"no spare session within {timeout} s")
+
+
 def open_demo(page):
     page.click("#dfm-open-demo")
     page.wait_for_selector("#dfm-case:has-text('Demo phantom')")
@@ -141,7 +213,7 @@ def open_demo(page):
 
 def wait_for_views(page):
     """The RCA views are <img> elements streamed by the server; wait until the slice views have pictures."""
-    page.wait_for_function("Array.from(document.querySelectorAll('img')).filter(i => i.naturalWidth > 100).length >= 3")
+    page.wait_for_function(VIEW_FRAMES)
 
 
 def axial_view_box(page):
@@ -217,6 +289,20 @@ def score_and_wait(page, timeout=240_000):
     page.click("#dfm-score")
     page.wait_for_selector("#dfm-message:text-is('Done')", timeout=timeout)
     return page.get_attribute("#dfm-score-value", "data-score")
+
+
+AXIAL_IMAGE_BRIGHT = """() => {
+  const img = Array.from(document.querySelectorAll('img.image-display-area'))
+    .sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  if (!img || !img.complete || img.naturalWidth < 100) return false;
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let bright = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 150) bright++;
+  return bright > 0.02 * c.width * c.height;  // the demo's body wall, not a black box
+}"""
 
 
 AXIAL_YELLOW_PIXELS = """() => {
