@@ -3,7 +3,6 @@ Slicer panel's own Logic run here on the same segment; stale rows, Cancel, repor
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import numpy as np
@@ -13,6 +12,7 @@ from web_harness import (
     add_segment_and_paint,
     browser_page,
     choose_effect,
+    choose_option,
     open_demo,
     paint,
     painted_voxels,
@@ -66,10 +66,7 @@ def test_drawn_lesion_scores_as_the_logic_scores_it_and_reports_and_goes_stale(
     open_demo(page)
     add_segment_and_paint(page, STROKE)
     for field, param, value in (("smoking", "smoking", "yes"), ("spiculated", "spiculation", "no")):
-        label = CHOICE_LABELS[param][value]  # the panel's clinical inputs, clicked by the Slicer panel's words
-        page.locator(f".v-field:has(#dfm-{field})").click()
-        page.locator(".v-overlay--active .v-list-item").filter(has_text=re.compile(rf"^\s*{label}\s*$")).click()
-        page.wait_for_selector(".v-overlay--active .v-list-item", state="detached")
+        choose_option(page, field, CHOICE_LABELS[param][value])  # clicked by the Slicer panel's words
     page_score = score_and_wait(page)
     segment_name = page.inner_text("#dfm-result-segment")
     assert segment_name != "demo lesion"  # the panel follows the segment being edited

@@ -9,7 +9,6 @@ click overtakes the stroke's release, where Paint applies, and Score says the se
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 from web_harness import (
@@ -17,11 +16,14 @@ from web_harness import (
     axial_view_box,
     browser_page,
     choose_effect,
+    choose_option,
     open_demo,
     require_browser,
     wait_idle,
     web_server,
 )
+
+from DFM50NLib.scene.params import CHOICE_LABELS
 
 VIEW_EVENT_DELAY_S = 0.3
 SLOW_VIEW_EVENTS = f"""
@@ -99,11 +101,8 @@ def test_paint_stroke_and_score_at_once_scores_the_stroke(slow_server_url, tmp_p
                 page.evaluate("document.getElementById('dfm-score').click()")
             else:
                 if how == "at once":
-                    for field, value in (("smoking", "yes"), ("spiculated", "no")):
-                        page.locator(f".v-field:has(#dfm-{field})").click()
-                        page.locator(".v-overlay--active .v-list-item").filter(
-                            has_text=re.compile(rf"^\s*{value}\s*$")
-                        ).click()
+                    for field, param, value in (("smoking", "smoking", "yes"), ("spiculated", "spiculation", "no")):
+                        choose_option(page, field, CHOICE_LABELS[param][value])
                 page.click("#dfm-score")
             page.wait_for_selector("#dfm-message:text-is('Done'), #dfm-error", timeout=240_000)
             page.screenshot(path=str(tmp_path / f"stroke-scored-{round_}.png"))

@@ -204,6 +204,15 @@ def wait_for_spare(work, timeout=180) -> tuple:
     raise AssertionError(f"no spare session within {timeout} s")
 
 
+def choose_option(page, field, label):
+    """Pick `label` in the panel's select `#dfm-<field>` (as a user does: open the list, click the item)."""
+    import re
+
+    page.locator(f".v-field:has(#dfm-{field})").click()
+    page.locator(".v-overlay--active .v-list-item").filter(has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")).click()
+    page.wait_for_selector(".v-overlay--active .v-list-item", state="detached")
+
+
 def open_demo(page):
     page.click("#dfm-open-demo")
     page.wait_for_selector("#dfm-case:has-text('Demo phantom')")
