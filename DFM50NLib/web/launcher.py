@@ -33,8 +33,6 @@ from DFM50NLib.web.spares import with_spares
 
 ENDPOINT = "paraview"  # where trame's client POSTs for a session by default
 DIRECT_SESSION_URL = "ws://${host}:${port}/ws"  # the browser reaches the session port itself (same machine)
-TRAME_LOADING = '<div class="trame__message">Loading...</div>'
-STARTING = "Starting your private session…"  # said under trame's spinner instead of "Loading..."
 
 
 def free_ports(count: int, host="127.0.0.1") -> list:
@@ -129,9 +127,9 @@ def _replace_wslink_choices(spare_sessions=1):
 
         def isReady(self, session, count=0):
             """wslink calls a session that died at start 'ready' after 60 s and sends the browser to its port:
-            answer 503 at once instead (report_end prints its log's end). wslink asks once a second (`count`);
-            a session still not ready a third of the way to the start timeout has its threads' stacks printed
-            (session.py: faulthandler on SIGUSR2), so a hang shows where it hangs."""
+            answer 503 at once instead (report_end prints its log's end). A session still not ready a third of
+            the way to the start timeout (`count`: seconds since its browser asked) has its threads' stacks
+            printed (session.py: faulthandler on SIGUSR2), so a hang shows where it hangs."""
             if self.isRunning(session["id"]):
                 ready = super().isReady(session, count)
                 if not ready and count >= max(1, self.config["configuration"]["timeout"] // 3):
@@ -228,13 +226,6 @@ def _write_www(work: Path):
     done = subprocess.run([*cmd, "--write-www", str(work / "www")], capture_output=True, text=True)
     if done.returncode != 0 or not (work / "www" / "index.html").is_file():
         raise DFM50NError(f"Could not prepare the page's files:\n{done.stderr[-2000:]}")
-    loading = work / "www" / "loading.tpl"  # what trame's page shows until its session answers
-    loading.write_text(
-        loading.read_text(encoding="utf-8").replace(
-            TRAME_LOADING, f'<div class="trame__message" role="status">{STARTING}</div>'
-        ),
-        encoding="utf-8",
-    )
 
 
 def _stop_sessions(manager):

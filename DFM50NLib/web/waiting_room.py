@@ -1,7 +1,8 @@
-"""What the page says while it has no session, instead of trame's endless "Loading...": the server is full (it
-tries again by itself), the session could not start, or the session it had has ended (crash, server stop).
-The launcher serves trame's static page (launcher._write_www); `adapt_page` adds this script to it and turns on
-the client's own retry of a launcher that answered 503 (trame-client reads `data-launcher-retry`)."""
+"""What the page says while it has no session, instead of trame's endless "Loading...": its session is starting,
+the server is full (it tries again by itself), the session could not start, or the session it had has ended
+(crash, server stop). The launcher serves trame's static page (launcher._write_www); `adapt_page` adds this
+script to it, words its spinner, and turns on the client's own retry of a launcher that answered 503
+(trame-client reads `data-launcher-retry`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ RETRY_SECONDS = 10
 RETRIES = 60  # ten minutes of waiting for a free place; then the page asks for a reload
 
 SCRIPT_NAME = "dfm50n-session-status.js"
+TRAME_LOADING = '<div class="trame__message">Loading...</div>'
+STARTING = "Starting your private session…"  # said under trame's spinner until the session answers
 
 STATUS_JS = """
 (() => {
@@ -87,19 +90,25 @@ STATUS_JS = """
 
 
 def adapt_page(www: Path, *, places: int, retry_seconds=RETRY_SECONDS, retries=RETRIES):
-    """Add the status script to trame's index.html, name the page, and let the client retry a full server."""
-    index = www / "index.html"
-    html = index.read_text(encoding="utf-8")
+    """Add the status script to trame's index.html, name the page, let the client retry a full server, and say
+    under the spinner that the session is starting."""
     retry = json.dumps([retry_seconds * 1000] * retries)
-    edits = [
+    _edit(
+        www / "index.html",
         ('data-launcher-retry="[]"', f'data-launcher-retry="{retry}"'),
         ("<title>trame is built by Kitware</title>", "<title>DFM50N</title>"),
         ("<head>", f'<head>\n    <script src="{SCRIPT_NAME}"></script>'),  # before trame's client opens anything
-    ]
-    for old, new in edits:
-        if old not in html:
-            raise DFM50NError(f"trame's page {index} has no {old!r}: this trame-client version is not supported.")
-        html = html.replace(old, new, 1)
+    )
+    _edit(www / "loading.tpl", (TRAME_LOADING, f'<div class="trame__message" role="status">{STARTING}</div>'))
     values = {"retry_s": retry_seconds, "retries": retries, "places": places}
     (www / SCRIPT_NAME).write_text(STATUS_JS % values, encoding="utf-8")
-    index.write_text(html, encoding="utf-8")
+
+
+def _edit(path: Path, *edits):
+    """Each (old, new) once in `path`; an `old` missing means a trame-client this page was not written for."""
+    text = path.read_text(encoding="utf-8")
+    for old, new in edits:
+        if old not in text:
+            raise DFM50NError(f"trame's page {path} has no {old!r}: this trame-client version is not supported.")
+        text = text.replace(old, new, 1)
+    path.write_text(text, encoding="utf-8")
