@@ -54,6 +54,16 @@ def session_pid(session_url) -> int:
     return session_pid_on(session_url.rsplit(":", 1)[1].split("/")[0])
 
 
+def server_output_once(tmp_path, text, timeout) -> str:
+    """The test server's output (web_harness.web_server's log) once it holds `text`, or after `timeout` s (the
+    caller's assertions then say what is missing)."""
+    log = next(tmp_path.glob("server-*.log"))
+    deadline = time.time() + timeout
+    while text not in log.read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    return log.read_text()
+
+
 def rss_mb(pid) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -257,12 +267,8 @@ def test_a_session_that_crashes_is_reported_with_its_stack_and_its_place_freed(t
         assert status == 200
         pid = session_pid(answer["sessionURL"])
         os.kill(pid, signal.SIGSEGV)
-        log = next(tmp_path.glob("server-*.log"))
         port = answer["sessionURL"].rsplit(":", 1)[1].split("/")[0]
-        deadline = time.time() + 60
-        while f"on port {port} (pid {pid}) ended with signal 11" not in log.read_text() and time.time() < deadline:
-            time.sleep(0.2)
-        text = log.read_text()
+        text = server_output_once(tmp_path, f"on port {port} (pid {pid}) ended with signal 11", timeout=60)
         assert f"the session on port {port} (pid {pid}) ended with signal 11" in text, text[-3000:]
         assert "Fatal Python error: Segmentation fault" in text and 'File "' in text, text[-3000:]
         again, other = ask_for_session(url)  # the one place of --max-sessions 1 is free again
@@ -292,11 +298,7 @@ def test_a_session_that_hangs_at_start_shows_where_and_is_given_up(tmp_path):
         t0 = time.time()
         status, answer = ask_for_session(url)
         waited = time.time() - t0
-        log = next(tmp_path.glob("server-*.log"))
-        deadline = time.time() + 30
-        while "ended with signal" not in log.read_text() and time.time() < deadline:
-            time.sleep(0.2)  # the stopped session's end is reported too
-        text = log.read_text()
+        text = server_output_once(tmp_path, "ended with signal", timeout=30)  # the stopped session's end too
     assert status == 503 and "did not start before timeout" in answer["error"], answer
     assert 11 < waited < 40, waited
     assert "is not ready after 4 s; where its threads are" in text, text[-3000:]

@@ -154,19 +154,22 @@ def session_port(log_text) -> int:
     return int(log_text.split("listening on port ", 1)[1].split()[0])
 
 
-def session_pid_on(port) -> int:
-    """The session process the launcher started with `--port <port>`."""
+def _session_commands():
+    """(pid, command-line arguments) of every running DFM50N session process (also a --write-www one)."""
     for proc in Path("/proc").iterdir():
         try:
             args = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (
-            b"DFM50NLib.web.session" in args
-            and b"--port" in args
-            and args[args.index(b"--port") + 1] == str(port).encode()
-        ):
-            return int(proc.name)
+        if b"DFM50NLib.web.session" in args:
+            yield int(proc.name), args
+
+
+def session_pid_on(port) -> int:
+    """The session process the launcher started with `--port <port>`."""
+    for pid, args in _session_commands():
+        if b"--port" in args and args[args.index(b"--port") + 1] == str(port).encode():
+            return pid
     raise AssertionError(f"no session process on port {port}")
 
 
@@ -179,15 +182,10 @@ def handed_sessions(work) -> list:
 
 def session_processes(work) -> list:
     """Pids of the session processes of the launcher under `work`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"DFM50NLib.web.session" in args and str(work).encode() in args and b"--write-www" not in args:
-            pids.append(int(proc.name))
-    return sorted(pids)
+    work = str(work).encode()
+    return sorted(
+        pid for pid, args in _session_commands() if b"--write-www" not in args and any(work in a for a in args)
+    )
 
 
 def wait_for_spare(work, timeout=180) -> tuple:
